@@ -1,0 +1,40 @@
+# ci-fanout: `make demo` runs the main job, `make test` runs lint, types and tests.
+# Both create and fill .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo lint types pytest venv clean docs bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test: lint types pytest
+
+demo: venv
+	$(BIN)/python -m ci_app.demo
+
+docs: venv
+	$(BIN)/python -m ci_app.docs
+
+bench: venv
+	$(BIN)/python bench/parse_throughput.py
+
+clean:
+	rm -rf out ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache
