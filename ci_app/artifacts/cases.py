@@ -10,7 +10,7 @@ earlier attempt failed and the last one passed).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -236,3 +236,22 @@ def element_text(el: etree._Element | None) -> str | None:
         return None
     text = "".join(t if isinstance(t, str) else t.decode() for t in el.itertext())
     return text if text.strip() else None
+
+
+#: Longest single line of a line-delimited (JSON event / TAP) report.
+MAX_LINE_BYTES = 64 * 1024**2
+
+
+def iter_lines(stream: BinaryIO, what: str, max_line: int = MAX_LINE_BYTES) -> Iterator[str]:
+    """Decoded lines of a streamed text report (UTF-8, BOM and CR tolerated)."""
+    first = True
+    while True:
+        raw = stream.readline(max_line + 1)
+        if not raw:
+            return
+        if len(raw) > max_line and not raw.endswith(b"\n"):
+            raise ReportParseError(f"{what} has a line longer than {max_line:,} bytes")
+        if first:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+            first = False
+        yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
