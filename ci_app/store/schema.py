@@ -1,0 +1,146 @@
+"""Schema migrations: an ordered list of SQL scripts, applied on open.
+
+``schema_version`` holds one row per applied migration. Never edit a shipped
+migration; append a new one. Times in the queue tables (``jobs``,
+``test_queue``, leases) are epoch seconds (DOUBLE) so callers can pass a fake
+clock; run and runner times are naive-UTC ``TIMESTAMP``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
+    (
+        1,
+        "results history: runs, shards, test_results, metrics",
+        """
+        CREATE SEQUENCE IF NOT EXISTS run_seq START 1;
+        CREATE TABLE runs (
+            run_id       VARCHAR PRIMARY KEY,
+            seq          BIGINT NOT NULL DEFAULT nextval('run_seq'),
+            repo         VARCHAR,
+            provider     VARCHAR,
+            pipeline_id  VARCHAR,
+            commit       VARCHAR,
+            branch       VARCHAR,
+            base_commit  VARCHAR,
+            pr           INTEGER,
+            started_at   TIMESTAMP,
+            finished_at  TIMESTAMP,
+            ingested_at  TIMESTAMP NOT NULL
+        );
+        CREATE TABLE shards (
+            run_id        VARCHAR NOT NULL,
+            shard_id      VARCHAR NOT NULL,
+            runner_name   VARCHAR,
+            runner_labels VARCHAR[],
+            runner_class  VARCHAR NOT NULL,
+            profile_hash  VARCHAR,
+            job_url       VARCHAR,
+            tool          VARCHAR,
+            started_at    TIMESTAMP,
+            finished_at   TIMESTAMP,
+            duration_s    DOUBLE,
+            tests         INTEGER,
+            passed        INTEGER,
+            failed        INTEGER,
+            errors        INTEGER,
+            skipped       INTEGER,
+            flaky         INTEGER,
+            unreadable_files INTEGER,
+            ingested_at   TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, shard_id)
+        );
+        -- One row per test case per shard (final outcome; ``retries`` extra
+        -- attempts, ``flaky`` = failed then passed within the shard).
+        -- No index: 10M+ rows, appended in bulk, scanned by run or by history.
+        CREATE TABLE test_results (
+            run_id      VARCHAR NOT NULL,
+            shard_id    VARCHAR NOT NULL,
+            test_id     VARCHAR NOT NULL,
+            suite       VARCHAR,
+            classname   VARCHAR,
+            name        VARCHAR,
+            file        VARCHAR,
+            line        INTEGER,
+            outcome     VARCHAR NOT NULL,
+            duration_s  DOUBLE,
+            retries     INTEGER,
+            flaky       BOOLEAN,
+            message     VARCHAR
+        );
+        CREATE TABLE metrics (
+            run_id     VARCHAR NOT NULL,
+            shard_id   VARCHAR NOT NULL,
+            name       VARCHAR NOT NULL,
+            value      DOUBLE NOT NULL,
+            unit       VARCHAR,
+            direction  VARCHAR
+        );
+        """,
+    ),
+    (
+        2,
+        "app state: runners, tokens, heartbeats, deliveries, jobs, test_queue",
+        """
+        CREATE TABLE runners (
+            name          VARCHAR PRIMARY KEY,
+            provider      VARCHAR,
+            labels        VARCHAR[],
+            profile       JSON,
+            profile_hash  VARCHAR,
+            last_seen     DOUBLE,
+            status        VARCHAR NOT NULL DEFAULT 'online'
+        );
+        CREATE TABLE runner_tokens (
+            token_hash  VARCHAR PRIMARY KEY,
+            name        VARCHAR NOT NULL,
+            created     DOUBLE NOT NULL,
+            revoked     DOUBLE
+        );
+        CREATE TABLE heartbeats (
+            runner_name  VARCHAR NOT NULL,
+            received_at  DOUBLE NOT NULL,
+            load         DOUBLE,
+            busy         BOOLEAN,
+            payload      JSON
+        );
+        CREATE TABLE deliveries (
+            provider     VARCHAR NOT NULL,
+            delivery_id  VARCHAR NOT NULL,
+            event        VARCHAR,
+            received_at  DOUBLE NOT NULL,
+            body         VARCHAR,
+            UNIQUE (provider, delivery_id)
+        );
+        CREATE SEQUENCE IF NOT EXISTS job_seq START 1;
+        CREATE TABLE jobs (
+            id               BIGINT PRIMARY KEY DEFAULT nextval('job_seq'),
+            kind             VARCHAR NOT NULL,
+            payload          JSON,
+            state            VARCHAR NOT NULL DEFAULT 'queued',
+            attempts         INTEGER NOT NULL DEFAULT 0,
+            lease_until      DOUBLE,
+            last_error       VARCHAR,
+            run_after        DOUBLE NOT NULL DEFAULT 0,
+            idempotency_key  VARCHAR UNIQUE,
+            created_at       DOUBLE NOT NULL,
+            updated_at       DOUBLE NOT NULL
+        );
+        CREATE TABLE test_queue (
+            run_id       VARCHAR NOT NULL,
+            pool         VARCHAR NOT NULL,
+            test_id      VARCHAR NOT NULL,
+            state        VARCHAR NOT NULL DEFAULT 'queued',
+            lease_id     VARCHAR,
+            lease_until  DOUBLE,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            result       VARCHAR,
+            PRIMARY KEY (run_id, pool, test_id)
+        );
+        """,
+    ),
+)
+
+LATEST_VERSION: Final[int] = MIGRATIONS[-1][0]
