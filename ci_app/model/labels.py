@@ -16,10 +16,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ci_app.errors import ConfigError
+from ci_app.model.profile import (
+    Accelerators,
+    Browser,
+    Cpu,
+    Disk,
+    Gpu,
+    HardwareProfile,
+    Memory,
+    Nvidia,
+    Status,
+)
 
 SCHEME = "hwlabels-v1"
 """Version stamp of this taxonomy (bump when the mapping changes incompatibly)."""
@@ -135,7 +146,7 @@ LADDERS: dict[str, Ladder] = {
             kind="count",
             steps=("1", "2", "4", "8", "16", "32", "64", "128"),
             source="cpu.effective",
-            note="cgroup-effective CPUs: min(affinity, ceil(quota))",
+            note="cgroup-effective CPUs: min(affinity, cpuset, ceil(quota))",
         ),
         Ladder(
             key="mem",
@@ -338,3 +349,471 @@ def _drop_weaker_steps(labels: set[str]) -> set[str]:
         if hit is None or best[hit[0].key] == hit[1]:
             keep.add(label)
     return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile -> labels: the table
+# ---------------------------------------------------------------------------------------------
+
+# Sources, as named in reconcile: a label whose source is in ``error`` is never removed.
+SOURCES = ("cpu", "memory", "disk", "nvidia", "accelerators", "browser")
+
+_ARCH_LABELS = {
+    "x86_64": "x64",
+    "aarch64": "arm64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+# raw kernel flag -> label (NFD-style names, normalised to our syntax)
+_ISA_LABELS: dict[str, str] = {
+    "avx2": "cpu-avx2",
+    "avx512f": "cpu-avx512",
+    "avx512_vnni": "cpu-avx512-vnni",
+    "avx512_bf16": "cpu-avx512-bf16",
+    "avx512_fp16": "cpu-avx512-fp16",
+    "amx_tile": "cpu-amx",
+    "asimd": "cpu-neon",
+    "sve": "cpu-sve",
+    "sve2": "cpu-sve2",
+}
+_ACCEL_KINDS = ("npu", "tpu", "gaudi", "neuron", "fpga")
+_GPU_FAMILY_RE = re.compile(r"^[a-z]{1,2}[0-9]{1,4}[a-z]?$")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
+
+
+def gpu_model_labels(name: str | None) -> list[str]:
+    """``NVIDIA H100 80GB HBM3`` -> ``gpu-model-h100-80gb-hbm3`` and ``gpu-model-h100``."""
+    if not name:
+        return []
+    text = re.sub(r"^(nvidia|amd|intel)\s+", "", name.strip(), flags=re.IGNORECASE)
+    slug = _slug(text)
+    if not slug:
+        return []
+    out = [f"gpu-model-{slug}"[:63].rstrip("-.")]
+    first = slug.split("-")[0]
+    if first != slug and _GPU_FAMILY_RE.fullmatch(first):
+        out.append(f"gpu-model-{first}")
+    return out
+
+
+def _cc_value(cc: str | None) -> float | None:
+    if not cc:
+        return None
+    major, _, minor = cc.partition(".")
+    try:
+        return int(major) * 10 + int(minor or 0)
+    except ValueError:
+        return None
+
+
+def _usable_gpus(profile: HardwareProfile) -> list[tuple[Gpu, list[int | None]]]:
+    """Each GPU with the memory sizes of the CUDA devices it offers (MIG devices when MIG is on)."""
+    out: list[tuple[Gpu, list[int | None]]] = []
+    for g in profile.gpus:
+        if g.mig is not None and g.mig.current:
+            out.append((g, [d.memory_bytes for d in g.mig.devices]))
+        else:
+            out.append((g, [g.memory_bytes]))
+    return out
+
+
+def _labels_arch(p: HardwareProfile) -> list[str]:
+    label = _ARCH_LABELS.get(p.cpu.arch)
+    return [label] if label else []
+
+
+def _labels_x86_level(p: HardwareProfile) -> list[str]:
+    level = p.cpu.x86_64_level or 0
+    return [f"cpu-x86-64-v{n}" for n in (2, 3, 4) if n <= level]
+
+
+def _labels_isa(p: HardwareProfile) -> list[str]:
+    flags = set(p.cpu.flags)
+    return sorted({label for flag, label in _ISA_LABELS.items() if flag in flags})
+
+
+def _labels_cpus(p: HardwareProfile) -> list[str]:
+    return LADDERS["cpus"].labels_for(p.cpu.effective or None)
+
+
+def _labels_mem(p: HardwareProfile) -> list[str]:
+    return LADDERS["mem"].labels_for(p.memory.effective_bytes / GB or None)
+
+
+def _labels_disk(p: HardwareProfile) -> list[str]:
+    if p.disk.status is not Status.OK:
+        return []
+    return LADDERS["disk-free"].labels_for(p.disk.free_bytes / GB)
+
+
+def _labels_gpu_vendor(p: HardwareProfile) -> list[str]:
+    out = {f"gpu-{g.vendor}" for g in p.gpus if g.vendor}
+    if p.gpus:
+        out.add("gpu")
+    out |= {
+        f"gpu-{a.vendor}"
+        for a in p.accelerators.devices
+        if a.kind == "gpu" and a.vendor in ("amd", "intel")
+    }
+    return sorted(out)
+
+
+def _labels_gpu_count(p: HardwareProfile) -> list[str]:
+    n = sum(len(sizes) for _, sizes in _usable_gpus(p))
+    return LADDERS["gpus"].labels_for(n or None)
+
+
+def _labels_gpu_mem(p: HardwareProfile) -> list[str]:
+    sizes = [s for _, ss in _usable_gpus(p) for s in ss]
+    if not sizes or any(s is None for s in sizes):
+        return []  # an unknown size cannot vouch for a step
+    return LADDERS["gpu-mem"].labels_for(min(s for s in sizes if s is not None) / GB)
+
+
+def _labels_sm(p: HardwareProfile) -> list[str]:
+    ccs = [_cc_value(g.compute_capability) for g in p.gpus]
+    known = [c for c in ccs if c is not None]
+    out = {f"sm_{int(c)}" for c in known}
+    if known and len(known) == len(ccs):
+        out |= set(LADDERS["sm"].labels_for(min(known)))
+    return sorted(out)
+
+
+def _labels_gpu_arch(p: HardwareProfile) -> list[str]:
+    return sorted({f"gpu-arch-{g.arch}" for g in p.gpus if g.arch})
+
+
+def _labels_gpu_model(p: HardwareProfile) -> list[str]:
+    return sorted({label for g in p.gpus for label in gpu_model_labels(g.name)})
+
+
+def _labels_mig(p: HardwareProfile) -> list[str]:
+    out: set[str] = set()
+    for g in p.gpus:
+        if g.mig is not None and g.mig.current:
+            out.add("gpu-mig")
+            out |= {f"mig-{d.profile}" for d in g.mig.devices if d.profile}
+    return sorted(label for label in out if is_valid_label(label))
+
+
+def _labels_cuda(p: HardwareProfile) -> list[str]:
+    v = p.nvidia.cuda_driver_version
+    if not v or not p.gpus:
+        return []
+    try:
+        key = tuple(int(x) for x in v.split(".")[:2])
+    except ValueError:
+        return []
+    return LADDERS["cuda"].labels_for(key)
+
+
+def _labels_accel(p: HardwareProfile) -> list[str]:
+    return sorted({f"accel-{a.kind}" for a in p.accelerators.devices if a.kind in _ACCEL_KINDS})
+
+
+def _labels_webgpu(p: HardwareProfile) -> list[str]:
+    b = p.browser
+    if b.status is not Status.OK or b.webgpu is None or b.webgpu.adapter is None:
+        return []
+    a = b.webgpu.adapter
+    if not a.fallback and (a.type or "").strip().lower() != "cpu":
+        out = ["webgpu"]
+        vendor = _slug(a.vendor or "")
+        if vendor and is_valid_label(f"webgpu-{vendor}") and vendor != "sw":
+            out.append(f"webgpu-{vendor}")
+        return out
+    return ["webgpu-sw"]
+
+
+def _labels_webnn(p: HardwareProfile) -> list[str]:
+    b = p.browser
+    if b.status is not Status.OK or b.webnn is None:
+        return []
+    devices = [d for d in ("cpu", "gpu", "npu") if getattr(b.webnn, d) is True]
+    return ["webnn", *(f"webnn-{d}" for d in devices)] if devices else []
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelRule:
+    """One row of the taxonomy: which labels, from which facts, by which rule."""
+
+    labels: str  # as documented
+    source: str  # one of SOURCES
+    field: str  # profile field(s) read
+    rule: str
+    pattern: str  # regex every label of this row matches (ownership)
+    derive: Callable[[HardwareProfile], list[str]]
+
+
+def _ladder_pattern(key: str) -> str:
+    ladder = LADDERS[key]
+    steps = "|".join(re.escape(s) for s in ladder.steps)
+    return rf"{re.escape(key)}-ge-(?:{steps}){ladder.suffix}"
+
+
+def _ladder_doc(key: str) -> str:
+    ladder = LADDERS[key]
+    return f"`{key}-ge-{{{','.join(ladder.steps)}}}{ladder.suffix}`"
+
+
+LABEL_TABLE: tuple[LabelRule, ...] = (
+    LabelRule(
+        labels="`x64`, `arm64`, `ppc64le`, `s390x`, `riscv64`",
+        source="cpu",
+        field="cpu.arch",
+        rule="machine architecture",
+        pattern="x64|arm64|ppc64le|s390x|riscv64",
+        derive=_labels_arch,
+    ),
+    LabelRule(
+        labels="`cpu-x86-64-v2`, `cpu-x86-64-v3`, `cpu-x86-64-v4`",
+        source="cpu",
+        field="cpu.x86_64_level",
+        rule="every psABI level the CPU meets (a v4 CPU also has v2 and v3)",
+        pattern="cpu-x86-64-v[234]",
+        derive=_labels_x86_level,
+    ),
+    LabelRule(
+        labels=", ".join(f"`{v}`" for v in sorted(set(_ISA_LABELS.values()))),
+        source="cpu",
+        field="cpu.flags",
+        rule=", ".join(f"`{k}`→`{v}`" for k, v in _ISA_LABELS.items()),
+        pattern="|".join(re.escape(v) for v in sorted(set(_ISA_LABELS.values()))),
+        derive=_labels_isa,
+    ),
+    LabelRule(
+        labels=_ladder_doc("cpus"),
+        source="cpu",
+        field="cpu.effective",
+        rule="ladder on cgroup-effective CPUs: min(affinity, cpuset, ceil(quota))",
+        pattern=_ladder_pattern("cpus"),
+        derive=_labels_cpus,
+    ),
+    LabelRule(
+        labels=_ladder_doc("mem"),
+        source="memory",
+        field="memory.effective_bytes",
+        rule="ladder, decimal GB, on min(MemTotal, cgroup limit)",
+        pattern=_ladder_pattern("mem"),
+        derive=_labels_mem,
+    ),
+    LabelRule(
+        labels=_ladder_doc("disk-free"),
+        source="disk",
+        field="disk.free_bytes",
+        rule="ladder, decimal GB, free space of the work folder (volatile)",
+        pattern=_ladder_pattern("disk-free"),
+        derive=_labels_disk,
+    ),
+    LabelRule(
+        labels="`gpu`, `gpu-nvidia`, `gpu-amd`, `gpu-intel`",
+        source="nvidia",
+        field="gpus[].vendor, accelerators.devices[kind=gpu]",
+        rule="`gpu` = at least one compute GPU in `gpus[]` (v1: NVIDIA via NVML); "
+        "`gpu-<vendor>` per vendor, AMD/Intel display devices from PCI give only `gpu-<vendor>`",
+        pattern="gpu|gpu-(?:nvidia|amd|intel)",
+        derive=_labels_gpu_vendor,
+    ),
+    LabelRule(
+        labels=_ladder_doc("gpus"),
+        source="nvidia",
+        field="len(gpus) (MIG devices when MIG is on)",
+        rule="ladder on the number of CUDA devices after `CUDA_VISIBLE_DEVICES`",
+        pattern=_ladder_pattern("gpus"),
+        derive=_labels_gpu_count,
+    ),
+    LabelRule(
+        labels=_ladder_doc("gpu-mem"),
+        source="nvidia",
+        field="min(gpus[].memory_bytes) (MIG: smallest MIG device)",
+        rule="ladder, decimal GB, on the minimum over GPUs; none if any size is unknown",
+        pattern=_ladder_pattern("gpu-mem"),
+        derive=_labels_gpu_mem,
+    ),
+    LabelRule(
+        labels="`sm_90`, …; " + _ladder_doc("sm"),
+        source="nvidia",
+        field="gpus[].compute_capability",
+        rule="`sm_XY` for every GPU (union); ladder on the minimum",
+        pattern=r"sm_[0-9]{2,3}|" + _ladder_pattern("sm"),
+        derive=_labels_sm,
+    ),
+    LabelRule(
+        labels="`gpu-arch-{volta,turing,ampere,ada,hopper,blackwell,…}`",
+        source="nvidia",
+        field="gpus[].arch",
+        rule="union over GPUs (from compute capability, else NVML's architecture)",
+        pattern=r"gpu-arch-[a-z0-9]+",
+        derive=_labels_gpu_arch,
+    ),
+    LabelRule(
+        labels="`gpu-model-h100-80gb-hbm3`, `gpu-model-h100`, …",
+        source="nvidia",
+        field="gpus[].name",
+        rule="name without the vendor word, slugged; plus the family token (`h100`, `a10g`, "
+        "`l4`) when the name has more words; union",
+        pattern=r"gpu-model-[a-z0-9][a-z0-9.-]*",
+        derive=_labels_gpu_model,
+    ),
+    LabelRule(
+        labels="`gpu-mig`, `mig-1g.10gb`, …",
+        source="nvidia",
+        field="gpus[].mig",
+        rule="when MIG mode is on: `gpu-mig` and one label per MIG profile present",
+        pattern=r"gpu-mig|mig-[0-9]+g\.[0-9]+gb",
+        derive=_labels_mig,
+    ),
+    LabelRule(
+        labels=_ladder_doc("cuda"),
+        source="nvidia",
+        field="nvidia.cuda_driver_version",
+        rule="ladder on the highest CUDA version the driver supports (only with a GPU)",
+        pattern=_ladder_pattern("cuda"),
+        derive=_labels_cuda,
+    ),
+    LabelRule(
+        labels=", ".join(f"`accel-{k}`" for k in _ACCEL_KINDS),
+        source="accelerators",
+        field="accelerators.devices[].kind",
+        rule="other accelerators found on PCI (class 0x0b40 / 0x12)",
+        pattern="accel-(?:" + "|".join(_ACCEL_KINDS) + ")",
+        derive=_labels_accel,
+    ),
+    LabelRule(
+        labels="`webgpu`, `webgpu-<vendor>`, `webgpu-sw`",
+        source="browser",
+        field="browser.webgpu.adapter",
+        rule="`webgpu` (+ vendor) only for a non-fallback adapter whose type is not CPU; "
+        "a fallback (SwiftShader) adapter gives `webgpu-sw` only",
+        pattern=r"webgpu|webgpu-[a-z0-9][a-z0-9.-]*",
+        derive=_labels_webgpu,
+    ),
+    LabelRule(
+        labels="`webnn`, `webnn-cpu`, `webnn-gpu`, `webnn-npu`",
+        source="browser",
+        field="browser.webnn",
+        rule="only after `navigator.ml.createContext({deviceType})` succeeded",
+        pattern="webnn|webnn-(?:cpu|gpu|npu)",
+        derive=_labels_webnn,
+    ),
+)
+
+OWNED_LABEL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(
+    re.compile(rf"(?:{rule.pattern})") for rule in LABEL_TABLE
+)
+"""Regexes (use ``fullmatch``) of every label this app may add or remove."""
+
+
+def is_owned_label(label: str) -> bool:
+    """True if ``label`` belongs to our vocabulary (case-insensitive, as CI labels are)."""
+    low = label.lower()
+    return any(p.fullmatch(low) for p in OWNED_LABEL_PATTERNS)
+
+
+def label_source(label: str) -> str | None:
+    """The profile source (:data:`SOURCES`) a label of ours comes from; None if not ours."""
+    low = label.lower()
+    for rule, pattern in zip(LABEL_TABLE, OWNED_LABEL_PATTERNS, strict=True):
+        if pattern.fullmatch(low):
+            return rule.source
+    return None
+
+
+def source_status(profile: HardwareProfile, source: str) -> Status:
+    """Status of one source section of ``profile``."""
+    sections: dict[str, Cpu | Memory | Disk | Nvidia | Accelerators | Browser] = {
+        "cpu": profile.cpu,
+        "memory": profile.memory,
+        "disk": profile.disk,
+        "nvidia": profile.nvidia,
+        "accelerators": profile.accelerators,
+        "browser": profile.browser,
+    }
+    return sections[source].status
+
+
+def derive_labels(profile: HardwareProfile) -> tuple[str, ...]:
+    """Every label the profile earns, sorted. All are valid and owned (tested)."""
+    out: set[str] = set()
+    for rule in LABEL_TABLE:
+        out.update(rule.derive(profile))
+    return tuple(sorted(label for label in out if is_valid_label(label)))
+
+
+def render_labels_markdown() -> str:
+    """``docs/labels.md``, generated from :data:`LABEL_TABLE` and :data:`LADDERS`."""
+    lines = [
+        "# Runner labels (hwlabels-v1)",
+        "",
+        "<!-- generated by ci_app.model.labels.render_labels_markdown(); do not edit by hand:",
+        "     python -c 'from ci_app.model.labels import render_labels_markdown as r; "
+        'print(r(), end="")\' > docs/labels.md -->',
+        "",
+        "CI labels are exact-match sets (GitHub `runs-on`, GitLab `tags`) without `>=`, so",
+        "numeric facts are *threshold ladders*: a runner publishes `X-ge-T` for every step `T` it",
+        "meets, and a requirement `X>=v` compiles to the smallest step `T >= v`. Sizes are",
+        'decimal GB (10^9 bytes): an "80GB" H100 reports 81559 MiB = 85.52 GB.',
+        f"Every label matches `{LABEL_RE.pattern}`. Scheme stamp: `{SCHEME}`.",
+        "",
+        "## Labels",
+        "",
+        "| labels | source | from | rule |",
+        "|---|---|---|---|",
+    ]
+    for rule in LABEL_TABLE:
+        lines.append(f"| {rule.labels} | {rule.source} | `{rule.field}` | {rule.rule} |")
+    lines += [
+        "",
+        "## Ladders and requirements",
+        "",
+        "| requirement | steps | label | from |",
+        "|---|---|---|---|",
+    ]
+    for ladder in LADDERS.values():
+        unit = "g" if ladder.kind == "gb" else ""
+        example_value = ladder.steps[min(2, len(ladder.steps) - 1)]
+        example = f"{ladder.key}>={example_value}{unit}"
+        lines.append(
+            f"| `{example}` | {', '.join(ladder.steps)} | `{compile_requirement(example)}` "
+            f"| `{ladder.source}` ({ladder.note}) |"
+        )
+    lines += [
+        "",
+        "`compile_requirement()` examples:",
+        "",
+        "| requirement | label |",
+        "|---|---|",
+    ]
+    for req in (
+        "gpu-mem>=20g",
+        "mem>=64g",
+        "cpus>=8",
+        "gpus>=2",
+        "cuda>=12.4",
+        "sm>=80",
+        "sm>=8.6",
+        "gpu-mem>=24gib",
+        "gpu-nvidia",
+        "cpu:avx512",
+        "webgpu",
+    ):
+        lines.append(f"| `{req}` | `{compile_requirement(req)}` |")
+    lines += [
+        "",
+        "A requirement above a ladder's top step (e.g. `gpu-mem>=200g`), an unknown key or an",
+        "operator other than `>=` raises `RequirementError`: match those app-side from the",
+        "stored profile.",
+        "",
+        "## Ownership",
+        "",
+        "The app adds and removes only labels matching the patterns above",
+        "(`ci_app.model.labels.is_owned_label`); labels an admin set by hand are never touched.",
+        "A label is removed only after several consecutive probes lack it, and never while its",
+        "source reports `error`.",
+        "",
+    ]
+    return "\n".join(lines)
