@@ -1,0 +1,334 @@
+"""Sharding benchmark: ci-fanout's planner side by side with pytest-split, on real duration files.
+
+Prints, measured in this one run:
+
+1. static split (history = next run), every dataset and every K in 2..64: ratio makespan /
+   lower bound for our plan, pytest-split ``least_duration`` and ``duration_based_chunks``;
+2. lognormal noise sigma=0.3 (10 seeds): static vs queue mode (0.05 s pull overhead);
+3. real drift (plan on committed version i, run version i+1): static vs queue mode with a
+   0.05 s (in-session HTTP pull) and a 2 s (process per batch) pull overhead;
+4. time to plan 100 000 tests into 64 shards, ours vs pytest-split.
+
+Usage: ``python bench/sharding.py [--corpora ../shared/corpora] [--seeds 10] [--quick]``.
+Ratios: ``lower bound = max(sum / K, longest test)``; 1.000 is provably optimal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ci_app.matrix.durations import DurationHistory
+from ci_app.matrix.queue import QueueConfig, QueueItem
+from ci_app.matrix.sharding import lower_bound, partition
+from ci_app.matrix.simulate import add_noise, simulate_queue, simulate_static
+
+try:
+    from pytest_split.algorithms import Algorithms
+
+    HAVE_PYTEST_SPLIT = True
+except ImportError:  # pragma: no cover - pytest-split is a dev dependency
+    HAVE_PYTEST_SPLIT = False
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPORA = ROOT.parent / "shared" / "corpora"
+KS_TABLE = (2, 4, 8, 16, 32, 64)
+
+
+class _Item:
+    """Stand-in for a pytest item: pytest-split only reads ``nodeid`` and sorts by ``str``."""
+
+    __slots__ = ("nodeid",)
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+    def __str__(self) -> str:
+        return self.nodeid
+
+
+def geo(xs: Iterable[float]) -> float:
+    vals = list(xs)
+    return math.exp(sum(math.log(x) for x in vals) / len(vals)) if vals else float("nan")
+
+
+def ours(tests: Sequence[str], est: Mapping[str, float], k: int) -> list[list[str]]:
+    members, _ = partition(tests, [est[t] for t in tests], k)
+    return [[tests[i] for i in m] for m in members]
+
+
+def pytest_split(
+    name: str, tests: Sequence[str], durations: Mapping[str, float], k: int
+) -> list[list[str]]:
+    """pytest-split's own algorithm; unknown tests get its own fill (mean of known)."""
+    algo = Algorithms[name].value
+    groups = algo(k, [_Item(t) for t in tests], dict(durations))
+    return [[it.nodeid for it in g.selected] for g in groups]
+
+
+def queue_items(
+    tests: Sequence[str], hist: Mapping[str, float]
+) -> tuple[list[QueueItem], dict[str, float]]:
+    est = DurationHistory.single(hist).estimate(tests)
+    items = [QueueItem(t, est.seconds[t], unknown=t in est.unknown) for t in tests]
+    return items, est.seconds
+
+
+def load(path: Path) -> Any:
+    with path.open() as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_static(datasets: Mapping[str, dict[str, float]], ks: Sequence[int]) -> dict[str, Any]:
+    print("\n## 1. Static split, history = next run (ratio to lower bound)\n")
+    rows: list[tuple[str, int, float, float, float]] = []
+    for name, d in datasets.items():
+        tests = sorted(d)
+        for k in ks:
+            lb = lower_bound(d.values(), k)
+            r_ours = simulate_static(ours(tests, d, k), d).makespan_s / lb
+            r_lsd = simulate_static(pytest_split("least_duration", tests, d, k), d).makespan_s / lb
+            r_chk = (
+                simulate_static(pytest_split("duration_based_chunks", tests, d, k), d).makespan_s
+                / lb
+            )
+            rows.append((name, k, r_ours, r_lsd, r_chk))
+    print(
+        "| dataset | K | ours | pytest-split least_duration | pytest-split duration_based_chunks |"
+    )
+    print("|---|---|---|---|---|")
+    for name, k, a, b, c in rows:
+        if k in KS_TABLE:
+            print(f"| {name} | {k} | {a:.5f} | {b:.5f} | {c:.4f} |")
+    worse = [(n, k, a, b) for n, k, a, b, _ in rows if a > b + 1e-12]
+    summary = {
+        "cases": len(rows),
+        "ours_geo": geo(r[2] for r in rows),
+        "ours_max": max(r[2] for r in rows),
+        "lsd_geo": geo(r[3] for r in rows),
+        "lsd_max": max(r[3] for r in rows),
+        "chunks_geo": geo(r[4] for r in rows),
+        "chunks_max": max(r[4] for r in rows),
+        "worse_than_lsd": len(worse),
+        "better_than_lsd": sum(1 for r in rows if r[2] < r[3] - 1e-12),
+    }
+    print(
+        f"\nall {len(rows)} cases (K = {ks[0]}..{ks[-1]}): ours geo {summary['ours_geo']:.5f} "
+        f"(max {summary['ours_max']:.5f}) | least_duration geo {summary['lsd_geo']:.5f} "
+        f"(max {summary['lsd_max']:.5f}) | duration_based_chunks geo {summary['chunks_geo']:.4f} "
+        f"(max {summary['chunks_max']:.4f})"
+    )
+    print(
+        f"ours worse than least_duration in {len(worse)} cases, strictly better in "
+        f"{summary['better_than_lsd']}"
+    )
+    for n, k, a, b in worse[:10]:
+        print(f"  WORSE {n} K={k}: {a:.6f} > {b:.6f}")
+    return summary
+
+
+def bench_noise(
+    datasets: Mapping[str, dict[str, float]], seeds: int, overhead: float
+) -> dict[str, Any]:
+    print(f"\n## 2. Lognormal noise sigma=0.3, {seeds} seeds (queue pull overhead {overhead} s)\n")
+    print("| dataset | K | static ours | least_duration | queue |")
+    print("|---|---|---|---|---|")
+    all_s: list[float] = []
+    all_l: list[float] = []
+    all_q: list[float] = []
+    cfg = QueueConfig(pull_overhead_s=overhead)
+    for name, d in datasets.items():
+        tests = sorted(d)
+        items, _ = queue_items(tests, d)
+        for k in KS_TABLE:
+            plan = ours(tests, d, k)
+            lsd = pytest_split("least_duration", tests, d, k)
+            s_r, l_r, q_r = [], [], []
+            for seed in range(seeds):
+                actual = add_noise(d, 0.3, seed)
+                s_r.append(simulate_static(plan, actual).ratio)
+                l_r.append(simulate_static(lsd, actual).ratio)
+                q_r.append(simulate_queue(items, actual, k, cfg).ratio)
+            all_s += s_r
+            all_l += l_r
+            all_q += q_r
+            print(f"| {name} | {k} | {geo(s_r):.3f} | {geo(l_r):.3f} | {geo(q_r):.3f} |")
+    out = {
+        "static_geo": geo(all_s),
+        "static_max": max(all_s),
+        "lsd_geo": geo(all_l),
+        "queue_geo": geo(all_q),
+        "queue_max": max(all_q),
+    }
+    print(
+        f"\nnoise: static geo {out['static_geo']:.4f} (max {out['static_max']:.3f}), "
+        f"least_duration {out['lsd_geo']:.4f}, queue geo {out['queue_geo']:.4f} "
+        f"(max {out['queue_max']:.3f})"
+    )
+    return out
+
+
+def bench_drift(histories: Mapping[str, list[dict[str, float]]], pairs: int) -> dict[str, Any]:
+    print("\n## 3. Real drift: plan on committed version i, run version i+1\n")
+    print(
+        "| dataset | K | pairs | static ours | least_duration | duration_based_chunks "
+        "| queue 0.05 s | queue 2 s |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    cols: dict[str, list[float]] = {"ours": [], "lsd": [], "chunks": [], "q005": [], "q2": []}
+    for name, versions in histories.items():
+        cases = list(itertools.pairwise(versions))[-pairs:]
+        prepared = []
+        for hist, actual in cases:
+            tests = sorted(actual)
+            items, est = queue_items(tests, hist)
+            prepared.append((hist, actual, tests, items, est))
+        for k in KS_TABLE:
+            per: dict[str, list[float]] = {c: [] for c in cols}
+            for hist, actual, tests, items, est in prepared:
+                per["ours"].append(simulate_static(ours(tests, est, k), actual).ratio)
+                per["lsd"].append(
+                    simulate_static(pytest_split("least_duration", tests, hist, k), actual).ratio
+                )
+                per["chunks"].append(
+                    simulate_static(
+                        pytest_split("duration_based_chunks", tests, hist, k), actual
+                    ).ratio
+                )
+                for key, ov in (("q005", 0.05), ("q2", 2.0)):
+                    cfg = QueueConfig(pull_overhead_s=ov)
+                    per[key].append(simulate_queue(items, actual, k, cfg).ratio)
+            for c in cols:
+                cols[c] += per[c]
+            print(
+                f"| {name} | {k} | {len(prepared)} | {geo(per['ours']):.3f} | "
+                f"{geo(per['lsd']):.3f} | {geo(per['chunks']):.3f} | {geo(per['q005']):.3f} | "
+                f"{geo(per['q2']):.3f} |"
+            )
+    out = {f"{c}_geo": geo(v) for c, v in cols.items()} | {
+        f"{c}_max": max(v) for c, v in cols.items()
+    }
+    print(
+        "\ndrift geo-mean (max): "
+        + ", ".join(f"{c} {out[c + '_geo']:.4f} ({out[c + '_max']:.3f})" for c in cols)
+    )
+    return out
+
+
+def bench_speed(pool: Sequence[float], n: int = 100_000, k: int = 64) -> dict[str, float]:
+    print(f"\n## 4. Planning time, {n:,} tests x {k} shards\n")
+    rng = random.Random(7)
+    names = [f"tests/pkg{i // 5000}/test_m{i // 50}.py::test_{i}" for i in range(n)]
+    weights = [rng.choice(pool) * math.exp(rng.gauss(0.0, 0.1)) for _ in names]
+    d = dict(zip(names, weights, strict=True))
+
+    def best_of(fn: Callable[[], object], reps: int = 3) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    out = {
+        "ours_s": best_of(lambda: partition(names, weights, k)),
+        "lsd_s": best_of(lambda: pytest_split("least_duration", names, d, k)),
+        "chunks_s": best_of(lambda: pytest_split("duration_based_chunks", names, d, k)),
+    }
+    lb = lower_bound(weights, k)
+    _, loads = partition(names, weights, k)
+    print("| algorithm | seconds (best of 3) |")
+    print("|---|---|")
+    print(f"| ours (LPT + local search) | {out['ours_s']:.3f} (ratio {max(loads) / lb:.6f}) |")
+    print(f"| pytest-split least_duration | {out['lsd_s']:.3f} |")
+    print(f"| pytest-split duration_based_chunks | {out['chunks_s']:.3f} |")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA)
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--pairs", type=int, default=12)
+    ap.add_argument("--quick", action="store_true", help="K in {2,4,...,64} only, 3 seeds")
+    args = ap.parse_args(argv)
+    if not HAVE_PYTEST_SPLIT:
+        print("pytest-split is not installed: pip install pytest-split", file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    ddir = args.corpora / "durations"
+    datasets = {
+        p.stem: {k: float(v) for k, v in load(p)["durations"].items()}
+        for p in sorted(ddir.glob("*.json"))
+    }
+    histories = {
+        p.stem: [v["durations"] for v in load(p)["versions"]]
+        for p in sorted((args.corpora / "durations-history").glob("*.json"))
+    }
+    ks = list(KS_TABLE) if args.quick else list(range(2, 65))
+    seeds = 3 if args.quick else args.seeds
+    print(f"# Sharding benchmark: {len(datasets)} datasets, {len(histories)} histories")
+    st = bench_static(datasets, ks)
+    nz = bench_noise(datasets, seeds, 0.05)
+    dr = bench_drift(histories, args.pairs)
+    pool = [v for d in datasets.values() for v in d.values()]
+    sp = bench_speed(pool)
+
+    print("\n## Targets (issue 4) side by side with the anchors\n")
+    checks = [
+        (
+            "static: ours <= least_duration on every dataset and K",
+            f"{st['worse_than_lsd']} worse of {st['cases']}",
+            st["worse_than_lsd"] == 0,
+        ),
+        (
+            "static geo-mean <= 1.001",
+            f"{st['ours_geo']:.5f} (least_duration {st['lsd_geo']:.5f}, "
+            f"chunks {st['chunks_geo']:.4f})",
+            st["ours_geo"] <= 1.001,
+        ),
+        (
+            "drift, queue 0.05 s pull geo-mean <= 1.03",
+            f"{dr['q005_geo']:.4f} (static ours {dr['ours_geo']:.4f}, least_duration "
+            f"{dr['lsd_geo']:.4f}, chunks {dr['chunks_geo']:.4f})",
+            dr["q005_geo"] <= 1.03,
+        ),
+        (
+            "noise sigma 0.3, queue geo-mean <= 1.01",
+            f"{nz['queue_geo']:.4f} (static ours {nz['static_geo']:.4f}, "
+            f"least_duration {nz['lsd_geo']:.4f})",
+            nz["queue_geo"] <= 1.01,
+        ),
+        (
+            "drift, queue 2 s pull (report)",
+            f"{dr['q2_geo']:.4f} (max {dr['q2_max']:.3f})",
+            True,
+        ),
+        (
+            "plan 100k x 64 < 0.5 s",
+            f"{sp['ours_s']:.3f} s (least_duration {sp['lsd_s']:.3f} s, "
+            f"chunks {sp['chunks_s']:.3f} s)",
+            sp["ours_s"] < 0.5,
+        ),
+    ]
+    print("| target | measured | ok |")
+    print("|---|---|---|")
+    for what, got, ok in checks:
+        print(f"| {what} | {got} | {'yes' if ok else 'NO'} |")
+    print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s")
+    return 0 if all(ok for _, _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
