@@ -1,6 +1,7 @@
 """Parser interface shared by every report format.
 
-A parser is a function ``(stream, ctx) -> Iterator[TestCase]`` over a binary stream: it streams cases
+A parser is a function ``(stream, ctx) -> Iterator[TestCase]`` over a binary
+stream: it streams cases
 and records side facts (declared counts, warnings, tool) on the ``ParseContext``.
 It raises ``ReportParseError`` when the input is unusable; the caller turns that
 into a ``ReportFile.error`` entry, never a crash of the whole ingest.

@@ -26,14 +26,22 @@ _DOCTYPE = re.compile(rb"<!DOCTYPE(?:[^\[>]|\[.*?\])*>", re.DOTALL | re.IGNORECA
 WRAPPER = "ci-fanout-documents"
 
 
+PARSER_OPTIONS: dict[str, bool] = {
+    "resolve_entities": False,
+    "no_network": True,
+    "load_dtd": False,
+    "huge_tree": True,
+}
+
+
 def parser_options() -> dict[str, bool]:
     """lxml options shared by every XML read: no DTD, entities or network."""
-    return {
-        "resolve_entities": False,
-        "no_network": True,
-        "load_dtd": False,
-        "huge_tree": True,
-    }
+    return dict(PARSER_OPTIONS)
+
+
+def safe_parser() -> etree.XMLParser:
+    """A fresh ``XMLParser`` with the safe options."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
 
 
 def sanitize(data: bytes) -> tuple[bytes, list[str]]:
@@ -59,7 +67,9 @@ def describe(exc: Exception) -> str:
     if isinstance(exc, etree.XMLSyntaxError):
         msg = str(exc.msg or exc).strip()
         line = exc.lineno
-        return f"not well-formed XML (line {line}): {msg}" if line else f"not well-formed XML: {msg}"
+        return (
+            f"not well-formed XML (line {line}): {msg}" if line else f"not well-formed XML: {msg}"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -70,15 +80,14 @@ def parse_tree(stream: BinaryIO, ctx: ParseContext, cap: int = 512 * 1024**2) ->
         raise ReportParseError(f"XML report larger than {cap:,} bytes; split it or raise the cap")
     if not data.strip():
         raise ReportParseError("empty file")
-    parser = etree.XMLParser(**parser_options())
     try:
-        return etree.fromstring(data, parser)
+        return etree.fromstring(data, safe_parser())
     except etree.XMLSyntaxError as first:
         fixed, notes = sanitize(data)
         if not notes:
             raise ReportParseError(describe(first)) from None
         try:
-            root = etree.fromstring(fixed, etree.XMLParser(**parser_options()))
+            root = etree.fromstring(fixed, safe_parser())
         except etree.XMLSyntaxError as exc:
             raise ReportParseError(describe(exc)) from None
         for note in notes:

@@ -7,7 +7,8 @@ The JSON Schema lives beside this module in ``schemas/results.v1.json``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -149,7 +150,7 @@ class Summary:
 
 def summarize(cases: Iterable[TestCase], duration_s: float | None = None) -> Summary:
     """Count outcomes; ``duration_s`` defaults to the sum of case durations."""
-    counts = {o: 0 for o in Outcome}
+    counts = dict.fromkeys(Outcome, 0)
     flaky = 0
     total = 0.0
     n = 0
@@ -207,7 +208,12 @@ class Metric:
     direction: str = "lower"  # "lower" or "higher" is better
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "unit": self.unit, "direction": self.direction}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "direction": self.direction,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Metric:
@@ -383,3 +389,88 @@ class ResultSet:
             tool=d.get("tool"),
             duration_s=summary.get("duration_s"),
         )
+
+
+def _fast_case_constructor() -> Callable[..., TestCase]:
+    """A positional constructor for ``TestCase`` that skips the frozen ``__setattr__``.
+
+    Parsers build millions of cases; the generated frozen ``__init__`` costs about
+    twice as much. Field order matches ``TestCase.__slots__``.
+    """
+    setters = [getattr(TestCase, name).__set__ for name in TestCase.__slots__]
+    (s_id, s_name, s_outcome, s_suite, s_classname, s_file, s_line, s_duration,
+     s_message, s_details, s_stdout, s_stderr, s_retries, s_flaky) = setters  # fmt: skip
+    new = object.__new__
+
+    def new_case(
+        id: str,
+        name: str,
+        outcome: Outcome,
+        suite: str | None,
+        classname: str | None,
+        file: str | None,
+        line: int | None,
+        duration_s: float,
+        message: str | None = None,
+        details: str | None = None,
+        stdout: str | None = None,
+        stderr: str | None = None,
+        retries: int = 0,
+        flaky: bool = False,
+    ) -> TestCase:
+        case: TestCase = new(TestCase)
+        s_id(case, id)
+        s_name(case, name)
+        s_outcome(case, outcome)
+        s_suite(case, suite)
+        s_classname(case, classname)
+        s_file(case, file)
+        s_line(case, line)
+        s_duration(case, duration_s)
+        s_message(case, message)
+        s_details(case, details)
+        s_stdout(case, stdout)
+        s_stderr(case, stderr)
+        s_retries(case, retries)
+        s_flaky(case, flaky)
+        return case
+
+    return new_case
+
+
+new_case: Callable[..., TestCase] = _fast_case_constructor()
+
+
+def _json_encoders() -> tuple[Callable[[str], str], Callable[[float], str]]:
+    import json.encoder
+
+    enc = json.encoder.c_encode_basestring or json.encoder.py_encode_basestring  # type: ignore[attr-defined]
+    return enc, float.__repr__
+
+
+_enc_str, _enc_float = _json_encoders()
+
+
+_OUTCOME_JSON = {o: f'"{o.value}"' for o in Outcome}
+
+
+def case_to_json(case: TestCase) -> str:
+    """``json.dumps(case.to_dict())`` without the intermediate dict (ingest hot path)."""
+    enc = _enc_str
+    suite, classname, file = case.suite, case.classname, case.file
+    message, details, stdout, stderr = case.message, case.details, case.stdout, case.stderr
+    line = case.line
+    duration = case.duration_s
+    dur = _enc_float(duration) if math.isfinite(duration) else "0.0"
+    return (
+        f'{{"id":{enc(case.id)},"suite":{"null" if suite is None else enc(suite)},'
+        f'"classname":{"null" if classname is None else enc(classname)},'
+        f'"name":{enc(case.name)},"file":{"null" if file is None else enc(file)},'
+        f'"line":{"null" if line is None else line},'
+        f'"outcome":{_OUTCOME_JSON[case.outcome]},"duration_s":{dur},'
+        f'"message":{"null" if message is None else enc(message)},'
+        f'"details":{"null" if details is None else enc(details)},'
+        f'"stdout":{"null" if stdout is None else enc(stdout)},'
+        f'"stderr":{"null" if stderr is None else enc(stderr)},'
+        f'"retries":{case.retries},"flaky":{"true" if case.flaky else "false"}}}'
+    )

@@ -1,0 +1,318 @@
+"""Turn report files (paths, directories, globs, zips) into one ResultSet.
+
+Two ways out: ``ingest_paths`` builds an in-memory ``ResultSet``;
+``ingest_to_json`` streams cases straight into ``results.json`` so memory stays
+bounded whatever the input size. A file that cannot be parsed becomes a
+``ReportFile`` with ``error`` set; it never aborts the others.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import io
+import json
+import os
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO, cast
+
+from ci_app.artifacts.base import ParseContext, ReportParseError
+from ci_app.artifacts.detect import HEAD_BYTES, detect_format
+from ci_app.artifacts.formats import FORMATS, get_parser
+from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
+from ci_app.model.results import (
+    SCHEMA_ID,
+    SCHEMA_VERSION,
+    ReportFile,
+    ResultSet,
+    RunInfo,
+    Summary,
+    SummaryCounter,
+    TestCase,
+    case_to_json,
+)
+
+_REPORT_SUFFIXES = (".xml", ".json", ".trx", ".tap", ".jsonl", ".ndjson", ".log", ".txt")
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """One report to read: a display path and a way to open it as a binary stream."""
+
+    path: str
+    open: Callable[[], BinaryIO]
+    size: int
+
+
+def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        yield ReportFile(path=str(path), format="zip", error=f"unreadable zip archive: {exc}")
+        return
+    infos = [i for i in archive.infolist() if not i.is_dir()]
+    if len(infos) > limits.max_zip_members:
+        yield ReportFile(
+            path=str(path),
+            format="zip",
+            error=f"zip has {len(infos):,} members, over the cap of {limits.max_zip_members:,}",
+        )
+        return
+    total = 0
+    for info in infos:
+        display = f"{path}!{info.filename}"
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > limits.max_zip_member_bytes:
+            yield ReportFile(
+                path=display,
+                format="zip",
+                error=f"member is {info.file_size:,} bytes uncompressed, over the cap",
+            )
+            continue
+        if info.file_size > 1024 * 1024 and ratio > limits.max_zip_ratio:
+            yield ReportFile(
+                path=display,
+                format="zip",
+                error=(
+                    f"compression ratio {ratio:.0f}:1 exceeds {limits.max_zip_ratio:.0f}:1 "
+                    "(possible zip bomb); not read"
+                ),
+            )
+            continue
+        total += info.file_size
+        if total > limits.max_zip_total_bytes:
+            yield ReportFile(path=display, format="zip", error="zip total size cap reached")
+            return
+
+        def opener(info: zipfile.ZipInfo = info) -> BinaryIO:
+            # Read in memory, never extracted to disk (no zip-slip); size capped above.
+            reader = _CappedReader(archive.open(info), limits.max_zip_member_bytes)
+            return cast(BinaryIO, io.BufferedReader(reader))
+
+        yield InputFile(path=display, open=opener, size=info.file_size)
+
+
+class _CappedReader(io.RawIOBase):
+    """Guards against members whose header lies about their size."""
+
+    def __init__(self, raw: IO[bytes], cap: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = cap
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._raw.seek(offset, whence)
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(b))
+        self._left -= len(data)
+        if self._left < 0:
+            raise ReportParseError("zip member is larger than it declared; not read")
+        b[: len(data)] = data
+        return len(data)
+
+
+def expand_inputs(
+    patterns: Iterable[str | Path], limits: Limits = DEFAULT_LIMITS
+) -> Iterator[InputFile | ReportFile]:
+    """Files, directories (recursively, report-like suffixes), globs and zip archives."""
+    seen: set[str] = set()
+    for pattern in patterns:
+        text = str(pattern)
+        matches = (
+            sorted(glob.glob(text, recursive=True))  # noqa: PTH207 (absolute patterns too)
+            if glob.has_magic(text)
+            else [text]
+        )
+        if not matches:
+            yield ReportFile(path=text, format="missing", error="no file matches this pattern")
+            continue
+        for match in matches:
+            path = Path(match)
+            if path.is_dir():
+                files = sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and p.suffix.lower() in (*_REPORT_SUFFIXES, ".zip")
+                )
+            elif path.exists():
+                files = [path]
+            else:
+                yield ReportFile(path=text, format="missing", error="file not found")
+                continue
+            for file in files:
+                key = os.fspath(file.resolve())
+                if key in seen:
+                    continue
+                seen.add(key)
+                if file.suffix.lower() == ".zip" or zipfile.is_zipfile(file):
+                    yield from _zip_members(file, limits)
+                    continue
+                size = file.stat().st_size
+                if size > limits.max_file_bytes:
+                    yield ReportFile(
+                        path=str(file),
+                        format="unknown",
+                        error=f"file is {size:,} bytes, over the cap of {limits.max_file_bytes:,}",
+                    )
+                    continue
+
+                def opener(file: Path = file) -> BinaryIO:
+                    return file.open("rb")
+
+                yield InputFile(path=str(file), open=opener, size=size)
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    head = stream.read(HEAD_BYTES)
+    stream.seek(0)
+    return head
+
+
+def parse_input(
+    item: InputFile, fmt: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Iterator[TestCase], Callable[[Summary], ReportFile]]:
+    """Start parsing one input: (cases iterator, finish(summary) -> ReportFile).
+
+    ``finish`` must be called after the iterator is exhausted (or failed); it
+    reports the format, warnings, declared counts and any error.
+    """
+    ctx = ParseContext(path=item.path, max_message_chars=limits.max_message_chars)
+    state: dict[str, str | None] = {"format": fmt, "error": None}
+
+    def cases() -> Iterator[TestCase]:
+        try:
+            with item.open() as stream:
+                detected = fmt or detect_format(_read_head(stream))
+                state["format"] = detected
+                if detected not in FORMATS:
+                    state["error"] = _unknown_message(detected)
+                    return
+                parser = get_parser(detected)
+                yield from parser(stream, ctx)
+        except ReportParseError as exc:
+            state["error"] = str(exc)
+        except OSError as exc:
+            state["error"] = f"cannot read file: {exc}"
+
+    def finish(summary: Summary) -> ReportFile:
+        return ReportFile(
+            path=item.path,
+            format=state["format"] or "unknown",
+            summary=summary,
+            error=state["error"],
+            warnings=tuple(ctx.warnings),
+            declared=ctx.declared,
+        )
+
+    return cases(), finish
+
+
+def _unknown_message(fmt: str) -> str:
+    if fmt == "empty":
+        return "empty file: no test report in it"
+    if fmt.startswith("unknown-xml-root:"):
+        root = fmt.split(":", 1)[1]
+        return f"XML root <{root}> is not a known test report format"
+    if fmt == "json-unknown":
+        return "JSON document is not a known test report format"
+    return "not a recognised test report (expected JUnit/NUnit/xUnit/TRX XML, JSON or TAP)"
+
+
+@contextmanager
+def relaxed_gc(threshold: int = 100_000) -> Iterator[None]:
+    """Collect young objects less often while streaming millions of short-lived cases.
+
+    Parsing creates many acyclic objects; the default gen-0 threshold (700) makes
+    the cyclic collector run thousands of times for nothing. Restored afterwards.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(threshold, old[0]), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    *,
+    run: RunInfo | None = None,
+    fmt: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> ResultSet:
+    """Parse every input into one in-memory ResultSet."""
+    tests: list[TestCase] = []
+    files: list[ReportFile] = []
+    for item in expand_inputs(paths, limits):
+        if isinstance(item, ReportFile):
+            files.append(item)
+            continue
+        cases, finish = parse_input(item, fmt, limits)
+        counter = SummaryCounter()
+        for case in cases:
+            counter.add(case)
+            tests.append(case)
+        files.append(finish(counter.summary()))
+    return ResultSet(
+        run=run or RunInfo(),
+        tests=tuple(tests),
+        files=tuple(files),
+    )
+
+
+def ingest_to_json(
+    paths: Iterable[str | Path],
+    out: IO[str],
+    *,
+    run: RunInfo | None = None,
+    fmt: str | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[Summary, list[ReportFile]]:
+    """Stream every input into a ResultSet v1 JSON document on ``out``.
+
+    Memory stays bounded: cases are written as they are parsed; the summary and
+    file list (small) come after the ``tests`` array.
+    """
+    run = run or RunInfo()
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    out.write('{"$schema":' + dumps(SCHEMA_ID) + ',"version":' + dumps(SCHEMA_VERSION))
+    out.write(',"tool":null,"run":' + dumps(run.to_dict()) + ',"tests":[')
+    files: list[ReportFile] = []
+    first = True
+    with relaxed_gc():
+        for item in expand_inputs(paths, limits):
+            if isinstance(item, ReportFile):
+                files.append(item)
+                continue
+            cases, finish = parse_input(item, fmt, limits)
+            counter = SummaryCounter()
+            add = counter.add
+            batch: list[str] = []
+            for case in cases:
+                add(case)
+                batch.append(case_to_json(case))
+                if len(batch) >= 4096:
+                    out.write(("\n" if first else ",\n") + ",\n".join(batch))
+                    first = False
+                    batch.clear()
+            if batch:
+                out.write(("\n" if first else ",\n") + ",\n".join(batch))
+                first = False
+            files.append(finish(counter.summary()))
+    summary = sum((f.summary for f in files), Summary())
+    write = out.write
+    write('\n],"metrics":[],"attachments":[],"files":')
+    write(dumps([f.to_dict() for f in files]))
+    write(',"summary":' + dumps(summary.to_dict()) + "}\n")
+    return summary, files

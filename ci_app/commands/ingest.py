@@ -1,0 +1,132 @@
+"""``ci-app ingest``: report files -> standard results.json (and optionally the store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from ci_app.artifacts.formats import FORMATS
+from ci_app.artifacts.ingest import ingest_paths, ingest_to_json
+from ci_app.errors import InputError
+from ci_app.model.results import ReportFile, RunInfo, Summary
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "ingest",
+        help="parse test reports into the standard results.json",
+        description=(
+            "Parse test reports (files, directories, globs, .zip archives; format detected from "
+            "content) into one ResultSet v1 results.json, and optionally store it. Exits 0 when "
+            "the reports were read, even if tests failed; 3 when no input was usable."
+        ),
+    )
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="report files, directories, globs, zips"
+    )
+    p.add_argument("-o", "--output", help="write results.json here ('-' for stdout)")
+    p.add_argument("--format", choices=FORMATS, help="skip detection and read every input as this")
+    p.add_argument("--db", help="also ingest into this DuckDB store")
+    p.add_argument("--run-id", help="pipeline run id (stored runs are keyed by run id + shard id)")
+    p.add_argument("--shard-id", help="shard id within the run")
+    p.add_argument("--repo", help="OWNER/NAME or GitLab project path")
+    p.add_argument("--provider", help="github, gitlab, jenkins, azure or local")
+    p.add_argument("--commit", help="commit SHA the tests ran on")
+    p.add_argument("--branch", help="branch name")
+    p.add_argument("--base-commit", help="commit to compare with (merge base)")
+    p.add_argument("--pr", type=int, help="pull/merge request number")
+    p.add_argument("--runner-name", help="runner that ran the shard")
+    p.add_argument("--runner-labels", help="comma-separated labels of that runner")
+    p.add_argument("--timestamp", help="ISO 8601 time of the run (default: now)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=run)
+
+
+def run_info_from_args(args: argparse.Namespace) -> RunInfo:
+    labels = tuple(x.strip() for x in (args.runner_labels or "").split(",") if x.strip())
+    return RunInfo(
+        run_id=args.run_id,
+        shard_id=args.shard_id,
+        repo=args.repo,
+        provider=args.provider,
+        commit=args.commit,
+        branch=args.branch,
+        base_commit=args.base_commit,
+        pr=args.pr,
+        runner_name=args.runner_name,
+        runner_labels=labels,
+        started_at=args.timestamp,
+    )
+
+
+def summary_line(summary: Summary, files: list[ReportFile] | tuple[ReportFile, ...]) -> str:
+    bad = sum(1 for f in files if f.error)
+    text = (
+        f"{summary.tests} tests: {summary.passed} passed, {summary.failed} failed, "
+        f"{summary.errors} errors, {summary.skipped} skipped"
+    )
+    if summary.flaky:
+        text += f" ({summary.flaky} flaky)"
+    text += f" in {len(files)} file(s)"
+    if bad:
+        text += f"; {bad} unreadable"
+    return text
+
+
+def _report_problems(files: list[ReportFile] | tuple[ReportFile, ...]) -> None:
+    for f in files:
+        if f.error:
+            print(f"error: {f.path}: {f.error}", file=sys.stderr)
+        for w in f.warnings:
+            print(f"warning: {f.path}: {w}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_info = run_info_from_args(args)
+    if args.db:
+        results = ingest_paths(args.paths, run=run_info, fmt=args.format)
+        files: list[ReportFile] | tuple[ReportFile, ...] = results.files
+        summary = results.summary
+        _check_usable(files)
+        if args.output:
+            import json
+
+            text = json.dumps(results.to_dict(), ensure_ascii=False)
+            if args.output == "-":
+                sys.stdout.write(text + "\n")
+            else:
+                Path(args.output).write_text(text + "\n", encoding="utf-8")
+        from ci_app.store import open_store  # type: ignore[attr-defined,unused-ignore]
+
+        with open_store(args.db) as store:
+            store.ingest(results)
+    else:
+        target = args.output or "results.json"
+        if target == "-":
+            summary, files = _stream(args, sys.stdout, run_info)
+        else:
+            with Path(target).open("w", encoding="utf-8") as out:
+                summary, files = _stream(args, out, run_info)
+        _check_usable(files)
+    _report_problems(files)
+    if not args.quiet:
+        print(f"ci-app ingest: {summary_line(summary, files)}", file=sys.stderr)
+    return 0
+
+
+def _stream(
+    args: argparse.Namespace, out: IO[str], run_info: RunInfo
+) -> tuple[Summary, list[ReportFile]]:
+    return ingest_to_json(args.paths, out, run=run_info, fmt=args.format)
+
+
+def _check_usable(files: list[ReportFile] | tuple[ReportFile, ...]) -> None:
+    if not files:
+        raise InputError("no input files found; pass report files, directories, globs or zips")
+    if all(f.error for f in files):
+        _report_problems(files)
+        raise InputError(
+            f"none of the {len(files)} input(s) could be read as a test report (see errors above)"
+        )
