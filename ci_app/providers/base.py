@@ -1,0 +1,255 @@
+"""Provider roles (one small Protocol each), the data that crosses the boundary, and the registry.
+
+SDK objects (PyGithub, python-gitlab, jenkinsapi, azure-devops) never leave their adapter
+module: adapters take and return the plain dataclasses below. A provider name maps to a factory
+in :data:`REGISTRY`; factories import their SDK lazily, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
+from ci_app.errors import ConfigError
+
+#: Every ci-fanout comment starts with a hidden marker line beginning with this prefix, e.g.
+#: ``<!-- ci-fanout:report v1 kind=tests -->``; the kind tells several sticky comments apart.
+MARKER_PREFIX = "<!-- ci-fanout:report"
+DEFAULT_KIND = "tests"
+
+
+class JobState(enum.StrEnum):
+    """Provider-neutral state of one CI job (a shard)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    UNKNOWN = "unknown"
+
+    @property
+    def done(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING, JobState.UNKNOWN)
+
+
+class StatusState(enum.StrEnum):
+    """Commit status states (GitHub's names; adapters map them to their provider)."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Annotation:
+    """One line-level finding for a check run (GitHub) or equivalent."""
+
+    path: str
+    start_line: int
+    end_line: int | None = None
+    level: str = "failure"  # notice | warning | failure
+    message: str
+    title: str | None = None
+    raw_details: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckRunPayload:
+    """What the reporting layer hands to ``Forge.publish_check_run``; adapters enforce limits."""
+
+    name: str
+    head_sha: str
+    title: str
+    summary: str
+    text: str | None = None
+    status: str = "completed"  # queued | in_progress | completed
+    conclusion: str | None = None  # success | failure | neutral | cancelled | ... (completed only)
+    annotations: Sequence[Annotation] = ()
+    details_url: str | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommitStatus:
+    sha: str
+    state: StatusState
+    context: str
+    description: str = ""
+    target_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommentRef:
+    id: str
+    url: str | None
+    created: bool  # False when an existing sticky comment was edited in place
+    truncated: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CheckRunRef:
+    id: str
+    url: str | None
+    requests: int  # create + follow-up updates sent
+    annotations_sent: int
+    truncated: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ImageRef:
+    url: str
+    markdown: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DispatchRequest:
+    """Start one shard. ``target`` is the workflow file (GitHub), the Jenkins job, the Azure
+    pipeline id; GitLab ignores it. ``event_type`` switches GitHub to ``repository_dispatch``."""
+
+    shard_id: str
+    ref: str
+    target: str = ""
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DispatchResult:
+    run_id: str | None  # None when the provider does not say (plain workflow_dispatch)
+    url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JobInfo:
+    id: str
+    name: str
+    state: JobState
+    url: str | None = None
+    runner: str | None = None
+    labels: tuple[str, ...] = ()
+    pipeline_id: str | None = None  # GitLab: the (child) pipeline this job belongs to
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunnerInfo:
+    id: str
+    name: str
+    labels: frozenset[str]
+    online: bool = True
+    busy: bool = False
+
+
+class Forge(Protocol):
+    """Where users read results: the sticky comment, check run / commit status, images."""
+
+    name: str
+
+    def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
+        """Create the sticky comment of ``kind`` on PR/MR ``number`` or edit it in place."""
+        ...
+
+    def publish_check_run(self, payload: CheckRunPayload) -> CheckRunRef: ...
+
+    def set_commit_status(self, status: CommitStatus) -> None: ...
+
+    def upload_image(self, filename: str, data: bytes) -> ImageRef | None:
+        """Upload a chart; ``None`` where the provider has no upload API (GitHub)."""
+        ...
+
+
+class CIServer(Protocol):
+    """Where shards run."""
+
+    name: str
+
+    def dispatch(self, request: DispatchRequest) -> DispatchResult: ...
+
+    def list_jobs(self, run_id: str) -> list[JobInfo]: ...
+
+    def fetch_artifacts(
+        self, run_id: str, dest: Path, *, limits: Limits = DEFAULT_LIMITS
+    ) -> list[Path]: ...
+
+    def cancel(self, run_id: str) -> None: ...
+
+
+class RunnerAdmin(Protocol):
+    """Self-hosted runners and their labels; labels are added/removed one by one so that labels
+    an admin set by hand are never overwritten."""
+
+    name: str
+
+    def list_runners(self) -> list[RunnerInfo]: ...
+
+    def add_label(self, runner_id: str, label: str) -> None: ...
+
+    def remove_label(self, runner_id: str, label: str) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Provider:
+    """The roles one configured provider offers (``None`` where it has no such role)."""
+
+    name: str
+    forge: Forge | None = None
+    ci: CIServer | None = None
+    runners: RunnerAdmin | None = None
+
+
+@runtime_checkable
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+ProviderFactory = Callable[[Mapping[str, str]], Provider]
+
+
+def _lazy(module: str) -> ProviderFactory:
+    def factory(settings: Mapping[str, str]) -> Provider:
+        mod = importlib.import_module(f"ci_app.providers.{module}")
+        made: Provider = mod.from_settings(settings)
+        return made
+
+    factory.__name__ = f"{module}_factory"
+    return factory
+
+
+#: name -> factory(settings) ; settings are plain strings (from config / env / CLI flags).
+REGISTRY: dict[str, ProviderFactory] = {
+    "github": _lazy("github"),
+    "gitlab": _lazy("gitlab"),
+    "jenkins": _lazy("jenkins"),
+    "azure": _lazy("azure"),
+    "local": _lazy("local"),
+}
+
+
+def get_provider(name: str, settings: Mapping[str, str]) -> Provider:
+    """Build the provider ``name`` from ``settings``; unknown names fail with a suggestion."""
+    try:
+        factory = REGISTRY[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f" Perhaps you meant {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown provider {name!r}; known: {', '.join(sorted(REGISTRY))}.{hint}"
+        ) from None
+    return factory(settings)
+
+
+def require(settings: Mapping[str, str], key: str, provider: str, env: str = "") -> str:
+    value = settings.get(key, "").strip()
+    if not value:
+        where = f" (or set {env})" if env else ""
+        raise ConfigError(f"{provider}: setting {key!r} is required{where}")
+    return value
