@@ -741,7 +741,16 @@ def derive_labels(profile: HardwareProfile) -> tuple[str, ...]:
     out: set[str] = set()
     for rule in LABEL_TABLE:
         out.update(rule.derive(profile))
-    return tuple(sorted(label for label in out if is_valid_label(label)))
+    return tuple(sorted((label for label in out if is_valid_label(label)), key=natural_key))
+
+
+def natural_key(label: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key with numbers compared as numbers: ``mem-ge-4g`` before ``mem-ge-16g``."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"([0-9]+)", label)
+        if part
+    )
 
 
 def render_labels_markdown() -> str:
