@@ -71,6 +71,8 @@ class PoolSpec:
 
     items: tuple[QueueItem, ...]
     workers: int = 1
+    #: the pool's runner labels: a runner holding all of them may pull from this pool
+    labels: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +183,7 @@ class QueueState(Protocol):
 
     def progress(self, run: str, pool: str | None = None) -> Progress: ...
 
-    def pools(self, run: str) -> tuple[str, ...]: ...
+    def pools(self, run: str) -> Mapping[str, frozenset[str]]: ...
 
     def results(self, run: str) -> Mapping[str, TestResult]: ...
 
@@ -219,6 +221,7 @@ class _OpenLease:
 
 @dataclass(slots=True)
 class _PoolQueue:
+    labels: frozenset[str]
     items: list[QueueItem]
     workers: int
     heap: list[int]  # item indices; index order == priority order
@@ -264,6 +267,7 @@ class InMemoryQueue:
                         raise LeaseError(f"test {t!r} is queued twice in run {run!r}")
                     seen.add(t)
             qpools[name] = _PoolQueue(
+                labels=spec.labels,
                 items=items,
                 workers=max(1, spec.workers),
                 heap=list(range(len(items))),  # already a valid heap: sorted ascending
@@ -287,8 +291,9 @@ class InMemoryQueue:
             raise LeaseError(f"run {run!r} has no pool {pool!r} (pools: {known})")
         return q
 
-    def pools(self, run: str) -> tuple[str, ...]:
-        return tuple(self._run(run).pools)
+    def pools(self, run: str) -> Mapping[str, frozenset[str]]:
+        """Pool keys of a run with their runner labels."""
+        return {k: q.labels for k, q in self._run(run).pools.items()}
 
     # -- leasing --------------------------------------------------------------------------------
     def lease(self, run: str, pool: str, runner: str, now: float) -> LeaseResult:
