@@ -211,6 +211,13 @@ def parse_go_test_json(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase
             not_json += 1
             continue
         events += 1
+        bad = [
+            k
+            for k in ("Action", "Package", "Test", "Output")
+            if k in ev and not isinstance(ev[k], str | None)
+        ]
+        if bad:
+            raise ReportParseError(f"malformed go test event: {', '.join(bad)} must be a string")
         try:
             state.handle(ev)
         except (TypeError, ValueError, AttributeError) as exc:
