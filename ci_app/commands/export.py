@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             with Path(args.output).open("wb") as out:
                 write_junit(results, out)
         return 0
-    from ci_app.model.ctrf import resultset_to_ctrf  # type: ignore[import-not-found,unused-ignore]
+    from ci_app.model.ctrf import resultset_to_ctrf
 
     results = load_results(args.ctrf)
     text = json.dumps(resultset_to_ctrf(results), indent=2)

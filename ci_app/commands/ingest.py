@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(text + "\n")
             else:
                 Path(args.output).write_text(text + "\n", encoding="utf-8")
-        from ci_app.store import open_store  # type: ignore[attr-defined,unused-ignore]
+        from ci_app.store import open_store
 
         with open_store(args.db) as store:
             store.ingest(results)
