@@ -1,0 +1,263 @@
+"""``ci-app plan``: build the shard matrix, or replay a plan against actual durations.
+
+Plan::
+
+    ci-app plan [--durations F] [--tests F | --collect PATH | --inventory F] [--runners F]
+                [--shards K | --target-minutes M] [--mode static|queue]
+                [--format json|github|gitlab] --output F
+
+Simulate (prints ``{"makespan_s", "lower_bound_s", "ratio"}`` as its last line)::
+
+    ci-app plan --durations HIST --shards K --simulate ACTUAL [--mode static|queue]
+                [--pull-overhead S] [--noise SIGMA --seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ci_app.errors import ConfigError, InputError, PlanningError
+from ci_app.matrix.durations import DurationHistory, durations_from_json
+from ci_app.matrix.inventory import (
+    Inventory,
+    apply_rules,
+    inventory_from_ids,
+    rules_from_config,
+)
+from ci_app.matrix.planner import Matrix, PlanOptions, plan_matrix
+from ci_app.matrix.policies import PlanContext, load_policies
+from ci_app.matrix.pools import runners_from_json
+from ci_app.matrix.queue import QueueConfig
+from ci_app.matrix.render import render
+from ci_app.matrix.simulate import add_noise, simulate_queue, simulate_static
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{what} file {path} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc}") from exc
+
+
+def load_history(paths: list[str]) -> DurationHistory:
+    """Durations files; ResultSets are keyed by the runner labels they record."""
+    hist = DurationHistory()
+    for path in paths:
+        doc = _read_json(path, "durations")
+        docs = doc if isinstance(doc, list) else [doc]
+        for d in docs:
+            labels: list[str] = []
+            if isinstance(d, dict) and isinstance(d.get("run"), dict):
+                labels = [str(x) for x in d["run"].get("runner_labels") or ()]
+            hist.add(durations_from_json(d), labels)
+    return hist
+
+
+def collect_inventory(path: str) -> Inventory:
+    """Run ``pytest --collect-only`` with the ci-fanout plugin and read its inventory."""
+    with tempfile.TemporaryDirectory(prefix="ci-fanout-") as tmp:
+        out = Path(tmp) / "inventory.json"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--collect-only",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--fanout-inventory",
+                str(out),
+                path,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if not out.exists():
+            tail = (proc.stdout + proc.stderr)[-2000:]
+            raise InputError(
+                f"pytest --collect-only {path} failed (exit {proc.returncode}):\n{tail}"
+            )
+        return Inventory.from_dict(json.loads(out.read_text()))
+
+
+def _inventory(args: argparse.Namespace, config: dict[str, Any]) -> Inventory:
+    if args.tests:
+        try:
+            inv = inventory_from_ids(Path(args.tests).read_text(encoding="utf-8").splitlines())
+        except OSError as exc:
+            raise InputError(f"cannot read --tests file {args.tests}: {exc}") from exc
+    elif args.inventory:
+        inv = Inventory.from_dict(_read_json(args.inventory, "inventory"))
+    elif args.collect:
+        inv = collect_inventory(args.collect)
+    elif args.durations:
+        # no inventory given: plan what the history knows (pytest-split's behaviour)
+        ids = sorted(
+            {t for p in args.durations for t in durations_from_json(_read_json(p, "durations"))}
+        )
+        inv = inventory_from_ids(ids)
+    else:
+        raise ConfigError(
+            "give the tests: --tests F, --collect PATH, --inventory F or --durations F"
+        )
+    return apply_rules(inv, rules_from_config(config))
+
+
+def _config(path: str | None) -> dict[str, Any]:
+    p = Path(path) if path else Path("ci-fanout.toml")
+    if not p.exists():
+        if path:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+
+
+def _options(args: argparse.Namespace) -> PlanOptions:
+    return PlanOptions(
+        mode=args.mode,
+        shards=args.shards,
+        target_s=None if args.target_minutes is None else args.target_minutes * 60.0,
+        setup_s=args.setup_seconds,
+        min_shard_s=args.min_shard_seconds,
+        gpu_for_cpu=args.gpu_for_cpu,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if not args.durations:
+        raise ConfigError("--simulate needs --durations HIST (the history to plan with)")
+    if args.shards is None:
+        raise ConfigError("--simulate needs --shards K")
+    actual = durations_from_json(_read_json(args.simulate, "actual durations"))
+    if not actual:
+        raise InputError(f"{args.simulate} holds no durations")
+    if args.noise:
+        actual = add_noise(actual, args.noise, args.seed)
+    hist = load_history(args.durations)
+    inv = inventory_from_ids(sorted(actual))
+    t0 = time.perf_counter()
+    matrix = plan_matrix(inv, hist, None, _options(args))
+    plan_s = time.perf_counter() - t0
+    if args.mode == "queue":
+        items = [it for p in matrix.pools for it in p.queue]
+        res = simulate_queue(
+            items, actual, args.shards, QueueConfig(pull_overhead_s=args.pull_overhead)
+        )
+    else:
+        res = simulate_static([s.tests for s in matrix.shards], actual)
+    unknown = sum(s.unknown_tests for s in matrix.shards)
+    print(
+        f"planned {len(inv.tests)} tests ({unknown} without history) into {len(matrix.shards)} "
+        f"shard(s) in {plan_s:.3f}s; mode {args.mode}",
+        file=sys.stderr,
+    )
+    print(json.dumps(res.to_dict()))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    if args.simulate:
+        return _simulate(args)
+    if not args.output:
+        raise ConfigError("--output F is required (use - for stdout)")
+    config = _config(args.config)
+    inv = _inventory(args, config)
+    hist = load_history(args.durations or [])
+    runners = runners_from_json(_read_json(args.runners, "runners")) if args.runners else None
+    policy_cfg = config.get("policies") or {}
+    names = args.policy if args.policy else None
+    policies = load_policies(names, policy_cfg)
+    ctx = PlanContext(
+        repo=args.repo or "",
+        ref=args.ref or "",
+        default_branch=args.default_branch,
+        labels=frozenset(args.pr_label or ()),
+        now=time.time(),
+        deadline=None
+        if args.deadline_minutes is None
+        else time.time() + args.deadline_minutes * 60,
+    )
+    matrix = plan_matrix(inv, hist, runners, _options(args), policies=policies, ctx=ctx)
+    text = render(matrix, args.format)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        if args.format != "json" and args.matrix_output:
+            Path(args.matrix_output).write_text(render(matrix, "json"), encoding="utf-8")
+    for w in matrix.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    _summary(matrix)
+    return 0
+
+
+def _summary(matrix: Matrix) -> None:
+    for p in matrix.pools:
+        print(
+            f"pool {p.key} [{', '.join(p.runs_on)}]: {p.shards} shard(s), "
+            f"{p.total_s:.0f}s of tests, expected wall {p.expected_wall_s:.0f}s",
+            file=sys.stderr,
+        )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="plan hardware-aware, duration-balanced shards (or --simulate a plan)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--tests", metavar="F", help="file with one test id per line")
+    src.add_argument("--collect", metavar="PATH", help="run pytest --collect-only on PATH")
+    src.add_argument("--inventory", metavar="F", help="inventory JSON (pytest --fanout-inventory)")
+    p.add_argument(
+        "--durations",
+        metavar="F",
+        action="append",
+        help="durations: pytest-split .test_durations JSON or results.json (repeatable)",
+    )
+    p.add_argument("--runners", metavar="F", help="runners JSON [{name, labels}]")
+    k = p.add_mutually_exclusive_group()
+    k.add_argument("--shards", type=int, metavar="K", help="shards per pool")
+    k.add_argument("--target-minutes", type=float, metavar="M", help="target wall time")
+    p.add_argument("--mode", choices=("static", "queue"), default="static")
+    p.add_argument("--format", choices=("json", "github", "gitlab"), default="json")
+    p.add_argument("--output", metavar="F", help="where to write the matrix (- for stdout)")
+    p.add_argument(
+        "--matrix-output", metavar="F", help="also write the JSON matrix (with github/gitlab)"
+    )
+    p.add_argument("--config", metavar="F", help="ci-fanout.toml (default: ./ci-fanout.toml)")
+    p.add_argument("--setup-seconds", type=float, default=30.0, help="per-shard set-up cost")
+    p.add_argument("--min-shard-seconds", type=float, default=0.0, help="smallest useful shard")
+    p.add_argument("--gpu-for-cpu", action="store_true", help="let CPU tests use GPU runners")
+    p.add_argument("--policy", action="append", metavar="NAME", help="policies to apply, in order")
+    p.add_argument("--repo", help="repository (for policies)")
+    p.add_argument("--ref", help="branch or ref (for policies)")
+    p.add_argument("--default-branch", action="store_true", help="this is the default branch")
+    p.add_argument("--pr-label", action="append", metavar="L", help="PR label (for priority)")
+    p.add_argument("--deadline-minutes", type=float, metavar="M", help="finish within M minutes")
+    sim = p.add_argument_group("simulation")
+    sim.add_argument("--simulate", metavar="ACTUAL", help="replay the plan with these durations")
+    sim.add_argument("--pull-overhead", type=float, default=0.05, metavar="S")
+    sim.add_argument("--noise", type=float, default=0.0, metavar="SIGMA")
+    sim.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_plan)
+
+
+__all__ = ["PlanningError", "cmd_plan", "collect_inventory", "load_history", "register"]
