@@ -211,8 +211,23 @@ def summarize_passes(
     )
 
 
+def gpu_device_nodes(dev: Path = Path("/dev")) -> bool:
+    """True if a GPU device node exists (``/dev/dri/renderD*``, ``/dev/nvidia0``…).
+
+    Without one Chromium cannot get a hardware Vulkan adapter, so the hardware pass is skipped.
+    """
+    try:
+        return any((dev / "dri").glob("renderD*")) or any(dev.glob("nvidia[0-9]*"))
+    except OSError:
+        return True  # unknown: try the hardware pass
+
+
 async def _run_passes(
-    executable: str, url: str, timeout_s: float, detect_js: str
+    executable: str,
+    url: str,
+    timeout_s: float,
+    detect_js: str,
+    passes: Sequence[tuple[str, tuple[str, ...]]],
 ) -> tuple[list[PassResult], str | None]:
     from playwright.async_api import async_playwright
 
@@ -228,7 +243,7 @@ async def _run_passes(
     results: list[PassResult] = []
     version: str | None = None
     async with async_playwright() as pw:
-        for name, flags in (("hardware", HARDWARE_FLAGS), ("software", SOFTWARE_FLAGS)):
+        for name, flags in passes:
             args = [*COMMON_FLAGS, *flags]
             t0 = time.perf_counter()
             browser = await pw.chromium.launch(
@@ -256,8 +271,18 @@ def probe_browser(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     detect_js: str = DETECT_JS,
+    hardware_pass: bool | None = None,
 ) -> tuple[Browser, dict[str, float]]:
-    """Run the browser probe; returns the section and per-pass timings (ms). Never raises."""
+    """Run the browser probe; returns the section and per-pass timings (ms). Never raises.
+
+    ``hardware_pass``: try the real-GPU flag set first (None: only when a GPU device node
+    exists, see :func:`gpu_device_nodes`).
+    """
+    if hardware_pass is None:
+        hardware_pass = gpu_device_nodes()
+    passes: list[tuple[str, tuple[str, ...]]] = [("software", SOFTWARE_FLAGS)]
+    if hardware_pass:
+        passes.insert(0, ("hardware", HARDWARE_FLAGS))
     exe = executable or DEFAULT_EXECUTABLE
     resolved = shutil.which(exe) if not Path(exe).is_absolute() else exe
     if not resolved or not Path(resolved).exists():
@@ -271,8 +296,10 @@ def probe_browser(
     t0 = time.perf_counter()
     try:
         with serve_probe_page() as url:
-            passes, version = asyncio.run(
-                asyncio.wait_for(_run_passes(resolved, url, timeout_s, detect_js), timeout_s + 5)
+            results, version = asyncio.run(
+                asyncio.wait_for(
+                    _run_passes(resolved, url, timeout_s, detect_js, passes), timeout_s + 5
+                )
             )
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -282,8 +309,8 @@ def probe_browser(
             executable=resolved,
             error=f"{type(exc).__name__}: {message}"[:500],
         ), {"browser": round((time.perf_counter() - t0) * 1000, 1)}
-    timings = {f"browser_{p.name}": p.duration_ms for p in passes}
+    timings = {f"browser_{r.name}": r.duration_ms for r in results}
     timings["browser"] = round((time.perf_counter() - t0) * 1000, 1)
-    if not passes:
+    if not results:
         return Browser(status=Status.ERROR, error="no pass completed", executable=resolved), timings
-    return summarize_passes(passes, version=version, executable=resolved), timings
+    return summarize_passes(results, version=version, executable=resolved), timings

@@ -7,6 +7,7 @@ VGA such as ASPEED, hypervisor adapters) are ignored.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def collect_accelerators(root: Path = Path("/")) -> Accelerators:
         if kind is None:
             continue
         driver_link = dev / "driver"
-        driver = driver_link.resolve().name if driver_link.exists() else None
+        driver = Path(os.readlink(driver_link)).name if driver_link.is_symlink() else None
         groups[(vendor, device, pci_class, driver, kind)].append(dev.name)
     devices = tuple(
         Accelerator(

@@ -163,6 +163,8 @@ def main() -> None:
             f"{g}/pinned/memory.max": "max",
         },
     )
+    # 9. bare-metal cgroup v2 host (the process in the root cgroup): 224 CPUs, no limits
+    v2_case("v2-host", "/", {f"{g}/cpuset.cpus.effective": "0-223"})
 
 
 if __name__ == "__main__":
