@@ -43,19 +43,17 @@ def parse_dart_json(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
 
 
 def _first_event(lines: Iterator[str]) -> dict[str, Any]:
-    for line in lines:
-        if not line.strip():
-            continue
+    """The first JSON event; a few plain lines before it (tool banners) are skipped."""
+    for count, line in enumerate(lines):
+        if count >= 50:
+            break
         try:
-            event = json.loads(line)
+            event = json.loads(line) if line.lstrip().startswith("{") else None
         except ValueError:
-            raise ReportParseError(
-                "not a Dart JSON reporter stream: first line is not JSON"
-            ) from None
-        if not isinstance(event, dict) or "type" not in event:
-            raise ReportParseError("not a Dart JSON reporter stream: first event has no 'type'")
-        return event
-    raise ReportParseError("empty Dart JSON report")
+            event = None
+        if isinstance(event, dict) and "type" in event:
+            return event
+    raise ReportParseError("not a Dart JSON reporter stream: no JSON event with a 'type'")
 
 
 class _State:

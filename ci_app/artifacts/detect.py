@@ -90,6 +90,18 @@ def detect_format(head: bytes) -> str:
         return _XML_ROOTS.get(root, f"unknown-xml-root:{root}")
     if stripped[:1] in (b"{", b"["):
         return _json_kind(stripped)
+    streamed = _event_stream_after_noise(stripped)
+    if streamed:
+        return streamed
     if _TAP.search(stripped[:4096]):
         return "tap"
     return "unknown"
+
+
+def _event_stream_after_noise(head: bytes) -> str | None:
+    """go test -json / Dart JSON whose first lines are plain text (``2>&1`` build errors)."""
+    for line in head.split(b"\n")[:50]:
+        if line.lstrip().startswith(b"{"):
+            kind = _json_kind(line.strip())
+            return kind if kind in ("go-test-json", "dart-json") else None
+    return None

@@ -31,6 +31,7 @@ from ci_app.model.results import Outcome, TestCase
 _TERMINAL = {"pass": Outcome.PASSED, "fail": Outcome.FAILED, "skip": Outcome.SKIPPED}
 _FRAMING = re.compile(r"^\s*(?:=== (?:RUN|PAUSE|CONT|NAME)\b|--- (?:PASS|FAIL|SKIP)\b)")
 _LOCATION = re.compile(r"^\s+([\w./\\-]+\.go):(\d+): ?(.*)$")
+_PLAIN_FAIL = re.compile(r"^FAIL\s+(\S+)(?:\s+\S+)?\s+\[(build failed|setup failed)\]\s*$")
 _MAX_OUTPUT_LINES = 2000  # per test; enough for a message, bounded for huge logs
 
 
@@ -60,6 +61,27 @@ class _State:
         self.tests: dict[tuple[str, str], _Test] = {}
         self.packages: dict[str, _Package] = {}
         self.build_output: dict[str, list[str]] = {}
+        self.plain: list[str] = []
+
+    def plain_line(self, line: str) -> bool:
+        """A non-JSON line: before Go 1.24 a build failure is only ``FAIL pkg [build failed]``
+        on stdout (the compiler errors go to stderr, here too when 2>&1). True when used."""
+        m = _PLAIN_FAIL.match(line)
+        if not m:
+            _append(self.plain, line + "\n")
+            return False
+        pkg = self.package(m.group(1))
+        header = f"# {m.group(1)}"
+        start = max((i for i, ln in enumerate(self.plain) if ln.startswith(header)), default=None)
+        lines = [ln.rstrip("\n") for ln in self.plain[start + 1 :]] if start is not None else []
+        self.plain = self.plain[: start if start is not None else len(self.plain)]
+        first = next((ln.strip() for ln in lines if ln.strip()), None)
+        pkg.error = Attempt(
+            outcome=Outcome.ERROR,
+            message=f"{m.group(2)}: {first}" if first else m.group(2),
+            details="\n".join(lines) or None,
+        )
+        return True
 
     def package(self, name: str) -> _Package:
         pkg = self.packages.get(name)
@@ -198,17 +220,15 @@ def parse_go_test_json(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase
     ctx.tool = "go"
     state = _State(ctx)
     events = 0
-    not_json = 0
     for line in iter_lines(stream, "go test -json output"):
         if not line.strip():
             continue
         try:
             ev = json.loads(line)
         except ValueError:
-            not_json += 1
-            continue
+            ev = None
         if not isinstance(ev, dict) or "Action" not in ev:
-            not_json += 1
+            state.plain_line(line)
             continue
         events += 1
         bad = [
@@ -224,8 +244,9 @@ def parse_go_test_json(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase
             raise ReportParseError(
                 f"malformed go test event: {type(exc).__name__}: {exc}"
             ) from None
-    if events == 0:
+    if events == 0 and not any(p.error for p in state.packages.values()):
         raise ReportParseError("no go test -json events found")
+    not_json = len(state.plain)
     if not_json:
         ctx.warn(f"ignored {not_json} line(s) that are not go test -json events")
     return state.cases()

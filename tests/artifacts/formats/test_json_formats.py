@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ci_app.artifacts.base import ReportParseError
+from ci_app.artifacts.detect import HEAD_BYTES, detect_format
 from ci_app.model.results import Outcome
 
 from .util import by_name, counts, parse_bytes
@@ -467,3 +468,20 @@ def test_rspec_outcomes_and_errors_outside_examples() -> None:
 def test_rspec_malformed(data: bytes) -> None:
     with pytest.raises(ReportParseError):
         parse_bytes(data, "rspec-json")
+
+
+def test_go_before_1_24_build_failure_is_a_plain_line() -> None:
+    # `go test -json ./... 2>&1` with Go < 1.24: compiler errors and the FAIL line are plain text.
+    data = (
+        b"# example.com/m/bad [example.com/m/bad.test]\n"
+        b"bad/b_test.go:3:28: undefined: thing\n"
+        b"FAIL\texample.com/m/bad [build failed]\n"
+    ) + _jsonl([_go("run", "TestA"), _go("pass", "TestA", elapsed=0), _go("pass", elapsed=0.1)])
+    assert detect_format(data[:HEAD_BYTES]) == "go-test-json"
+    cases, ctx = parse_bytes(data)
+    c = {x.id: x for x in cases}
+    bad = c["example.com/m/bad::[package]"]
+    assert bad.outcome is Outcome.ERROR
+    assert bad.message == "build failed: bad/b_test.go:3:28: undefined: thing"
+    assert c[f"{PKG}::TestA"].outcome is Outcome.PASSED
+    assert not ctx.warnings

@@ -134,3 +134,44 @@ def test_go_test_json(tmp_path: Path) -> None:
     c = by_name(cases)
     assert (c["TestFail"].message, c["TestFail"].file) == ("got 5, want 4", "calc_test.go")
     assert c["TestTable/two"].message == "two is wrong"
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="go is not installed")
+def test_go_failures_outside_tests(tmp_path: Path) -> None:
+    """A panic that kills the test binary, a failing TestMain and a build failure."""
+    (tmp_path / "go.mod").write_text("module example.com/x\n\ngo 1.19\n", encoding="utf-8")
+    files = {
+        "panics/p_test.go": 'package panics\nimport "testing"\nfunc TestOK(t *testing.T) {}\n'
+        'func TestPanic(t *testing.T) { go func() { panic("boom in goroutine") }(); select {} }\n',
+        "mainfail/m_test.go": 'package mainfail\nimport ("fmt"; "os"; "testing")\n'
+        'func TestMain(m *testing.M) { fmt.Println("setup: cannot connect"); os.Exit(3) }\n'
+        "func TestY(t *testing.T) {}\n",
+        "buildfail/b_test.go": 'package buildfail\nimport "testing"\n'
+        "func TestX(t *testing.T) { undefinedThing() }\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off", "GOTOOLCHAIN": "local"}
+    env.setdefault("GOCACHE", str(tmp_path / ".gocache"))
+    env.setdefault("HOME", str(tmp_path))
+    proc = subprocess.run(
+        ["sh", "-c", "go test -json ./... 2>&1"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert detect_format(proc.stdout[:HEAD_BYTES]) == "go-test-json"
+    cases, _ = parse_bytes(proc.stdout)
+    c = {x.id: x for x in cases}
+    assert c["example.com/x/panics::TestOK"].outcome is Outcome.PASSED
+    panic = c["example.com/x/panics::TestPanic"]
+    assert panic.outcome is Outcome.ERROR and "boom in goroutine" in (panic.message or "")
+    main = c["example.com/x/mainfail::[package]"]
+    assert main.outcome is Outcome.ERROR and "cannot connect" in (main.message or "")
+    build = c["example.com/x/buildfail::[package]"]
+    assert build.outcome is Outcome.ERROR and "undefined" in (build.message or "")
+    assert counts(cases) == (4, 1, 0, 3, 0)
