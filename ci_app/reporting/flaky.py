@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from ci_app.reporting.data import FAILING, HistoryRows
 
@@ -62,7 +63,7 @@ class ClassStats:
     def flip_rate(self) -> float:
         return self.flips / (self.runs - 1) if self.runs > 1 else 0.0
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "runner_class": self.runner_class,
             "runs": self.runs,
@@ -82,7 +83,7 @@ class Verdict:
     since_commit: str | None = None
     runner_classes: tuple[str, ...] = ()  # where it fails (hardware_specific / regression)
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "test_id": self.test_id,
             "verdict": self.verdict,

@@ -141,7 +141,7 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
             )
-            row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+            row = _one(con, "SELECT coalesce(max(version), 0) FROM schema_version")
             current = int(row[0]) if row else 0
             if current > LATEST_VERSION:
                 raise StoreError(
@@ -163,9 +163,7 @@ class Store:
         """Applied schema version; 0 for an empty database."""
         with self._lock:
             try:
-                row = self._con.execute(
-                    "SELECT coalesce(max(version), 0) FROM schema_version"
-                ).fetchone()
+                row = _one(self._con, "SELECT coalesce(max(version), 0) FROM schema_version")
             except duckdb.CatalogException:
                 return 0
             return int(row[0]) if row else 0
@@ -312,11 +310,12 @@ class Store:
     # ------------------------------------------------------------------ runs
     def run(self, run_id: str) -> RunMeta | None:
         with self._lock:
-            row = self._con.execute(
+            row = _one(
+                self._con,
                 "SELECT run_id, seq, repo, provider, pipeline_id, commit, branch, base_commit, pr, "
                 "started_at FROM runs WHERE run_id = ?",
                 [run_id],
-            ).fetchone()
+            )
         return None if row is None else _run_meta(row)
 
     def runs(
@@ -596,7 +595,7 @@ class Store:
         if table not in {"runs", "shards", "test_results", "metrics", "jobs", "deliveries"}:
             raise StoreError(f"unknown table {table!r}")
         with self._lock:
-            row = self._con.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+            row = _one(self._con, f"SELECT count(*) FROM {table}")  # noqa: S608
         return int(row[0]) if row else 0
 
     # ------------------------------------------------------------------ deliveries
@@ -632,16 +631,15 @@ class Store:
         """Queue a job; with an ``idempotency_key`` already queued, return that job's id."""
         with self._tx() as con:
             if idempotency_key is not None:
-                row = con.execute(
-                    "SELECT id FROM jobs WHERE idempotency_key = ?", [idempotency_key]
-                ).fetchone()
+                row = _one(con, "SELECT id FROM jobs WHERE idempotency_key = ?", [idempotency_key])
                 if row is not None:
                     return int(row[0])
-            row = con.execute(
+            row = _one(
+                con,
                 "INSERT INTO jobs (kind, payload, run_after, idempotency_key, created_at, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 [kind, json.dumps(payload), run_after or now, idempotency_key, now, now],
-            ).fetchone()
+            )
             assert row is not None
             return int(row[0])
 
@@ -654,12 +652,13 @@ class Store:
         if kinds:
             params.append(list(kinds))
         with self._tx() as con:
-            row = con.execute(
+            row = _one(
+                con,
                 "SELECT id FROM jobs WHERE ((state = 'queued' AND run_after <= ?) "  # noqa: S608
                 "OR (state = 'leased' AND lease_until < ?))" + kind_sql + " ORDER BY run_after, id "
                 "LIMIT 1",
                 params,
-            ).fetchone()
+            )
             if row is None:
                 return None
             con.execute(
@@ -684,7 +683,7 @@ class Store:
         Returns the new state (``queued`` or ``parked``).
         """
         with self._tx() as con:
-            row = con.execute("SELECT attempts FROM jobs WHERE id = ?", [job_id]).fetchone()
+            row = _one(con, "SELECT attempts FROM jobs WHERE id = ?", [job_id])
             if row is None:
                 raise StoreError(f"no job {job_id}")
             state = "parked" if int(row[0]) >= max_attempts else "queued"
@@ -723,11 +722,12 @@ class Store:
 
     @staticmethod
     def _job(con: duckdb.DuckDBPyConnection, job_id: int) -> Job | None:
-        row = con.execute(
+        row = _one(
+            con,
             "SELECT id, kind, payload, state, attempts, lease_until, last_error, run_after, "
             "idempotency_key FROM jobs WHERE id = ?",
             [job_id],
-        ).fetchone()
+        )
         if row is None:
             return None
         return Job(
@@ -773,11 +773,12 @@ class Store:
 
     def runner(self, name: str) -> Runner | None:
         with self._lock:
-            row = self._con.execute(
+            row = _one(
+                self._con,
                 "SELECT name, provider, labels, profile, profile_hash, last_seen, status "
                 "FROM runners WHERE name = ?",
                 [name],
-            ).fetchone()
+            )
         return None if row is None else _runner(row)
 
     def list_runners(self, *, status: str | None = None) -> list[Runner]:
@@ -821,11 +822,12 @@ class Store:
 
     def latest_heartbeat(self, runner_name: str) -> tuple[float, float | None, bool | None] | None:
         with self._lock:
-            row = self._con.execute(
+            row = _one(
+                self._con,
                 "SELECT received_at, load, busy FROM heartbeats WHERE runner_name = ? "
                 "ORDER BY received_at DESC LIMIT 1",
                 [runner_name],
-            ).fetchone()
+            )
         return None if row is None else (float(row[0]), row[1], row[2])
 
     def add_runner_token(self, name: str, token_hash: str, *, now: float) -> None:
@@ -837,10 +839,11 @@ class Store:
     def runner_for_token(self, token_hash: str) -> str | None:
         """The runner a (hashed) token belongs to, unless revoked."""
         with self._lock:
-            row = self._con.execute(
+            row = _one(
+                self._con,
                 "SELECT name FROM runner_tokens WHERE token_hash = ? AND revoked IS NULL",
                 [token_hash],
-            ).fetchone()
+            )
         return None if row is None else str(row[0])
 
     def revoke_runner_tokens(self, name: str, *, now: float) -> int:
@@ -923,6 +926,12 @@ class Store:
         with self._lock:
             rows = self._con.execute(sql + " GROUP BY state", params).fetchall()
         return {str(s): int(n) for s, n in rows}
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> Any:
+    """First row or None, consuming the whole result (a half-read result blocks ``con.sql``)."""
+    rows = con.execute(sql, params).fetchall()
+    return rows[0] if rows else None
 
 
 def _filters(**kwargs: str | None) -> tuple[list[str], list[Any]]:

@@ -1,0 +1,82 @@
+"""``ci-app report``: the PR comment (markdown) or JSON for one stored run, plus charts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ci_app.reporting.render import COMMENT_BUDGET, render_comment
+from ci_app.reporting.report import Report, build_report
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """All ``report`` options in one place (publishers add their ``--publish`` flags here)."""
+    parser.add_argument("--db", required=True, help="DuckDB store written by `ci-app ingest --db`")
+    parser.add_argument("--run-id", required=True, help="run to report on")
+    parser.add_argument(
+        "--format", choices=("markdown", "json"), default="markdown", help="output format"
+    )
+    parser.add_argument("-o", "--output", help="write here instead of stdout")
+    parser.add_argument("--charts", metavar="DIR", help="also write PNG charts into DIR")
+    parser.add_argument(
+        "--base-branch",
+        help="branch whose history is the baseline (default: the run's merge-base runs, "
+        "then main/master)",
+    )
+    parser.add_argument(
+        "--history-runs", type=int, default=200, help="base-branch runs used for flaky and trends"
+    )
+    parser.add_argument(
+        "--budget", type=int, default=COMMENT_BUDGET, help="max characters of the markdown"
+    )
+    parser.add_argument("--dashboard-url", help="link for 'N more — see dashboard'")
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "report",
+        help="render the PR comment / JSON report for a stored run",
+        description=(
+            "Compare a stored run with its base (merge base, else the latest run on the base "
+            "branch): new failures, fixed, flaky (with evidence), hardware-specific failures, "
+            "duration and metric regressions, trend chart. Exit 0 when the report was written."
+        ),
+    )
+    add_report_arguments(p)
+    p.set_defaults(func=run)
+
+
+def make_report(args: argparse.Namespace) -> Report:
+    from ci_app.store import open_store
+
+    with open_store(args.db, read_only=True) as store:
+        return build_report(
+            store,
+            args.run_id,
+            base_branch=args.base_branch,
+            history_runs=args.history_runs,
+            dashboard_url=args.dashboard_url,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    report = make_report(args)
+    if args.format == "json":
+        text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = render_comment(report, budget=args.budget)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    if args.charts:
+        from ci_app.reporting.charts import render_charts
+
+        out = Path(args.charts)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, png in render_charts(report).items():
+            (out / name).write_bytes(png)
+    return 0

@@ -1,0 +1,303 @@
+"""Head run vs base run: new failures, fixed, flaky, hardware-specific, added/removed.
+
+Pure: takes the columnar rows the store returns plus history verdicts.
+A test failing on one runner class while passing on another *in the same
+run* is hardware-specific, not a plain failure and not flaky.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ci_app.reporting.data import FAILING, CaseRows, ShardMeta
+from ci_app.reporting.flaky import FLAKY, HARDWARE, Evidence, Verdict
+
+_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FailureItem:
+    test_id: str
+    shard_id: str
+    runner_class: str
+    runner_name: str | None = None
+    job_url: str | None = None
+    file: str | None = None
+    line: int | None = None
+    message: str | None = None
+    new_test: bool = False  # not present in the base run at all
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_id": self.test_id,
+            "shard": self.shard_id,
+            "runner_class": self.runner_class,
+            "runner": self.runner_name,
+            "job_url": self.job_url,
+            "file": self.file,
+            "line": self.line,
+            "message": self.message,
+            "new_test": self.new_test,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FlakyItem:
+    test_id: str
+    failed_here: bool  # failed (final) in this run; else it passed on retry here
+    retried_here: bool
+    evidence: tuple[Evidence, ...] = ()
+    verdict: Verdict | None = None  # history verdict, when there is one
+    file: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        ev = [
+            {
+                "kind": e.kind,
+                "runner_class": e.runner_class,
+                "run_id": e.run_id,
+                "commit": e.commit,
+                "text": e.describe(),
+            }
+            for e in self.evidence
+        ]
+        return {
+            "test_id": self.test_id,
+            "failed_in_this_run": self.failed_here,
+            "retried_in_this_run": self.retried_here,
+            "evidence": ev,
+            "history": None
+            if self.verdict is None
+            else {
+                "confidence": self.verdict.confidence,
+                "stats": [s.to_dict() for s in self.verdict.stats],
+            },
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HardwareItem:
+    test_id: str
+    failing: tuple[str, ...]  # runner classes
+    passing: tuple[str, ...]
+    source: str  # "this run" | "history"
+    since_commit: str | None = None
+    file: str | None = None
+    line: int | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test_id": self.test_id,
+            "failing_on": list(self.failing),
+            "passing_on": list(self.passing),
+            "source": self.source,
+            "since_commit": self.since_commit,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Comparison:
+    new_failures: tuple[FailureItem, ...] = ()
+    still_failing: tuple[FailureItem, ...] = ()
+    fixed: tuple[str, ...] = ()
+    flaky: tuple[FlakyItem, ...] = ()
+    hardware_specific: tuple[HardwareItem, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    newly_skipped: tuple[str, ...] = ()
+    infra_shards: tuple[ShardMeta, ...] = ()
+    durations: Mapping[str, tuple[float, float | None]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Agg:
+    worst: str
+    fail_classes: set[str]
+    pass_classes: set[str]
+    retried: bool
+    first_fail: int  # row index of the first failing row (-1 none)
+    duration: float
+
+
+def _aggregate(
+    rows: CaseRows, shard_class: Mapping[str, str], skip_shards: set[str]
+) -> dict[str, _Agg]:
+    out: dict[str, _Agg] = {}
+    for i, (tid, sid, outcome, dur, flaky) in enumerate(
+        zip(rows.test_id, rows.shard_id, rows.outcome, rows.duration_s, rows.flaky, strict=True)
+    ):
+        if sid in skip_shards:
+            continue
+        agg = out.get(tid)
+        if agg is None:
+            agg = out[tid] = _Agg(outcome, set(), set(), False, -1, dur)
+        else:
+            if _RANK[outcome] > _RANK[agg.worst]:
+                agg.worst = outcome
+            agg.duration = max(agg.duration, dur)
+        if outcome in FAILING:
+            agg.fail_classes.add(shard_class.get(sid, sid))
+            if agg.first_fail < 0:
+                agg.first_fail = i
+        elif outcome == "passed":
+            agg.pass_classes.add(shard_class.get(sid, sid))
+        if flaky:
+            agg.retried = True
+    return out
+
+
+def _base_outcomes(rows: CaseRows) -> dict[str, tuple[str, float]]:
+    out: dict[str, tuple[str, float]] = {}
+    for tid, outcome, dur in zip(rows.test_id, rows.outcome, rows.duration_s, strict=True):
+        prev = out.get(tid)
+        if prev is None or _RANK[outcome] > _RANK[prev[0]]:
+            out[tid] = (outcome, dur if prev is None else max(dur, prev[1]))
+    return out
+
+
+def compare_runs(
+    head: CaseRows,
+    head_shards: Sequence[ShardMeta],
+    base: CaseRows | None,
+    verdicts: Mapping[str, Verdict] | None = None,
+    *,
+    base_shards: Sequence[ShardMeta] = (),
+) -> Comparison:
+    """Classify every non-passing or retried test of ``head`` against ``base``."""
+    verdicts = verdicts or {}
+    shard_by_id = {s.shard_id: s for s in head_shards}
+    shard_class = {s.shard_id: s.runner_class for s in head_shards}
+    infra = tuple(s for s in head_shards if s.infra_failure)
+    agg = _aggregate(head, shard_class, {s.shard_id for s in infra})
+    base_infra = {s.shard_id for s in base_shards if s.infra_failure}
+    if base is not None and base_infra:
+        keep = [i for i, s in enumerate(base.shard_id) if s not in base_infra]
+        base = CaseRows(
+            test_id=[base.test_id[i] for i in keep],
+            shard_id=[base.shard_id[i] for i in keep],
+            outcome=[base.outcome[i] for i in keep],
+            duration_s=[base.duration_s[i] for i in keep],
+        )
+    base_map = _base_outcomes(base) if base is not None else {}
+
+    new_failures: list[FailureItem] = []
+    still: list[FailureItem] = []
+    flaky: list[FlakyItem] = []
+    hardware: list[HardwareItem] = []
+    fixed: list[str] = []
+    newly_skipped: list[str] = []
+    for tid, a in agg.items():
+        verdict = verdicts.get(tid)
+        if a.worst in FAILING:
+            i = a.first_fail
+            sid = head.shard_id[i]
+            if a.pass_classes:
+                if (
+                    verdict is not None
+                    and verdict.verdict == FLAKY
+                    and ({e.runner_class for e in verdict.evidence} & a.fail_classes)
+                ):
+                    flaky.append(_flaky_item(tid, a, verdict, head, i))
+                else:
+                    hardware.append(
+                        HardwareItem(
+                            test_id=tid,
+                            failing=tuple(sorted(a.fail_classes)),
+                            passing=tuple(sorted(a.pass_classes)),
+                            source="this run",
+                            file=head.file[i],
+                            line=head.line[i],
+                            message=head.message[i],
+                        )
+                    )
+                continue
+            if verdict is not None and verdict.verdict == FLAKY:
+                flaky.append(_flaky_item(tid, a, verdict, head, i))
+                continue
+            if (
+                verdict is not None
+                and verdict.verdict == HARDWARE
+                and a.fail_classes <= set(verdict.runner_classes)
+            ):
+                hardware.append(
+                    HardwareItem(
+                        test_id=tid,
+                        failing=tuple(sorted(a.fail_classes)),
+                        passing=(),
+                        source="history",
+                        since_commit=verdict.since_commit,
+                        file=head.file[i],
+                        line=head.line[i],
+                        message=head.message[i],
+                    )
+                )
+                continue
+            shard = shard_by_id.get(sid)
+            item = FailureItem(
+                test_id=tid,
+                shard_id=sid,
+                runner_class=shard_class.get(sid, sid),
+                runner_name=shard.runner_name if shard else None,
+                job_url=shard.job_url if shard else None,
+                file=head.file[i],
+                line=head.line[i],
+                message=head.message[i],
+                new_test=base is not None and tid not in base_map,
+            )
+            base_outcome = base_map.get(tid, ("", 0.0))[0]
+            (still if base_outcome in FAILING else new_failures).append(item)
+        else:
+            if a.retried:
+                flaky.append(_flaky_item(tid, a, verdict, head, -1))
+            b = base_map.get(tid)
+            if b is not None:
+                if a.worst == "passed" and b[0] in FAILING:
+                    fixed.append(tid)
+                elif a.worst == "skipped" and b[0] != "skipped":
+                    newly_skipped.append(tid)
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    if base is not None:
+        added = tuple(sorted(set(agg) - set(base_map)))
+        removed = tuple(sorted(set(base_map) - set(agg)))
+    durations = {
+        tid: (a.duration, base_map[tid][1] if tid in base_map else None) for tid, a in agg.items()
+    }
+    return Comparison(
+        new_failures=tuple(sorted(new_failures, key=lambda f: f.test_id)),
+        still_failing=tuple(sorted(still, key=lambda f: f.test_id)),
+        fixed=tuple(sorted(fixed)),
+        flaky=tuple(sorted(flaky, key=lambda f: (not f.failed_here, f.test_id))),
+        hardware_specific=tuple(sorted(hardware, key=lambda h: h.test_id)),
+        added=added,
+        removed=removed,
+        newly_skipped=tuple(sorted(newly_skipped)),
+        infra_shards=infra,
+        durations=durations,
+    )
+
+
+def _flaky_item(tid: str, a: _Agg, verdict: Verdict | None, head: CaseRows, i: int) -> FlakyItem:
+    evidence: tuple[Evidence, ...] = verdict.evidence if verdict is not None else ()
+    if a.retried:
+        here = Evidence(
+            kind="retry",
+            runner_class=",".join(sorted(a.pass_classes)) or "?",
+            run_id="this run",
+            commit=None,
+        )
+        evidence = (here, *evidence)
+    return FlakyItem(
+        test_id=tid,
+        failed_here=a.worst in FAILING,
+        retried_here=a.retried,
+        evidence=evidence,
+        verdict=verdict,
+        file=head.file[i] if i >= 0 else None,
+        line=head.line[i] if i >= 0 else None,
+    )

@@ -1,0 +1,515 @@
+"""Markdown for the PR/MR comment, the check run and the job summary, within budgets.
+
+Order: hidden marker, headline with signed deltas, new failures (shard,
+runner, link), regressions, flaky (with evidence), hardware-specific, trend
+(Mermaid ``xychart-beta`` + text sparkline), folded details, footer naming
+the commits compared. Over budget, the longest sections lose items first,
+each ending with "N more — see dashboard"; the result never exceeds the budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ci_app.reporting.report import Regression, Report
+
+MARKER_PREFIX = "<!-- ci-fanout:report v1"
+COMMENT_BUDGET = 65_536
+CHECK_SUMMARY_BUDGET = 65_535
+JOB_SUMMARY_BUDGET = 1_048_576
+MAX_ANNOTATIONS = 50
+_SPARK = "▁▂▃▄▅▆▇█"
+_INITIAL_CAP = 200  # items per section before budgeting (100k failures must stay cheap)
+
+
+def marker(run_id: str) -> str:
+    """First line of every comment: lets the publisher find and edit its own comment."""
+    safe = "".join(ch for ch in run_id if ch.isalnum() or ch in "-_.:/")
+    return f"{MARKER_PREFIX} run={safe} -->"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """``▁▂▅█`` for email and API readers, who do not get the Mermaid chart."""
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return _SPARK[3] * len(vals)
+    return "".join(_SPARK[min(7, int((v - lo) / (hi - lo) * 8))] for v in vals)
+
+
+def _esc(text: str) -> str:
+    """Escape for a markdown table cell / inline text."""
+    return (
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", " ")
+        .replace("\n", " ")
+    )
+
+
+def _code(text: str) -> str:
+    t = text.replace("\n", " ").replace("`", "'")
+    return f"`{t}`"
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "?")[:10]
+
+
+def _signed(n: float, fmt: str = "{:+,}") -> str:
+    if n == 0:
+        return "±0"
+    return fmt.format(n)
+
+
+def _dur(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    if s >= 1:
+        return f"{s:.1f} s"
+    return f"{s * 1000:.0f} ms"
+
+
+def _value(v: float, unit: str) -> str:
+    if unit == "s":
+        return _dur(v)
+    txt = f"{v:,.4g}"
+    return f"{txt} {unit}".strip()
+
+
+def mermaid_trend(report: Report, *, max_points: int = 30) -> str:
+    """Suite wall time over the last runs as a Mermaid ``xychart-beta`` block."""
+    trend = report.trend[-max_points:]
+    if len(trend) < 2:
+        return ""
+    labels = ", ".join(f'"{_short(t.commit)[:7]}"' for t in trend)
+    vals = [t.wall_s for t in trend]
+    unit, scale = ("min", 60.0) if max(vals) >= 120 else ("s", 1.0)
+    data = ", ".join(f"{v / scale:.2f}" for v in vals)
+    top = max(vals) / scale * 1.1 or 1.0
+    branch = "".join(ch for ch in (report.base_branch or "base") if ch not in '"\\[]')
+    return "\n".join(
+        [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "Suite wall time ({unit}) on {branch}; last point: this run"',
+            f"    x-axis [{labels}]",
+            f'    y-axis "{unit}" 0 --> {top:.2f}',
+            f"    line [{data}]",
+            "```",
+        ]
+    )
+
+
+@dataclass
+class _Section:
+    """A heading plus items; ``limit`` items are shown, the rest summarised."""
+
+    key: str
+    title: str
+    items: list[str]
+    head: str = ""  # table header or intro, shown once
+    folded: bool = False
+    limit: int = _INITIAL_CAP
+    total: int = 0
+
+    def render(self, dashboard: str | None) -> str:
+        if not self.items and not self.total:
+            return ""
+        shown = self.items[: self.limit]
+        more = max(self.total, len(self.items)) - len(shown)
+        lines = [self.head] if self.head else []
+        lines.extend(shown)
+        if more > 0:
+            where = f"[dashboard]({dashboard})" if dashboard else "dashboard"
+            lines.append(f"\n_… {more:,} more — see {where}_")
+        body = "\n".join(lines)
+        if self.folded:
+            return f"<details><summary>{self.title}</summary>\n\n{body}\n\n</details>"
+        return f"### {self.title}\n\n{body}"
+
+
+def _headline(report: Report) -> list[str]:
+    c = report.comparison
+    h = report.head
+    if c.new_failures:
+        icon, word = (
+            "❌",
+            f"{len(c.new_failures):,} new failure" + ("s" if len(c.new_failures) > 1 else ""),
+        )
+    elif c.infra_shards:
+        icon, word = "🛑", f"{len(c.infra_shards)} shard(s) failed as a whole"
+    elif c.still_failing:
+        icon, word = "⚠️", f"{len(c.still_failing):,} still failing (also on base)"
+    elif report.regressions:
+        icon, word = "🐢", f"{len(report.regressions)} regression(s)"
+    else:
+        icon, word = "✅", "all tests passed" if not (h.failed or h.errors) else "no new failures"
+    parts = [word, f"{h.passed:,} passed"]
+    if c.flaky:
+        parts.append(f"{len(c.flaky)} flaky")
+    if c.hardware_specific:
+        parts.append(f"{len(c.hardware_specific)} hardware-specific")
+    if c.fixed:
+        parts.append(f"{len(c.fixed)} fixed")
+    lines = [f"## {icon} ci-fanout: " + " · ".join(parts), ""]
+    b = report.base_counts
+    if b is not None:
+        lines += [
+            "| | tests | passed | failed | skipped | flaky | wall time | machine time |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            f"| this run | {h.tests:,} | {h.passed:,} | {h.failed + h.errors:,} | {h.skipped:,} "
+            f"| {h.flaky:,} | {_dur(h.wall_s)} | {_dur(h.duration_s)} |",
+            f"| vs base | {_signed(h.tests - b.tests)} | {_signed(h.passed - b.passed)} "
+            f"| {_signed(h.failed + h.errors - b.failed - b.errors)} "
+            f"| {_signed(h.skipped - b.skipped)} | | {_pct(h.wall_s, b.wall_s)} "
+            f"| {_pct(h.duration_s, b.duration_s)} |",
+        ]
+    else:
+        lines += [
+            f"{h.tests:,} tests: {h.passed:,} passed, {h.failed + h.errors:,} failed, "
+            f"{h.skipped:,} skipped in {_dur(h.wall_s)} (no base run to compare with yet).",
+        ]
+    return lines
+
+
+def _pct(now: float, before: float) -> str:
+    if before <= 0:
+        return ""
+    return f"{(now - before) / before * 100:+.1f} %"
+
+
+def _link(url: str | None, text: str = "job") -> str:
+    return f"[{text}]({url})" if url else ""
+
+
+def _sections(report: Report) -> list[_Section]:
+    c = report.comparison
+    secs: list[_Section] = []
+    nf = [
+        f"| {_code(f.test_id)}{' 🆕' if f.new_test else ''} | {_esc(f.shard_id)} "
+        f"| {_esc(f.runner_name or f.runner_class)} | {_link(f.job_url)} "
+        f"| {_esc((f.message or '').strip()[:160])} |"
+        for f in c.new_failures[:_INITIAL_CAP]
+    ]
+    secs.append(
+        _Section(
+            "new",
+            f"❌ New failures ({len(c.new_failures):,})",
+            nf,
+            head="| test | shard | runner | | message |\n|---|---|---|---|---|",
+            total=len(c.new_failures),
+        )
+    )
+    secs.append(
+        _Section(
+            "reg",
+            f"🐢 Regressions ({len(report.regressions)})",
+            [_regression_row(r) for r in report.regressions[:_INITIAL_CAP]],
+            head="| what | before | after | change | confidence | since |\n"
+            "|---|---:|---:|---:|---:|---|",
+            total=len(report.regressions),
+        )
+    )
+    fl = []
+    for f in c.flaky[:_INITIAL_CAP]:
+        where = "failed here" if f.failed_here else "passed on retry here"
+        ev = "; ".join(e.describe() for e in f.evidence[:3])
+        stats = ""
+        if f.verdict is not None and f.verdict.stats:
+            stats = "; " + ", ".join(
+                f"{s.failures}/{s.runs} runs failed on `{s.runner_class}` "
+                f"({s.failure_rate * 100:.1f} %, flip rate {s.flip_rate * 100:.1f} %)"
+                for s in f.verdict.stats
+                if s.failures
+            )
+        fl.append(f"- {_code(f.test_id)} — {where}. Evidence: {_esc(ev) or 'retry'}{stats}")
+    secs.append(
+        _Section(
+            "flaky",
+            f"🔁 Flaky ({len(c.flaky):,}) — not caused by this change",
+            fl,
+            total=len(c.flaky),
+        )
+    )
+    hw = [
+        f"- {_code(h.test_id)} fails on {', '.join(f'`{x}`' for x in h.failing)}"
+        + (f", passes on {', '.join(f'`{x}`' for x in h.passing)}" if h.passing else "")
+        + (
+            " (known from history"
+            + (f", since `{_short(h.since_commit)}`" if h.since_commit else "")
+            + ")"
+            if h.source == "history"
+            else ""
+        )
+        for h in c.hardware_specific[:_INITIAL_CAP]
+    ]
+    secs.append(
+        _Section(
+            "hw",
+            f"🖥️ Hardware-specific ({len(c.hardware_specific):,})",
+            hw,
+            total=len(c.hardware_specific),
+        )
+    )
+    if c.infra_shards:
+        secs.append(
+            _Section(
+                "infra",
+                f"🛑 Infrastructure failures ({len(c.infra_shards)})",
+                [
+                    f"- shard {_esc(s.shard_id)} on {_esc(s.runner_name or s.runner_class)}: all "
+                    f"{s.errors:,} tests errored — not counted against any test {_link(s.job_url)}"
+                    for s in c.infra_shards
+                ],
+            )
+        )
+    trend = mermaid_trend(report)
+    if trend:
+        walls = [t.wall_s for t in report.trend]
+        rates = [t.pass_rate for t in report.trend]
+        spark = (
+            f"wall time {sparkline(walls)} ({_dur(walls[0])} → {_dur(walls[-1])}) · "
+            f"pass rate {sparkline(rates)} ({rates[-1] * 100:.1f} %)"
+        )
+        secs.append(_Section("trend", "📊 Trend", [trend, "", spark], limit=10**6))
+    details: list[_Section] = [
+        _Section(
+            "still",
+            f"Still failing, also on base ({len(c.still_failing):,})",
+            [
+                f"- {_code(f.test_id)} ({_esc(f.runner_class)})"
+                for f in c.still_failing[:_INITIAL_CAP]
+            ],
+            folded=True,
+            total=len(c.still_failing),
+        ),
+        _Section(
+            "fixed",
+            f"Fixed ({len(c.fixed):,})",
+            [f"- {_code(t)}" for t in c.fixed[:_INITIAL_CAP]],
+            folded=True,
+            total=len(c.fixed),
+        ),
+        _Section(
+            "added",
+            f"Added tests ({len(c.added):,})",
+            [f"- {_code(t)}" for t in c.added[:_INITIAL_CAP]],
+            folded=True,
+            total=len(c.added),
+        ),
+        _Section(
+            "removed",
+            f"Removed tests ({len(c.removed):,})",
+            [f"- {_code(t)}" for t in c.removed[:_INITIAL_CAP]],
+            folded=True,
+            total=len(c.removed),
+        ),
+        _Section(
+            "skipped",
+            f"Newly skipped ({len(c.newly_skipped):,})",
+            [f"- {_code(t)}" for t in c.newly_skipped[:_INITIAL_CAP]],
+            folded=True,
+            total=len(c.newly_skipped),
+        ),
+        _Section(
+            "slow",
+            "Slowest tests",
+            [
+                f"| {_code(t)} | {_dur(d)} | "
+                + (f"{_dur(b)} ({_pct(d, b)})" if b else "new")
+                + " |"
+                for t, d, b in report.slowest
+            ],
+            head="| test | duration | base |\n|---|---:|---|",
+            folded=True,
+        ),
+        _Section(
+            "classes",
+            "Per runner class",
+            [
+                f"| `{_esc(k)}` | {v.tests:,} | {v.failed + v.errors:,} | {_dur(v.wall_s)} |"
+                for k, v in report.runner_classes
+            ],
+            head="| runner class | tests | failed | wall time |\n|---|---:|---:|---:|",
+            folded=True,
+        ),
+    ]
+    secs.extend(details)
+    fails_with_msg = [f for f in c.new_failures if f.message][:_INITIAL_CAP]
+    secs.append(
+        _Section(
+            "messages",
+            f"Failure messages ({len(fails_with_msg)})",
+            [
+                f"**{_esc(f.test_id)}**\n\n```text\n{_fence(f.message or '')}\n```"
+                for f in fails_with_msg
+            ],
+            folded=True,
+        )
+    )
+    return secs
+
+
+def _fence(text: str) -> str:
+    """Message text safe inside a fenced block (no closing fence), at most 2,000 chars."""
+    return text.replace("```", "` ` `")[:2000]
+
+
+def _regression_row(r: Regression) -> str:
+    where = f" on `{_esc(r.runner_class)}`" if r.runner_class and r.kind == "metric" else ""
+    arrow = "higher is better" if r.direction == "higher" else "lower is better"
+    since = "this change" if r.scope == "this change" else f"`{_short(r.since_commit)}` (on base)"
+    return (
+        f"| {_code(r.what)}{where} ({arrow}) | {_value(r.before, r.unit)} "
+        f"| {_value(r.after, r.unit)} | {r.change * 100:+.1f} % | {r.confidence * 100:.1f} % "
+        f"| {since} |"
+    )
+
+
+def _footer(report: Report) -> str:
+    run = report.run
+    head = f"`{_short(run.commit)}` (run {_esc(run.run_id)}"
+    head += f", PR #{run.pr})" if run.pr is not None else ")"
+    if report.base is not None:
+        base = (
+            f"`{_short(report.base.commit)}` (run {_esc(report.base.run_id)}, "
+            f"{_esc(report.base_reason)})"
+        )
+    else:
+        base = "nothing (no base run yet)"
+    hist = (
+        f" · flaky/regression history: {report.history_runs} runs on "
+        f"`{_esc(report.base_branch or '?')}`"
+    )
+    dash = f" · [dashboard]({report.dashboard_url})" if report.dashboard_url else ""
+    return f"---\n<sub>Compared {head} with {base}{hist}{dash} · ci-fanout</sub>"
+
+
+def _assemble(parts: Sequence[str]) -> str:
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _budgeted(
+    report: Report, budget: int, top: Sequence[str], render_extra: Callable[[], list[str]]
+) -> str:
+    sections = _sections(report)
+    footer = _footer(report)
+    dashboard = report.dashboard_url
+
+    def build() -> str:
+        return _assemble([*top, *(s.render(dashboard) for s in sections), *render_extra(), footer])
+
+    text = build()
+    while len(text) > budget:
+        sizes = [
+            (len(s.render(dashboard)), i)
+            for i, s in enumerate(sections)
+            if s.limit > 0 and (s.items or s.total)
+        ]
+        if not sizes:
+            break
+        _, i = max(sizes)
+        s = sections[i]
+        over = len(text) - budget
+        shown = min(s.limit, len(s.items))
+        per_item = max(1, len(s.render(dashboard)) // max(1, shown))
+        drop = max(1, min(shown, math.ceil(over / per_item)))
+        s.limit = max(0, shown - drop)
+        text = build()
+    if len(text) > budget:  # only the fixed parts are left: cut hard, keep the marker line
+        note = "\n\n_… truncated — see dashboard_\n"
+        text = text[: max(0, budget - len(note))] + note
+        text = text[:budget]
+    return text
+
+
+def render_comment(report: Report, budget: int = COMMENT_BUDGET) -> str:
+    """The sticky PR/MR comment; its first line is the hidden versioned marker."""
+    return _budgeted(report, budget, [marker(report.run.run_id), *_headline(report)], list)
+
+
+def render_job_summary(report: Report, budget: int = JOB_SUMMARY_BUDGET) -> str:
+    """``$GITHUB_STEP_SUMMARY`` / GitLab job log variant (no marker, 1 MiB budget)."""
+    return _budgeted(report, budget, _headline(report), list)
+
+
+def render_check_run(
+    report: Report, *, max_annotations: int = MAX_ANNOTATIONS, name: str = "ci-fanout"
+) -> dict[str, Any]:
+    """Check-run payload: ``title``, ``summary`` (≤ 65,535), ``conclusion``, ``annotations``."""
+    c = report.comparison
+    bits = []
+    if c.new_failures:
+        bits.append(f"{len(c.new_failures)} new failure" + ("s" if len(c.new_failures) > 1 else ""))
+    if c.still_failing:
+        bits.append(f"{len(c.still_failing)} still failing")
+    if report.regressions:
+        bits.append(f"{len(report.regressions)} regression(s)")
+    if c.flaky:
+        bits.append(f"{len(c.flaky)} flaky")
+    if c.hardware_specific:
+        bits.append(f"{len(c.hardware_specific)} hardware-specific")
+    title = ", ".join(bits) or f"{report.head.passed:,} tests passed"
+    annotations: list[dict[str, Any]] = []
+
+    def add(path: str | None, line: int | None, level: str, title_: str, message: str) -> None:
+        if path and len(annotations) < max_annotations:
+            ln = line if line and line > 0 else 1
+            annotations.append(
+                {
+                    "path": path,
+                    "start_line": ln,
+                    "end_line": ln,
+                    "annotation_level": level,
+                    "title": title_[:255],
+                    "message": (message or title_)[:64_000],
+                }
+            )
+
+    for f in c.new_failures:
+        add(
+            f.file,
+            f.line,
+            "failure",
+            f"New failure: {f.test_id}",
+            f"{f.message or ''}\n(shard {f.shard_id}, runner {f.runner_name or f.runner_class})",
+        )
+    for h in c.hardware_specific:
+        add(
+            h.file,
+            h.line,
+            "warning",
+            f"Hardware-specific: {h.test_id}",
+            f"fails on {', '.join(h.failing)}"
+            + (f"; passes on {', '.join(h.passing)}" if h.passing else ""),
+        )
+    for fl in c.flaky:
+        add(
+            fl.file,
+            fl.line,
+            "notice",
+            f"Flaky: {fl.test_id}",
+            "; ".join(e.describe() for e in fl.evidence[:3]) or "passed on retry",
+        )
+    conclusion = (
+        "failure"
+        if (c.new_failures or c.still_failing or c.infra_shards)
+        else ("neutral" if report.regressions else "success")
+    )
+    return {
+        "name": name,
+        "title": title[:255],
+        "summary": render_job_summary(report, budget=CHECK_SUMMARY_BUDGET),
+        "conclusion": conclusion,
+        "annotations": annotations,
+    }

@@ -1,0 +1,531 @@
+"""The report pipeline: store → comparison, flaky, regressions, trends → :class:`Report`.
+
+``build_report`` only *calls* a store (anything with the methods of
+:class:`ResultStore`); it imports no database driver, so it stays testable
+with a fake and keeps ``reporting`` pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ci_app.errors import StoreError
+from ci_app.reporting.changepoint import check_value, detect_change_points
+from ci_app.reporting.compare import (
+    Comparison,
+    FailureItem,
+    FlakyItem,
+    HardwareItem,
+    compare_runs,
+)
+from ci_app.reporting.data import (
+    FAILING,
+    CaseRows,
+    HistoryRows,
+    MetricValue,
+    RunMeta,
+    RunTotals,
+    SeriesPoint,
+    ShardMeta,
+)
+from ci_app.reporting.flaky import classify_history
+
+DEFAULT_BASE_BRANCHES = ("main", "master", "trunk", "develop")
+
+
+class ResultStore(Protocol):
+    """What the report needs from the store (``ci_app.store.Store`` provides it)."""
+
+    def run(self, run_id: str) -> RunMeta | None: ...
+    def runs(
+        self,
+        *,
+        branch: str | None = ...,
+        commit: str | None = ...,
+        repo: str | None = ...,
+        before_seq: int | None = ...,
+        exclude_prs: bool = ...,
+        limit: int = ...,
+    ) -> list[RunMeta]: ...
+    def shards(self, run_ids: Sequence[str]) -> list[ShardMeta]: ...
+    def cases(self, run_ids: Sequence[str], *, messages: bool = ...) -> CaseRows: ...
+    def history(
+        self,
+        *,
+        branch: str | None = ...,
+        repo: str | None = ...,
+        test_ids: Sequence[str] | None = ...,
+        only_unstable: bool = ...,
+        max_runs: int = ...,
+        before_seq: int | None = ...,
+    ) -> HistoryRows: ...
+    def run_totals(self, run_ids: Sequence[str]) -> list[RunTotals]: ...
+    def metrics(self, run_ids: Sequence[str]) -> list[MetricValue]: ...
+    def metric_series(
+        self, names: Sequence[str], run_ids: Sequence[str]
+    ) -> dict[tuple[str, str], list[SeriesPoint]]: ...
+    def test_duration_series(
+        self, test_ids: Sequence[str], run_ids: Sequence[str]
+    ) -> dict[str, list[SeriesPoint]]: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Counts:
+    tests: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    flaky: int = 0
+    duration_s: float = 0.0  # machine time (sum over shards)
+    wall_s: float = 0.0  # longest shard
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tests": self.tests,
+            "passed": self.passed,
+            "failed": self.failed,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "flaky": self.flaky,
+            "duration_s": round(self.duration_s, 3),
+            "wall_s": round(self.wall_s, 3),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Regression:
+    what: str
+    kind: str  # suite_duration | test_duration | metric
+    before: float
+    after: float
+    change: float  # relative, signed (after - before) / before
+    confidence: float
+    since_commit: str | None
+    scope: str  # "this change" | "base branch"
+    unit: str = "s"
+    direction: str = "lower"
+    runner_class: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "kind": self.kind,
+            "before": round(self.before, 6),
+            "after": round(self.after, 6),
+            "change": round(self.change, 4),
+            "confidence": round(self.confidence, 4),
+            "since_commit": self.since_commit,
+            "scope": self.scope,
+            "unit": self.unit,
+            "direction": self.direction,
+            "runner_class": self.runner_class,
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricTrend:
+    name: str
+    runner_class: str
+    unit: str
+    direction: str
+    points: tuple[SeriesPoint, ...]  # base history then this run (last)
+    change_points: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    run: RunMeta
+    base: RunMeta | None
+    base_reason: str
+    base_branch: str | None
+    head: Counts
+    base_counts: Counts | None
+    comparison: Comparison
+    regressions: tuple[Regression, ...]
+    trend: tuple[RunTotals, ...]  # base-branch history, oldest first, then this run
+    metric_trends: tuple[MetricTrend, ...]
+    runner_classes: tuple[tuple[str, Counts], ...]
+    slowest: tuple[tuple[str, float, float | None], ...]  # test, duration, base duration
+    history_runs: int
+    dashboard_url: str | None = None
+
+    @property
+    def new_failures(self) -> tuple[FailureItem, ...]:
+        return self.comparison.new_failures
+
+    @property
+    def flaky(self) -> tuple[FlakyItem, ...]:
+        return self.comparison.flaky
+
+    @property
+    def hardware_specific(self) -> tuple[HardwareItem, ...]:
+        return self.comparison.hardware_specific
+
+    @property
+    def ok(self) -> bool:
+        """No new failures, nothing still failing, no infra failure, no regression."""
+        c = self.comparison
+        return not (c.new_failures or c.still_failing or c.infra_shards or self.regressions)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        summary: dict[str, Any] = {
+            **self.head.to_dict(),
+            "run_id": self.run.run_id,
+            "commit": self.run.commit,
+            "branch": self.run.branch,
+            "pr": self.run.pr,
+            "base": None
+            if self.base is None
+            else {"run_id": self.base.run_id, "commit": self.base.commit, "how": self.base_reason},
+            "deltas": None if self.base_counts is None else _deltas(self.head, self.base_counts),
+            "new_failures": len(c.new_failures),
+            "still_failing": len(c.still_failing),
+            "fixed": len(c.fixed),
+            "flaky": len(c.flaky),
+            "hardware_specific": len(c.hardware_specific),
+            "regressions": len(self.regressions),
+            "infra_failed_shards": [s.shard_id for s in c.infra_shards],
+            "history_runs": self.history_runs,
+            "ok": self.ok,
+        }
+        return {
+            "version": "ci-fanout/report/v1",
+            "summary": summary,
+            "new_failures": [f.to_dict() for f in c.new_failures],
+            "still_failing": [f.to_dict() for f in c.still_failing],
+            "fixed": list(c.fixed),
+            "flaky": [f.to_dict() for f in c.flaky],
+            "hardware_specific": [h.to_dict() for h in c.hardware_specific],
+            "regressions": [r.to_dict() for r in self.regressions],
+            "added": list(c.added),
+            "removed": list(c.removed),
+            "newly_skipped": list(c.newly_skipped),
+            "runner_classes": [{"runner_class": k, **v.to_dict()} for k, v in self.runner_classes],
+            "slowest": [
+                {"test_id": t, "duration_s": d, "base_duration_s": b} for t, d, b in self.slowest
+            ],
+            "trend": [
+                {
+                    "run_id": t.run_id,
+                    "commit": t.commit,
+                    "wall_s": t.wall_s,
+                    "duration_s": t.duration_s,
+                    "pass_rate": round(t.pass_rate, 4),
+                }
+                for t in self.trend
+            ],
+        }
+
+
+def _deltas(head: Counts, base: Counts) -> dict[str, float]:
+    return {
+        "tests": head.tests - base.tests,
+        "passed": head.passed - base.passed,
+        "failed": head.failed + head.errors - base.failed - base.errors,
+        "skipped": head.skipped - base.skipped,
+        "duration_s": round(head.duration_s - base.duration_s, 3),
+        "wall_s": round(head.wall_s - base.wall_s, 3),
+    }
+
+
+def _counts(shards: Sequence[ShardMeta], rows: CaseRows | None = None) -> Counts:
+    flaky = (
+        sum(1 for f, o in zip(rows.flaky, rows.outcome, strict=True) if f and o not in FAILING)
+        if rows is not None
+        else 0
+    )
+    return Counts(
+        tests=sum(s.tests for s in shards),
+        passed=sum(s.passed for s in shards),
+        failed=sum(s.failed for s in shards),
+        errors=sum(s.errors for s in shards),
+        skipped=sum(s.skipped for s in shards),
+        flaky=flaky,
+        duration_s=sum(s.duration_s for s in shards),
+        wall_s=max((s.duration_s for s in shards), default=0.0),
+    )
+
+
+def _resolve_base(
+    store: ResultStore, run: RunMeta, base_branch: str | None
+) -> tuple[list[RunMeta], str, str | None]:
+    """Base runs: the merge base's runs, else the latest run on the base branch."""
+    if run.base_commit:
+        at = [
+            r
+            for r in store.runs(commit=run.base_commit, repo=run.repo, limit=10)
+            if r.run_id != run.run_id
+        ]
+        if at:
+            return at, f"merge base {run.base_commit[:10]}", base_branch or at[0].branch
+    candidates = [base_branch] if base_branch else []
+    if run.pr is None and run.branch:
+        candidates.append(run.branch)
+    candidates.extend(b for b in DEFAULT_BASE_BRANCHES if b not in candidates)
+    for branch in candidates:
+        found = [
+            r
+            for r in store.runs(
+                branch=branch, repo=run.repo, exclude_prs=True, before_seq=run.seq, limit=1
+            )
+            if r.run_id != run.run_id
+        ]
+        if found:
+            how = f"latest run on {branch}"
+            if run.base_commit:
+                how += f" (merge base {run.base_commit[:10]} has no results)"
+            return found, how, branch
+    return [], "no base run found", base_branch or (candidates[0] if candidates else None)
+
+
+def build_report(
+    store: ResultStore,
+    run_id: str,
+    *,
+    base_branch: str | None = None,
+    history_runs: int = 200,
+    trend_points: int = 30,
+    max_duration_checks: int = 20,
+    dashboard_url: str | None = None,
+) -> Report:
+    """Everything the comment, check run, job summary and JSON need, for one run."""
+    run = store.run(run_id)
+    if run is None:
+        raise StoreError(f"no run {run_id!r} in the store; ingest its results first")
+    shards = store.shards([run_id])
+    head = store.cases([run_id])
+    base_runs, base_reason, branch = _resolve_base(store, run, base_branch)
+    base_ids = [r.run_id for r in base_runs]
+    base_rows = store.cases(base_ids, messages=False) if base_ids else None
+    base_shards = store.shards(base_ids) if base_ids else []
+
+    # history of the base branch, oldest first, strictly before this run
+    hist_runs = (
+        store.runs(
+            branch=branch, repo=run.repo, exclude_prs=True, before_seq=run.seq, limit=history_runs
+        )
+        if branch
+        else []
+    )
+    hist_runs = [r for r in reversed(hist_runs) if r.run_id != run_id]
+    hist_ids = [r.run_id for r in hist_runs]
+
+    interesting = sorted(
+        {
+            t
+            for t, o, f in zip(head.test_id, head.outcome, head.flaky, strict=True)
+            if f or o in FAILING
+        }
+    )
+    verdicts = {}
+    if interesting and branch:
+        hist = store.history(
+            branch=branch,
+            repo=run.repo,
+            test_ids=interesting,
+            only_unstable=True,
+            max_runs=history_runs,
+            before_seq=run.seq,
+        )
+        verdicts = classify_history(hist)
+    comparison = compare_runs(head, shards, base_rows, verdicts, base_shards=base_shards)
+
+    head_counts = _counts(shards, head)
+    base_counts = _counts(base_shards) if base_shards else None
+    totals = store.run_totals(hist_ids) if hist_ids else []
+    head_total = RunTotals(
+        run_id=run.run_id,
+        commit=run.commit,
+        tests=head_counts.tests,
+        passed=head_counts.passed,
+        failed=head_counts.failed,
+        errors=head_counts.errors,
+        skipped=head_counts.skipped,
+        duration_s=head_counts.duration_s,
+        wall_s=head_counts.wall_s,
+    )
+    regressions: list[Regression] = []
+    regressions.extend(_suite_regressions(totals, head_total))
+    metric_trends, metric_regs = _metric_regressions(store, run, hist_ids)
+    regressions.extend(metric_regs)
+    regressions.extend(
+        _test_regressions(store, comparison.durations, hist_ids, run, max_duration_checks)
+    )
+
+    by_class: dict[str, list[ShardMeta]] = {}
+    for s in shards:
+        by_class.setdefault(s.runner_class, []).append(s)
+    slowest = sorted(comparison.durations.items(), key=lambda kv: -kv[1][0])[:10]
+    return Report(
+        run=run,
+        base=base_runs[0] if base_runs else None,
+        base_reason=base_reason,
+        base_branch=branch,
+        head=head_counts,
+        base_counts=base_counts,
+        comparison=comparison,
+        regressions=tuple(regressions),
+        trend=(*totals[-trend_points:], head_total),
+        metric_trends=tuple(metric_trends),
+        runner_classes=tuple((k, _counts(v)) for k, v in sorted(by_class.items())),
+        slowest=tuple((t, d, b) for t, (d, b) in slowest),
+        history_runs=len(hist_ids),
+        dashboard_url=dashboard_url,
+    )
+
+
+def _series_regressions(
+    *,
+    what: str,
+    kind: str,
+    values: Sequence[float],
+    commits: Sequence[str | None],
+    head_value: float,
+    head_commit: str | None,
+    unit: str,
+    direction: str,
+    runner_class: str | None = None,
+    min_magnitude: float = 0.05,
+    recent: int = 10,
+) -> tuple[list[Regression], tuple[int, ...]]:
+    cps = detect_change_points(values) if len(values) >= 10 else []
+    out: list[Regression] = []
+    check = check_value(
+        values, head_value, direction=direction, change_points=cps, min_magnitude=min_magnitude
+    )
+    if check is not None and check.significant and check.worse:
+        out.append(
+            Regression(
+                what=what,
+                kind=kind,
+                before=check.baseline,
+                after=head_value,
+                change=check.change,
+                confidence=check.confidence,
+                since_commit=head_commit,
+                scope="this change",
+                unit=unit,
+                direction=direction,
+                runner_class=runner_class,
+            )
+        )
+    if cps:
+        last = cps[-1]
+        worse = last.after > last.before if direction == "lower" else last.after < last.before
+        if worse and last.index >= len(values) - recent:
+            out.append(
+                Regression(
+                    what=what,
+                    kind=kind,
+                    before=last.before,
+                    after=last.after,
+                    change=last.change,
+                    confidence=last.confidence,
+                    since_commit=commits[last.index],
+                    scope="base branch",
+                    unit=unit,
+                    direction=direction,
+                    runner_class=runner_class,
+                )
+            )
+    return out, tuple(c.index for c in cps)
+
+
+def _suite_regressions(totals: Sequence[RunTotals], head: RunTotals) -> list[Regression]:
+    if len(totals) < 5 or head.wall_s <= 0:
+        return []
+    regs, _ = _series_regressions(
+        what="suite wall time (longest shard)",
+        kind="suite_duration",
+        values=[t.wall_s for t in totals],
+        commits=[t.commit for t in totals],
+        head_value=head.wall_s,
+        head_commit=head.commit,
+        unit="s",
+        direction="lower",
+    )
+    return regs
+
+
+def _metric_regressions(
+    store: ResultStore, run: RunMeta, hist_ids: Sequence[str]
+) -> tuple[list[MetricTrend], list[Regression]]:
+    values = store.metrics([run.run_id])
+    if not values:
+        return [], []
+    series = store.metric_series(sorted({m.name for m in values}), hist_ids) if hist_ids else {}
+    trends: list[MetricTrend] = []
+    regs: list[Regression] = []
+    for m in values:
+        points = series.get((m.name, m.runner_class), [])
+        found, cps = (
+            _series_regressions(
+                what=m.name,
+                kind="metric",
+                values=[p.value for p in points],
+                commits=[p.commit for p in points],
+                head_value=m.value,
+                head_commit=run.commit,
+                unit=m.unit,
+                direction=m.direction,
+                runner_class=m.runner_class,
+            )
+            if len(points) >= 5
+            else ([], ())
+        )
+        regs.extend(found)
+        head_point = SeriesPoint(run_id=run.run_id, commit=run.commit, value=m.value)
+        trends.append(
+            MetricTrend(
+                name=m.name,
+                runner_class=m.runner_class,
+                unit=m.unit,
+                direction=m.direction,
+                points=(*points, head_point),
+                change_points=cps,
+            )
+        )
+    return trends, regs
+
+
+def _test_regressions(
+    store: ResultStore,
+    durations: Mapping[str, tuple[float, float | None]],
+    hist_ids: Sequence[str],
+    run: RunMeta,
+    limit: int,
+) -> list[Regression]:
+    """Per-test slowdowns: only tests ≥ 1 s that got ≥ 50 % slower than base are checked."""
+    if not hist_ids or limit <= 0:
+        return []
+    cands = [
+        (tid, d, b)
+        for tid, (d, b) in durations.items()
+        if b is not None and d >= 1.0 and d >= 1.5 * b
+    ]
+    cands = sorted(cands, key=lambda c: -(c[1] - c[2]))[:limit]
+    if not cands:
+        return []
+    series = store.test_duration_series([c[0] for c in cands], hist_ids)
+    out: list[Regression] = []
+    for tid, d, _b in cands:
+        pts = series.get(tid, [])
+        if len(pts) < 5:
+            continue
+        regs, _ = _series_regressions(
+            what=tid,
+            kind="test_duration",
+            values=[p.value for p in pts],
+            commits=[p.commit for p in pts],
+            head_value=d,
+            head_commit=run.commit,
+            unit="s",
+            direction="lower",
+            min_magnitude=0.2,
+        )
+        out.extend(r for r in regs if r.scope == "this change")
+    return out
