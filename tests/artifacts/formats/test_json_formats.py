@@ -11,7 +11,7 @@ from ci_app.artifacts.base import ReportParseError
 from ci_app.artifacts.detect import HEAD_BYTES, detect_format
 from ci_app.model.results import Outcome
 
-from .util import by_name, counts, parse_bytes
+from .util import FORMATS_DATA, by_name, counts, parse_bytes
 
 
 def _jsonl(events: list[dict[str, Any]]) -> bytes:
@@ -485,3 +485,26 @@ def test_go_before_1_24_build_failure_is_a_plain_line() -> None:
     assert bad.message == "build failed: bad/b_test.go:3:28: undefined: thing"
     assert c[f"{PKG}::TestA"].outcome is Outcome.PASSED
     assert not ctx.warnings
+
+
+def test_real_mocha_10_output_matches_mochas_own_summary() -> None:
+    # mocha printed: 4 passing, 1 pending, 4 failing (two of the failures are hooks).
+    cases, ctx = parse_bytes((FORMATS_DATA / "mocha-10-real.json").read_bytes())
+    tests, passed, failed, errors, skipped = counts(cases)
+    assert (passed, failed + errors, skipped) == (4, 4, 1)
+    assert tests == 9  # 7 tests mocha ran + 2 hook failures (tests under `before` never ran)
+    c = {x.id: x for x in cases}
+    assert c['Db::"before all" hook for "reads"'].outcome is Outcome.ERROR
+    assert c['After::"after all" hook for "works"'].outcome is Outcome.ERROR
+    assert (c["Calc::flaky"].retries, c["Calc::flaky"].flaky) == (1, True)
+    assert c["Calc::adds#2"].outcome is Outcome.PASSED
+    assert ctx.declared is not None and ctx.declared.failed == 4
+
+
+def test_real_go_1_19_output_with_stderr_merged() -> None:
+    cases, ctx = parse_bytes((FORMATS_DATA / "go-1.19-failures-2to1.json").read_bytes())
+    assert counts(cases) == (4, 1, 0, 3, 0)
+    assert ctx.tool == "go"
+    c = {x.id: x for x in cases}
+    assert "undefined: undefinedThing" in (c["example.com/x/buildfail::[package]"].message or "")
+    assert "boom in goroutine" in (c["example.com/x/panics::TestPanic"].message or "")
