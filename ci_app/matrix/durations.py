@@ -215,7 +215,13 @@ class DurationHistory:
                 missing = still
         unknown = frozenset(missing)
         if missing:
-            for t, v in _sibling_estimates(missing, seconds).items():
+            # siblings from everything measured for this class (not only the requested tests)
+            pool: dict[str, float] = {}
+            if not own:
+                for data in self.by_class.values():
+                    pool.update(data)
+            pool.update(own)
+            for t, v in _sibling_estimates(missing, pool).items():
                 seconds[t] = v
             notes.append(f"{len(missing)} tests without history, estimated from siblings")
         return Estimates(seconds, unknown, frozenset(scaled), tuple(notes))
