@@ -65,7 +65,8 @@ def _cases(doc: Mapping[str, Any], ctx: ParseContext) -> Iterator[TestCase]:
         exc = ex.get("exception") or {}
         message = details = None
         if isinstance(exc, Mapping) and exc:
-            message = join_texts([text_of(exc.get("class")), text_of(exc.get("message"))], ": ")
+            text = (text_of(exc.get("message")) or "").strip()
+            message = join_texts([text_of(exc.get("class")), text], ": ")
             trace = exc.get("backtrace")
             details = (
                 "\n".join(str(t) for t in trace) if isinstance(trace, list) else text_of(trace)

@@ -508,3 +508,31 @@ def test_real_go_1_19_output_with_stderr_merged() -> None:
     c = {x.id: x for x in cases}
     assert "undefined: undefinedThing" in (c["example.com/x/buildfail::[package]"].message or "")
     assert "boom in goroutine" in (c["example.com/x/panics::TestPanic"].message or "")
+
+
+def test_real_rspec_3_12_output_matches_rspecs_summary() -> None:
+    # rspec printed: 7 examples, 3 failures, 2 pending
+    cases, ctx = parse_bytes((FORMATS_DATA / "rspec-3.12-real.json").read_bytes())
+    assert counts(cases) == (7, 2, 3, 0, 2)
+    c = {x.id: x for x in cases}
+    assert c["Calc::raises"].message == "ArgumentError: bad arg"
+    assert (
+        c["Calc::fails"].message
+        == "RSpec::Expectations::ExpectationNotMetError: expected: 2\n     got: 1"
+    )
+    assert c["Calc::pending passes unexpectedly"].outcome is Outcome.FAILED
+    assert c["Calc::pending fails as expected"].outcome is Outcome.SKIPPED
+    assert c["Calc nested::adds"].line == 9
+    assert ctx.declared is not None and counts(cases)[:3] == (
+        ctx.declared.tests,
+        ctx.declared.passed,
+        ctx.declared.failed,
+    )
+
+
+def test_real_rspec_load_error_is_one_error() -> None:
+    # rspec printed: 0 examples, 0 failures, 1 error occurred outside of examples
+    cases, _ = parse_bytes((FORMATS_DATA / "rspec-3.12-load-error.json").read_bytes())
+    assert counts(cases) == (1, 0, 0, 1, 0)
+    assert "broken_spec.rb" in (cases[0].message or "")
+    assert "uninitialized constant Foo" in (cases[0].details or "")
