@@ -516,9 +516,8 @@ def test_real_rspec_3_12_output_matches_rspecs_summary() -> None:
     assert counts(cases) == (7, 2, 3, 0, 2)
     c = {x.id: x for x in cases}
     assert c["Calc::raises"].message == "ArgumentError: bad arg"
-    assert (
-        c["Calc::fails"].message
-        == "RSpec::Expectations::ExpectationNotMetError: expected: 2\n     got: 1"
+    assert (c["Calc::fails"].message or "").startswith(
+        "RSpec::Expectations::ExpectationNotMetError: expected: 2\n     got: 1"
     )
     assert c["Calc::pending passes unexpectedly"].outcome is Outcome.FAILED
     assert c["Calc::pending fails as expected"].outcome is Outcome.SKIPPED
