@@ -117,7 +117,9 @@ def serve_probe_page() -> Iterator[str]:
     """Serve the probe page on ``http://127.0.0.1:<ephemeral>/`` (a secure context)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="probe-page", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="probe-page", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"

@@ -258,19 +258,24 @@ def _cmd_run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> i
         log.info("signal %d: stopping", signum)
         stop.set()
 
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-    nvml = import_nvml()
-    cache = ProfileCache(detect_fn, browser=browser, browser_every_s=args.browser_every)
-    client = HeartbeatClient(
-        config,
-        profile_fn=cache,
-        load_fn=lambda p: sample_load(p, nvml),
-        wait=stop.wait,
-    )
-    log.info("heartbeating %s every %gs as %r", config.url, config.interval_s, name)
-    return client.run(max_beats=args.max_beats)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        nvml = import_nvml()
+        cache = ProfileCache(detect_fn, browser=browser, browser_every_s=args.browser_every)
+        client = HeartbeatClient(
+            config,
+            profile_fn=cache,
+            load_fn=lambda p: sample_load(p, nvml),
+            wait=stop.wait,
+        )
+        log.info("heartbeating %s every %gs as %r", config.url, config.interval_s, name)
+        return client.run(max_beats=args.max_beats)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cmd_install(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

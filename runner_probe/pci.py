@@ -7,7 +7,6 @@ VGA such as ASPEED, hypervisor adapters) are ignored.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,7 +69,7 @@ def collect_accelerators(root: Path = Path("/")) -> Accelerators:
         if kind is None:
             continue
         driver_link = dev / "driver"
-        driver = Path(os.readlink(driver_link)).name if driver_link.is_symlink() else None
+        driver = driver_link.readlink().name if driver_link.is_symlink() else None
         groups[(vendor, device, pci_class, driver, kind)].append(dev.name)
     devices = tuple(
         Accelerator(

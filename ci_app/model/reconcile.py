@@ -62,13 +62,16 @@ def reconcile(
     error_sources: Collection[str] = (),
     min_misses: int = DEFAULT_MIN_MISSES,
     source_of: Callable[[str], str | None] = label_source,
+    read_only: Collection[str] = (),
 ) -> ReconcilePlan:
     """Compute adds/removes for one runner.
 
     ``desired``: labels the latest profile earns; ``current``: the runner's labels at the
     provider (any case, read-only ones included); ``owned``: a predicate or the set of labels
     the app owns; ``misses``: the previous plan's counters; ``error_sources``: profile sources
-    (``nvidia``, ``browser``, …) whose status is ``error`` in the latest probe.
+    (``nvidia``, ``browser``, …) whose status is ``error`` in the latest probe;
+    ``read_only``: labels the provider will not let us delete (GitHub's ``self-hosted``,
+    ``Linux``, ``X64`` from registration — ``X64`` equals our ``x64``), treated as foreign.
     """
     if min_misses < 1:
         raise ValueError("min_misses must be >= 1")
@@ -77,6 +80,7 @@ def reconcile(
     have = {c.lower(): c for c in current}
     previous = {k.lower(): v for k, v in (misses or {}).items()}
     errors = set(error_sources)
+    fixed = {r.lower() for r in read_only}
 
     add = sorted(want[k] for k in want.keys() - have.keys())
     remove: list[str] = []
@@ -87,7 +91,7 @@ def reconcile(
     for key, spelled in sorted(have.items()):
         if key in want:
             continue
-        if not is_owned(key):
+        if key in fixed or not is_owned(key):
             foreign.append(spelled)
             continue
         if source_of(key) in errors:
@@ -123,6 +127,7 @@ def reconcile_profile(
     misses: Mapping[str, int] | None = None,
     min_misses: int = DEFAULT_MIN_MISSES,
     owned: Callable[[str], bool] | Collection[str] = is_owned_label,
+    read_only: Collection[str] = (),
 ) -> ReconcilePlan:
     """:func:`reconcile` with desired labels and error sources taken from ``profile``."""
     return reconcile(
@@ -132,4 +137,5 @@ def reconcile_profile(
         misses=misses,
         error_sources=error_sources_of(profile),
         min_misses=min_misses,
+        read_only=read_only,
     )
