@@ -111,7 +111,8 @@ class Comparison:
     removed: tuple[str, ...] = ()
     newly_skipped: tuple[str, ...] = ()
     infra_shards: tuple[ShardMeta, ...] = ()
-    durations: Mapping[str, tuple[float, float | None]] = field(default_factory=dict)
+    head_durations: Mapping[str, float] = field(default_factory=dict)
+    base_durations: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -126,38 +127,62 @@ class _Agg:
 
 def _aggregate(
     rows: CaseRows, shard_class: Mapping[str, str], skip_shards: set[str]
-) -> dict[str, _Agg]:
+) -> tuple[dict[str, _Agg], set[str], dict[str, float]]:
+    """Detailed aggregates for tests with a non-passing or retried row; ids of the rest.
+
+    Most tests simply passed: those only need their id and duration, which
+    ``dict(zip())`` gives at C speed. Only the few interesting tests are walked
+    row by row (100k-test runs stay well under a second).
+    """
+    durations = dict(zip(rows.test_id, rows.duration_s, strict=True))
+    hot = {
+        rows.test_id[i]
+        for i, (o, f) in enumerate(zip(rows.outcome, rows.flaky, strict=True))
+        if f or o != "passed"
+    }
+    if skip_shards:
+        hot |= {t for t, s in zip(rows.test_id, rows.shard_id, strict=True) if s in skip_shards}
     out: dict[str, _Agg] = {}
-    for i, (tid, sid, outcome, dur, flaky) in enumerate(
-        zip(rows.test_id, rows.shard_id, rows.outcome, rows.duration_s, rows.flaky, strict=True)
-    ):
-        if sid in skip_shards:
-            continue
-        agg = out.get(tid)
-        if agg is None:
-            agg = out[tid] = _Agg(outcome, set(), set(), False, -1, dur)
-        else:
-            if _RANK[outcome] > _RANK[agg.worst]:
-                agg.worst = outcome
-            agg.duration = max(agg.duration, dur)
-        if outcome in FAILING:
-            agg.fail_classes.add(shard_class.get(sid, sid))
-            if agg.first_fail < 0:
-                agg.first_fail = i
-        elif outcome == "passed":
-            agg.pass_classes.add(shard_class.get(sid, sid))
-        if flaky:
-            agg.retried = True
-    return out
+    if hot:
+        for i, tid in enumerate(rows.test_id):
+            if tid not in hot:
+                continue
+            sid = rows.shard_id[i]
+            if sid in skip_shards:
+                continue
+            outcome = rows.outcome[i]
+            dur = rows.duration_s[i]
+            agg = out.get(tid)
+            if agg is None:
+                agg = out[tid] = _Agg(outcome, set(), set(), False, -1, dur)
+            else:
+                if _RANK[outcome] > _RANK[agg.worst]:
+                    agg.worst = outcome
+                agg.duration = max(agg.duration, dur)
+            if outcome in FAILING:
+                agg.fail_classes.add(shard_class.get(sid, sid))
+                if agg.first_fail < 0:
+                    agg.first_fail = i
+            elif outcome == "passed":
+                agg.pass_classes.add(shard_class.get(sid, sid))
+            if rows.flaky[i]:
+                agg.retried = True
+    skipped_only = hot - set(out)  # tests seen only in infra shards
+    passed = set(durations) - hot
+    for tid in skipped_only:
+        durations.pop(tid, None)
+    return out, passed, durations
 
 
-def _base_outcomes(rows: CaseRows) -> dict[str, tuple[str, float]]:
-    out: dict[str, tuple[str, float]] = {}
-    for tid, outcome, dur in zip(rows.test_id, rows.outcome, rows.duration_s, strict=True):
-        prev = out.get(tid)
-        if prev is None or _RANK[outcome] > _RANK[prev[0]]:
-            out[tid] = (outcome, dur if prev is None else max(dur, prev[1]))
-    return out
+def _base_outcomes(rows: CaseRows) -> tuple[dict[str, str], dict[str, float]]:
+    """Worst outcome per test (passed unless a row says otherwise) and durations."""
+    outcomes = dict.fromkeys(rows.test_id, "passed")
+    for i, o in enumerate(rows.outcome):
+        if o != "passed":
+            tid = rows.test_id[i]
+            if _RANK[o] > _RANK[outcomes[tid]] or (outcomes[tid] == "passed" and o == "skipped"):
+                outcomes[tid] = o
+    return outcomes, dict(zip(rows.test_id, rows.duration_s, strict=True))
 
 
 def compare_runs(
@@ -173,7 +198,7 @@ def compare_runs(
     shard_by_id = {s.shard_id: s for s in head_shards}
     shard_class = {s.shard_id: s.runner_class for s in head_shards}
     infra = tuple(s for s in head_shards if s.infra_failure)
-    agg = _aggregate(head, shard_class, {s.shard_id for s in infra})
+    agg, passed, head_durations = _aggregate(head, shard_class, {s.shard_id for s in infra})
     base_infra = {s.shard_id for s in base_shards if s.infra_failure}
     if base is not None and base_infra:
         keep = [i for i, s in enumerate(base.shard_id) if s not in base_infra]
@@ -183,7 +208,7 @@ def compare_runs(
             outcome=[base.outcome[i] for i in keep],
             duration_s=[base.duration_s[i] for i in keep],
         )
-    base_map = _base_outcomes(base) if base is not None else {}
+    base_map, base_durations = _base_outcomes(base) if base is not None else ({}, {})
 
     new_failures: list[FailureItem] = []
     still: list[FailureItem] = []
@@ -249,25 +274,24 @@ def compare_runs(
                 message=head.message[i],
                 new_test=base is not None and tid not in base_map,
             )
-            base_outcome = base_map.get(tid, ("", 0.0))[0]
+            base_outcome = base_map.get(tid, "")
             (still if base_outcome in FAILING else new_failures).append(item)
         else:
             if a.retried:
                 flaky.append(_flaky_item(tid, a, verdict, head, -1))
             b = base_map.get(tid)
             if b is not None:
-                if a.worst == "passed" and b[0] in FAILING:
+                if a.worst == "passed" and b in FAILING:
                     fixed.append(tid)
-                elif a.worst == "skipped" and b[0] != "skipped":
+                elif a.worst == "skipped" and b != "skipped":
                     newly_skipped.append(tid)
+    fixed.extend(t for t, o in base_map.items() if o in FAILING and t in passed)
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     if base is not None:
-        added = tuple(sorted(set(agg) - set(base_map)))
-        removed = tuple(sorted(set(base_map) - set(agg)))
-    durations = {
-        tid: (a.duration, base_map[tid][1] if tid in base_map else None) for tid, a in agg.items()
-    }
+        head_ids = passed | set(agg)
+        added = tuple(sorted(head_ids - base_map.keys()))
+        removed = tuple(sorted(base_map.keys() - head_ids))
     return Comparison(
         new_failures=tuple(sorted(new_failures, key=lambda f: f.test_id)),
         still_failing=tuple(sorted(still, key=lambda f: f.test_id)),
@@ -278,7 +302,8 @@ def compare_runs(
         removed=removed,
         newly_skipped=tuple(sorted(newly_skipped)),
         infra_shards=infra,
-        durations=durations,
+        head_durations=head_durations,
+        base_durations=base_durations,
     )
 
 

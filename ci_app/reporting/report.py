@@ -7,7 +7,8 @@ with a fake and keeps ``reporting`` pure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,7 +51,7 @@ class ResultStore(Protocol):
         limit: int = ...,
     ) -> list[RunMeta]: ...
     def shards(self, run_ids: Sequence[str]) -> list[ShardMeta]: ...
-    def cases(self, run_ids: Sequence[str], *, messages: bool = ...) -> CaseRows: ...
+    def cases(self, run_ids: Sequence[str], *, details: bool = ...) -> CaseRows: ...
     def history(
         self,
         *,
@@ -300,7 +301,7 @@ def build_report(
     head = store.cases([run_id])
     base_runs, base_reason, branch = _resolve_base(store, run, base_branch)
     base_ids = [r.run_id for r in base_runs]
-    base_rows = store.cases(base_ids, messages=False) if base_ids else None
+    base_rows = store.cases(base_ids, details=False) if base_ids else None
     base_shards = store.shards(base_ids) if base_ids else []
 
     # history of the base branch, oldest first, strictly before this run
@@ -352,14 +353,15 @@ def build_report(
     regressions.extend(_suite_regressions(totals, head_total))
     metric_trends, metric_regs = _metric_regressions(store, run, hist_ids)
     regressions.extend(metric_regs)
-    regressions.extend(
-        _test_regressions(store, comparison.durations, hist_ids, run, max_duration_checks)
-    )
+    regressions.extend(_test_regressions(store, comparison, hist_ids, run, max_duration_checks))
 
     by_class: dict[str, list[ShardMeta]] = {}
     for s in shards:
         by_class.setdefault(s.runner_class, []).append(s)
-    slowest = sorted(comparison.durations.items(), key=lambda kv: -kv[1][0])[:10]
+    slowest = [
+        (t, d, comparison.base_durations.get(t))
+        for t, d in heapq.nlargest(10, comparison.head_durations.items(), key=lambda kv: kv[1])
+    ]
     return Report(
         run=run,
         base=base_runs[0] if base_runs else None,
@@ -372,7 +374,7 @@ def build_report(
         trend=(*totals[-trend_points:], head_total),
         metric_trends=tuple(metric_trends),
         runner_classes=tuple((k, _counts(v)) for k, v in sorted(by_class.items())),
-        slowest=tuple((t, d, b) for t, (d, b) in slowest),
+        slowest=tuple(slowest),
         history_runs=len(hist_ids),
         dashboard_url=dashboard_url,
     )
@@ -494,7 +496,7 @@ def _metric_regressions(
 
 def _test_regressions(
     store: ResultStore,
-    durations: Mapping[str, tuple[float, float | None]],
+    comparison: Comparison,
     hist_ids: Sequence[str],
     run: RunMeta,
     limit: int,
@@ -502,10 +504,11 @@ def _test_regressions(
     """Per-test slowdowns: only tests ≥ 1 s that got ≥ 50 % slower than base are checked."""
     if not hist_ids or limit <= 0:
         return []
+    base = comparison.base_durations
     cands = [
         (tid, d, b)
-        for tid, (d, b) in durations.items()
-        if b is not None and d >= 1.0 and d >= 1.5 * b
+        for tid, d in comparison.head_durations.items()
+        if d >= 1.0 and (b := base.get(tid)) is not None and d >= 1.5 * b
     ]
     cands = sorted(cands, key=lambda c: -(c[1] - c[2]))[:limit]
     if not cands:

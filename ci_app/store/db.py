@@ -371,13 +371,22 @@ class Store:
             for r in rows
         ]
 
-    def cases(self, run_ids: Sequence[str], *, messages: bool = True) -> CaseRows:
-        """All test rows of the given runs, columnar."""
-        msg = "CASE WHEN outcome IN ('failed', 'error') THEN message END" if messages else "NULL"
+    def cases(self, run_ids: Sequence[str], *, details: bool = True) -> CaseRows:
+        """All test rows of the given runs, columnar.
+
+        ``details=False`` fetches only id, shard, outcome and duration (the base
+        side of a comparison); the other columns are then empty lists.
+        """
+        cols_sql = "test_id, shard_id, outcome, coalesce(duration_s, 0.0) AS duration_s"
+        if details:
+            cols_sql += (
+                ", coalesce(retries, 0) AS retries, coalesce(flaky, false) AS flaky, file, line, "
+                "CASE WHEN outcome IN ('failed', 'error') THEN message END AS message"
+            )
         with self._lock:
             tbl = self._con.sql(
-                "SELECT test_id, shard_id, outcome, duration_s, retries, flaky, file, line, "  # noqa: S608
-                f"{msg} AS message FROM test_results WHERE run_id IN (SELECT unnest(?))",
+                f"SELECT {cols_sql} FROM test_results "  # noqa: S608 - constant fragments
+                "WHERE run_id IN (SELECT unnest(?))",
                 params=[list(run_ids)],
             ).to_arrow_table()
         cols = {name: tbl.column(name).to_pylist() for name in tbl.column_names}
@@ -385,12 +394,12 @@ class Store:
             test_id=cols["test_id"],
             shard_id=cols["shard_id"],
             outcome=cols["outcome"],
-            duration_s=[d or 0.0 for d in cols["duration_s"]],
-            retries=[r or 0 for r in cols["retries"]],
-            flaky=[bool(f) for f in cols["flaky"]],
-            file=cols["file"],
-            line=cols["line"],
-            message=cols["message"],
+            duration_s=cols["duration_s"],
+            retries=cols.get("retries", []),
+            flaky=cols.get("flaky", []),
+            file=cols.get("file", []),
+            line=cols.get("line", []),
+            message=cols.get("message", []),
         )
 
     def history(

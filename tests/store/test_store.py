@@ -181,3 +181,11 @@ def test_series_queries(store: Store) -> None:
     assert [p.value for p in ms[("rps", "linux,x64")]] == [10.0, 11.0, 30.0]
     ds = store.test_duration_series(["t::a"], ["r0", "r1", "r2"])
     assert [p.commit for p in ds["t::a"]] == ["c0", "c1", "c2"]
+
+
+def test_cases_without_details(store: Store) -> None:
+    store.ingest(_rs("r1"))
+    rows = store.cases(["r1"], details=False)
+    assert sorted(rows.outcome) == ["failed", "passed"]
+    assert rows.duration_s == [1.0, 1.0]
+    assert rows.message == [] and rows.file == []
