@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
+from ci_app.model.labels import derive_labels
 from ci_app.model.profile import SCHEMA_ID, Browser, Disk, HardwareProfile, Status
 from runner_probe.cli import profile_json
 from runner_probe.detect import DetectOptions, detect
@@ -95,3 +97,27 @@ def test_fingerprint_ignores_volatile_facts(profile_for: ProfileFactory) -> None
     other = dataclasses.replace(p, browser=Browser(status=Status.ERROR, error="x"))
     assert other.fingerprint() != p.fingerprint()
     assert dataclasses.replace(p, disk=Disk(status=Status.ERROR)).fingerprint() != p.fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("name", "effective_cpus", "effective_bytes", "browser_label"),
+    [
+        # `runner-probe detect --json --browser` on the 2-vCPU Debian 12 VM of docs/probe.md
+        ("debian12-vm-2vcpu", 2, 25276510208, "webgpu-sw"),
+        # the same VM inside a real v1 cgroup: cfs 50000/100000, 512 MiB, cpuset 1
+        ("debian12-vm-cgroup-half-cpu-512m", 1, 536870912, None),
+    ],
+)
+def test_recorded_real_profiles(
+    name: str, effective_cpus: int, effective_bytes: int, browser_label: str | None
+) -> None:
+    path = Path(__file__).resolve().parents[1] / "data" / "probe" / "profiles" / f"{name}.json"
+    doc = json.loads(path.read_text())
+    validate(doc)
+    profile = HardwareProfile.from_dict(doc)
+    assert profile.cpu.effective == effective_cpus
+    assert profile.memory.effective_bytes == effective_bytes
+    assert list(derive_labels(profile)) == doc["labels"]
+    if browser_label:
+        assert browser_label in doc["labels"]
+    assert "webgpu" not in doc["labels"]
