@@ -67,6 +67,8 @@ def _json_kind(head: bytes) -> str:
         return "ci-fanout"
     if "stats" in keys and ("passes" in keys or "failures" in keys or "pending" in keys):
         return "mocha-json"
+    if "testResults" in keys and ("numTotalTests" in keys or "assertionResults" in keys):
+        return "jest-json"
     if "examples" in keys and ("summary" in keys or "version" in keys):
         return "rspec-json"
     return "json-unknown"

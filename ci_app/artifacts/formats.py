@@ -15,6 +15,7 @@ _PARSERS: dict[str, str] = {
     "xunit2": "xunit:parse_xunit2",
     "trx": "trx:parse_trx",
     "mocha-json": "mocha:parse_mocha_json",
+    "jest-json": "jestjson:parse_jest_json",
     "dart-json": "dart:parse_dart_json",
     "go-test-json": "gotest:parse_go_test_json",
     "rspec-json": "rspec:parse_rspec_json",
