@@ -161,10 +161,10 @@ def _headline(report: Report) -> list[str]:
         parts.append(f"{len(c.hardware_specific)} hardware-specific")
     if c.fixed:
         parts.append(f"{len(c.fixed)} fixed")
-    lines = [f"## {icon} ci-fanout: " + " · ".join(parts), ""]
+    lines = [f"## {icon} ci-fanout: " + " · ".join(parts)]
     b = report.base_counts
     if b is not None:
-        lines += [
+        table = [
             "| | tests | passed | failed | skipped | flaky | wall time | machine time |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
             f"| this run | {h.tests:,} | {h.passed:,} | {h.failed + h.errors:,} | {h.skipped:,} "
@@ -174,11 +174,12 @@ def _headline(report: Report) -> list[str]:
             f"| {_signed(h.skipped - b.skipped)} | | {_pct(h.wall_s, b.wall_s)} "
             f"| {_pct(h.duration_s, b.duration_s)} |",
         ]
+        lines.append("\n".join(table))
     else:
-        lines += [
+        lines.append(
             f"{h.tests:,} tests: {h.passed:,} passed, {h.failed + h.errors:,} failed, "
-            f"{h.skipped:,} skipped in {_dur(h.wall_s)} (no base run to compare with yet).",
-        ]
+            f"{h.skipped:,} skipped in {_dur(h.wall_s)} (no base run to compare with yet)."
+        )
     return lines
 
 
@@ -225,7 +226,7 @@ def _sections(report: Report) -> list[_Section]:
         where = "failed here" if f.failed_here else "passed on retry here"
         ev = "; ".join(e.describe() for e in f.evidence[:3])
         stats = ""
-        if f.verdict is not None and f.verdict.stats:
+        if f.verdict is not None and any(s.failures for s in f.verdict.stats):
             stats = "; " + ", ".join(
                 f"{s.failures}/{s.runs} runs failed on `{s.runner_class}` "
                 f"({s.failure_rate * 100:.1f} %, flip rate {s.flip_rate * 100:.1f} %)"
