@@ -293,3 +293,13 @@ def effective_cpus(affinity: int, quota: float | None, cpuset: int | None = None
     if quota is not None and quota > 0:
         n = min(n, max(1, math.ceil(quota - 1e-9)))
     return max(1, n)
+
+
+def memory_usage_bytes(limits: CgroupLimits, root: Path = Path("/")) -> int | None:
+    """Memory charged to our cgroup (v2 ``memory.current``, v1 ``memory.usage_in_bytes``)."""
+    path = limits.paths.get("memory")
+    if path is None:
+        return None
+    d = _under(root, path)
+    name = "memory.current" if limits.versions.get("memory") == 2 else "memory.usage_in_bytes"
+    return _int(_read(d / name))

@@ -68,13 +68,19 @@ def sample_load(profile: HardwareProfile, nvml: Any | None = None) -> dict[str, 
     """CPU %, memory in use and per-GPU utilisation/memory, cheap enough for every beat."""
     import psutil
 
+    from runner_probe.cgroup import memory_usage_bytes, read_cgroup_limits
     from runner_probe.nvidia import sample_gpu_load
 
     vm = psutil.virtual_memory()
     total = profile.memory.effective_bytes or int(vm.total)
+    used: int | None = None
+    if profile.memory.limit_bytes is not None:  # in a limited cgroup, report its usage
+        used = memory_usage_bytes(read_cgroup_limits())
+    if used is None:
+        used = int(vm.total - vm.available)
     return {
         "cpu_percent": float(psutil.cpu_percent(interval=None)),
-        "memory_used_bytes": int(vm.total - vm.available),
+        "memory_used_bytes": used,
         "memory_total_bytes": int(total),
         "disk_free_bytes": profile.disk.free_bytes,
         "gpus": sample_gpu_load(nvml, profile.gpus),

@@ -9,6 +9,7 @@ import pytest
 from runner_probe.cgroup import (
     count_cpuset,
     effective_cpus,
+    memory_usage_bytes,
     parse_mountinfo,
     parse_proc_cgroup,
     read_cgroup_limits,
@@ -113,3 +114,21 @@ def test_effective_cpus(
     affinity: int, quota: float | None, cpuset: int | None, expected: int
 ) -> None:
     assert effective_cpus(affinity, quota, cpuset) == expected
+
+
+@pytest.mark.parametrize(
+    ("case", "file", "value"),
+    [
+        ("v1-half-cpu", "sys/fs/cgroup/memory/probe/memory.usage_in_bytes", 123456789),
+        ("v2-half-cpu", "sys/fs/cgroup/runner.slice/probe.scope/memory.current", 987654321),
+    ],
+)
+def test_memory_usage(tmp_path: Path, case: str, file: str, value: int) -> None:
+    import shutil
+
+    root = tmp_path / case
+    shutil.copytree(CASES / case, root)
+    limits = read_cgroup_limits(root)
+    assert memory_usage_bytes(limits, root) is None  # not in the fixture yet
+    (root / file).write_text(f"{value}\n")
+    assert memory_usage_bytes(limits, root) == value
