@@ -103,6 +103,10 @@ class ResponseRecorder:
         headers: dict[str, str] = getattr(self._local, "headers", {})
         return headers
 
+    def last_response(self) -> tuple[int | None, dict[str, str]]:
+        """Status and headers of the last response seen on this thread."""
+        return getattr(self._local, "status", None), dict(getattr(self._local, "headers", {}))
+
     def clear(self) -> None:
         self._local.headers = {}
         self._local.status = None
