@@ -141,6 +141,84 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         );
         """,
     ),
+    (
+        3,
+        "app server: durable queue-mode state, runner sync state, installations",
+        """
+        -- ci_app/store/queue.py: the planner's QueueState in DuckDB (items in priority order).
+        CREATE TABLE queue_runs (
+            run          VARCHAR PRIMARY KEY,
+            config       JSON NOT NULL,
+            token_hash   VARCHAR,
+            repo         VARCHAR,
+            created_at   DOUBLE NOT NULL
+        );
+        CREATE TABLE queue_pools (
+            run       VARCHAR NOT NULL,
+            pool      VARCHAR NOT NULL,
+            labels    VARCHAR[] NOT NULL,
+            workers   INTEGER NOT NULL,
+            runners   VARCHAR[] NOT NULL,
+            n_leases  INTEGER NOT NULL DEFAULT 0,
+            expired   INTEGER NOT NULL DEFAULT 0,
+            requeued  INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run, pool)
+        );
+        CREATE TABLE queue_items (
+            run         VARCHAR NOT NULL,
+            pool        VARCHAR NOT NULL,
+            idx         INTEGER NOT NULL,
+            item_id     VARCHAR NOT NULL,
+            estimate_s  DOUBLE NOT NULL,
+            unknown     BOOLEAN NOT NULL,
+            tests       VARCHAR[] NOT NULL,
+            queued      BOOLEAN NOT NULL,
+            remaining   INTEGER NOT NULL,
+            PRIMARY KEY (run, pool, idx)
+        );
+        CREATE TABLE queue_leases (
+            run         VARCHAR NOT NULL,
+            lease_id    VARCHAR NOT NULL,
+            pool        VARCHAR NOT NULL,
+            runner      VARCHAR,
+            items       INTEGER[] NOT NULL,
+            expires_at  DOUBLE NOT NULL,
+            estimate_s  DOUBLE NOT NULL,
+            open        BOOLEAN NOT NULL,
+            PRIMARY KEY (run, lease_id)
+        );
+        CREATE TABLE queue_results (
+            run         VARCHAR NOT NULL,
+            test_id     VARCHAR NOT NULL,
+            pool        VARCHAR NOT NULL,
+            item_idx    INTEGER NOT NULL,
+            outcome     VARCHAR NOT NULL,
+            duration_s  DOUBLE,
+            PRIMARY KEY (run, test_id)
+        );
+        -- ci_app/store/web.py: what the app knows about a runner beyond its profile.
+        CREATE TABLE runner_state (
+            name           VARCHAR PRIMARY KEY,
+            provider       VARCHAR,
+            busy           BOOLEAN NOT NULL DEFAULT false,
+            busy_job       VARCHAR,
+            load           JSON,
+            label_misses   JSON,
+            synced_labels  VARCHAR[],
+            synced_at      DOUBLE,
+            sync_error     VARCHAR,
+            updated_at     DOUBLE
+        );
+        CREATE TABLE installations (
+            provider         VARCHAR NOT NULL,
+            account          VARCHAR NOT NULL,
+            installation_id  VARCHAR NOT NULL,
+            active           BOOLEAN NOT NULL,
+            updated_at       DOUBLE NOT NULL,
+            PRIMARY KEY (provider, account)
+        );
+        """,
+    ),
 )
 
 LATEST_VERSION: Final[int] = MIGRATIONS[-1][0]
