@@ -9,14 +9,16 @@ earlier attempt failed and the last one passed).
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from lxml import etree
 
 from ci_app.artifacts.base import ParseContext, ReportParseError, make_id, read_capped
+from ci_app.artifacts.xmlsafe import describe, parser_options, sanitize
 from ci_app.model.results import Outcome, TestCase
 
 #: Largest whole-document (non-streamed) JSON or text report we read.
@@ -255,3 +257,75 @@ def iter_lines(stream: BinaryIO, what: str, max_line: int = MAX_LINE_BYTES) -> I
             raw = raw.removeprefix(b"\xef\xbb\xbf")
             first = False
         yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+# -- streamed XML ------------------------------------------------------------
+
+XmlCollector = Callable[[BinaryIO, CaseBuilder], Iterator[TestCase]]
+
+
+def collect_xml(stream: BinaryIO, ctx: ParseContext, collect: XmlCollector) -> Iterator[TestCase]:
+    """Stream ``collect`` over the document; once more over a repaired copy if not well-formed.
+
+    ``collect`` walks ``iter_xml`` and releases each element once it is read,
+    so memory holds neither the tree nor (for seekable inputs) the bytes. When
+    the repaired pass runs, the cases already yielded are not yielded again.
+    """
+    seekable = stream.seekable()
+    start = stream.tell() if seekable else 0
+    source: BinaryIO = stream
+    data: bytes | None = None
+    if not seekable:
+        data = read_capped(stream, MAX_DOCUMENT_BYTES, "XML report")
+        source = io.BytesIO(data)
+    emitted = 0
+    try:
+        for case in collect(source, CaseBuilder(ctx)):
+            emitted += 1
+            yield case
+        return
+    except etree.XMLSyntaxError as exc:
+        error = exc
+    if data is None:
+        stream.seek(start)
+        data = read_capped(stream, MAX_DOCUMENT_BYTES, "XML report")
+    if not data.strip():
+        raise ReportParseError("empty file")
+    fixed, notes = sanitize(data)
+    if not notes:
+        raise ReportParseError(describe(error))
+    try:
+        for i, case in enumerate(collect(io.BytesIO(fixed), CaseBuilder(ctx))):
+            if i >= emitted:
+                yield case
+    except etree.XMLSyntaxError as exc:
+        raise ReportParseError(describe(exc)) from None
+    for note in notes:
+        ctx.warn(note)
+
+
+def iter_xml(source: BinaryIO) -> Iterator[tuple[str, etree._Element]]:
+    """``(event, element)`` for start/end of every element, safely; entity declarations refused."""
+    first = True
+    for event, el in etree.iterparse(source, events=("start", "end"), **parser_options()):
+        if first:
+            reject_entities(el)
+            first = False
+        yield event, el
+
+
+def release(el: etree._Element) -> None:
+    """Free a fully read element, and earlier released siblings of the same kind.
+
+    Other siblings (a suite's own ``<failure>`` before its test cases) stay
+    until their parent is read.
+    """
+    el.clear()
+    parent = el.getparent()
+    prev = el.getprevious()
+    while parent is not None and prev is not None:
+        if prev.tag != el.tag or len(prev) or prev.attrib:
+            break  # not released yet: everything before it was handled when it was
+        before = prev.getprevious()
+        parent.remove(prev)
+        prev = before

@@ -25,13 +25,15 @@ from lxml import etree
 from ci_app.artifacts.base import ParseContext, ReportParseError, to_float, to_int
 from ci_app.artifacts.cases import (
     CaseBuilder,
+    collect_xml,
     element_text,
+    iter_xml,
     join_texts,
-    reject_entities,
+    release,
     split_qualified,
     strip_prefix,
 )
-from ci_app.artifacts.xmlsafe import local, parse_tree
+from ci_app.artifacts.xmlsafe import WRAPPER, local
 from ci_app.model.results import Outcome, Summary, TestCase
 
 _V2_RESULTS = {
@@ -65,15 +67,37 @@ def parse_nunit3(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
 
 
 def _parse(stream: BinaryIO, ctx: ParseContext, dialect: str) -> Iterator[TestCase]:
-    root = parse_tree(stream, ctx)
-    reject_entities(root)
-    tag = local(root.tag)
-    if tag not in ("test-results", "test-run", "test-suite"):
-        raise ReportParseError(f"not an NUnit report: root element <{tag}>")
     ctx.tool = "nunit"
-    _declared(root, ctx)
-    builder = CaseBuilder(ctx)
-    return _walk(root, builder, dialect)
+    return collect_xml(stream, ctx, lambda source, builder: _collect(source, builder, dialect))
+
+
+def _collect(source: BinaryIO, builder: CaseBuilder, dialect: str) -> Iterator[TestCase]:
+    """Stream the document: each ``<test-case>`` is read at its end tag, then released."""
+    suites: list[tuple[str | None, str | None]] = []  # (type, name) of open <test-suite>s
+    root_seen = False
+    for event, el in iter_xml(source):
+        tag = local(el.tag)
+        if event == "start":
+            if not root_seen:
+                root_seen = True
+                if tag not in ("test-results", "test-run", "test-suite", WRAPPER):
+                    raise ReportParseError(f"not an NUnit report: root element <{tag}>")
+                _declared(el, builder.ctx)
+            if tag == "test-suite":
+                suites.append((el.get("type"), el.get("fullname") or el.get("name")))
+            continue
+        if tag == "test-case":
+            yield _case(el, builder, dialect, _suite_of(suites))
+            release(el)
+        elif tag == "test-suite":
+            suites.pop()
+            if (
+                el.get("site") == "TearDown"
+                and (el.get("result") or "").lower() == "failed"
+                and el.find("failure") is not None
+            ):
+                yield _teardown_case(el, builder)
+            release(el)
 
 
 def _declared(root: etree._Element, ctx: ParseContext) -> None:
@@ -105,31 +129,15 @@ def _declared(root: etree._Element, ctx: ParseContext) -> None:
     )
 
 
-def _walk(root: etree._Element, builder: CaseBuilder, dialect: str) -> Iterator[TestCase]:
-    for el in root.iter("test-case", "test-suite"):
-        if el.tag == "test-case":
-            yield _case(el, builder, dialect)
-        elif (
-            el.get("site") == "TearDown"
-            and (el.get("result") or "").lower() == "failed"
-            and el.find("failure") is not None
-        ):
-            yield _teardown_case(el, builder)
-
-
-def _suite_of(el: etree._Element) -> str | None:
-    """Nearest enclosing fixture (or any suite) name."""
-    first: str | None = None
-    for anc in el.iterancestors("test-suite"):
-        name = anc.get("fullname") or anc.get("name")
-        if first is None:
-            first = name
-        if anc.get("type") in ("TestFixture", "GenericFixture", "SetUpFixture"):
+def _suite_of(suites: list[tuple[str | None, str | None]]) -> str | None:
+    """Nearest enclosing fixture name, else the innermost suite's."""
+    for kind, name in reversed(suites):
+        if kind in ("TestFixture", "GenericFixture", "SetUpFixture"):
             return name
-    return first
+    return suites[-1][1] if suites else None
 
 
-def _case(el: etree._Element, builder: CaseBuilder, dialect: str) -> TestCase:
+def _case(el: etree._Element, builder: CaseBuilder, dialect: str, suite: str | None) -> TestCase:
     full = el.get("fullname") or el.get("name") or ""
     classname = el.get("classname")
     name = el.get("name") or full
@@ -156,7 +164,7 @@ def _case(el: etree._Element, builder: CaseBuilder, dialect: str) -> TestCase:
     return builder.case(
         name=name,
         classname=classname,
-        suite=_suite_of(el),
+        suite=suite,
         outcome=outcome,
         duration_s=to_float(duration),
         message=message,

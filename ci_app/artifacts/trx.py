@@ -23,13 +23,15 @@ from ci_app.artifacts.base import ParseContext, ReportParseError, to_int
 from ci_app.artifacts.cases import (
     Attempt,
     CaseBuilder,
+    collect_xml,
     element_text,
+    iter_xml,
     join_texts,
-    reject_entities,
+    release,
     split_qualified,
     strip_prefix,
 )
-from ci_app.artifacts.xmlsafe import local, parse_tree
+from ci_app.artifacts.xmlsafe import WRAPPER, local
 from ci_app.model.results import Outcome, Summary, TestCase
 
 _OUTCOMES = {
@@ -65,58 +67,88 @@ class _Test:
 
 def parse_trx(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
     """Parse a TRX document."""
-    root = parse_tree(stream, ctx)
-    reject_entities(root)
-    if local(root.tag) != "TestRun":
-        raise ReportParseError(f"not a TRX report: root element <{local(root.tag)}>")
-    children = {local(c.tag): c for c in root}
-    definitions = _definitions(children.get("TestDefinitions"), ctx)
-    _summary(children.get("ResultSummary"), children.get("Times"), ctx)
-    results = children.get("Results")
-    tests: dict[str, _Test] = {}
-    if results is not None:
-        for el in results:
-            if local(el.tag) in ("UnitTestResult", "TestResult", "TestResultAggregation"):
-                _collect(el, definitions, tests, ctx)
-    return _emit(tests, CaseBuilder(ctx))
+    ctx.tool = "mstest"
+    return collect_xml(stream, ctx, _collect_all)
 
 
-def _definitions(
-    el: etree._Element | None, ctx: ParseContext
-) -> dict[str, tuple[str | None, str | None]]:
-    """testId -> (className, method name)."""
-    out: dict[str, tuple[str | None, str | None]] = {}
-    if el is None:
-        return out
+_RESULT_TAGS = ("UnitTestResult", "TestResult", "TestResultAggregation")
+
+
+def _collect_all(source: BinaryIO, builder: CaseBuilder) -> Iterator[TestCase]:
+    """Stream the document; results are joined to definitions (which may come later) at the end."""
+    ctx = builder.ctx
+    raw: list[tuple[str, str, str, Attempt]] = []  # (testId, testName, dataRowInfo, attempt)
+    definitions: dict[str, tuple[str | None, str | None]] = {}
     adapters: set[str] = set()
-    for test in el:
-        test_id = test.get("id")
-        if not test_id:
+    root_seen = False
+    for event, el in iter_xml(source):
+        tag = local(el.tag)
+        if event == "start":
+            if not root_seen:
+                root_seen = True
+                if tag not in ("TestRun", WRAPPER):
+                    raise ReportParseError(f"not a TRX report: root element <{tag}>")
             continue
-        classname = method = None
-        for child in test:
-            if local(child.tag) == "TestMethod":
-                classname = (child.get("className") or "").split(",", 1)[0].strip() or None
-                method = child.get("name")
-                adapters.add((child.get("adapterTypeName") or "").lower())
-        out[test_id] = (classname, method)
+        parent = el.getparent()
+        parent_tag = local(parent.tag) if parent is not None else ""
+        if tag in _RESULT_TAGS and parent_tag == "Results":
+            _collect(el, raw, ctx)
+            release(el)
+        elif tag == "UnitTest" and parent_tag == "TestDefinitions":
+            _definition(el, definitions, adapters)
+            release(el)
+        elif tag == "Times":
+            _times(el, ctx)
+        elif tag == "ResultSummary":
+            _summary(el, ctx)
+            release(el)
     joined = " ".join(adapters)
     ctx.tool = "nunit" if "nunit" in joined else "xunit.net" if "xunit" in joined else "mstest"
-    return out
+    tests: dict[str, _Test] = {}
+    for test_id, test_name, row, attempt in raw:
+        # Reruns share testId and name; data rows share testId but not the name.
+        key = f"{test_id}\x00{test_name}\x00{row}"
+        test = tests.get(key)
+        if test is None:
+            classname, method = definitions.get(test_id, (None, None))
+            name = test_name or method or test_id
+            if classname:
+                name = strip_prefix(name, classname)
+            elif "(" not in name.split(".")[0]:
+                classname, name = split_qualified(name)
+            test = tests[key] = _Test(key=key, name=name, classname=classname)
+        test.attempts.append(attempt)
+    for t in tests.values():
+        yield builder.from_attempts(t.attempts, name=t.name, classname=t.classname)
 
 
-def _summary(
-    summary: etree._Element | None, times: etree._Element | None, ctx: ParseContext
+def _definition(
+    test: etree._Element,
+    out: dict[str, tuple[str | None, str | None]],
+    adapters: set[str],
 ) -> None:
-    if times is not None:
-        start, finish = _timestamp(times.get("start")), _timestamp(times.get("finish"))
-        try:
-            if start and finish and finish >= start:
-                ctx.duration_s = (finish - start).total_seconds()
-        except TypeError:  # one naive, one aware timestamp
-            pass
-    if summary is None:
+    test_id = test.get("id")
+    if not test_id:
         return
+    classname = method = None
+    for child in test:
+        if local(child.tag) == "TestMethod":
+            classname = (child.get("className") or "").split(",", 1)[0].strip() or None
+            method = child.get("name")
+            adapters.add((child.get("adapterTypeName") or "").lower())
+    out[test_id] = (classname, method)
+
+
+def _times(times: etree._Element, ctx: ParseContext) -> None:
+    start, finish = _timestamp(times.get("start")), _timestamp(times.get("finish"))
+    try:
+        if start and finish and finish >= start:
+            ctx.duration_s = (finish - start).total_seconds()
+    except TypeError:  # one naive, one aware timestamp
+        pass
+
+
+def _summary(summary: etree._Element, ctx: ParseContext) -> None:
     for child in summary.iter():
         tag = local(child.tag)
         if tag == "Counters":
@@ -141,35 +173,23 @@ def _summary(
 
 
 def _collect(
-    el: etree._Element,
-    definitions: dict[str, tuple[str | None, str | None]],
-    tests: dict[str, _Test],
-    ctx: ParseContext,
+    el: etree._Element, raw: list[tuple[str, str, str, Attempt]], ctx: ParseContext
 ) -> None:
     inner = next((c for c in el if local(c.tag) == "InnerResults"), None)
-    rows = (
-        [c for c in inner if local(c.tag) in ("UnitTestResult", "TestResult")]
-        if inner is not None
-        else []
-    )
+    rows = [c for c in inner if local(c.tag) in _RESULT_TAGS] if inner is not None else []
     if rows:  # data-driven parent: its rows are the cases
         for row in rows:
-            _collect(row, definitions, tests, ctx)
+            _collect(row, raw, ctx)
         return
-    test_id = el.get("testId") or ""
     test_name = el.get("testName") or ""
-    classname, method = definitions.get(test_id, (None, None))
-    name = test_name or method or test_id
-    if classname:
-        name = strip_prefix(name, classname)
-    elif "(" not in name.split(".")[0]:
-        classname, name = split_qualified(name)
-    # Reruns share testId and name; data rows share testId but not the name.
-    key = f"{test_id}\x00{test_name}\x00{el.get('dataRowInfo') or ''}"
-    test = tests.get(key)
-    if test is None:
-        test = tests[key] = _Test(key=key, name=name, classname=classname)
-    test.attempts.append(_attempt(el, test_name, ctx))
+    raw.append(
+        (
+            el.get("testId") or "",
+            test_name,
+            el.get("dataRowInfo") or "",
+            _attempt(el, test_name, ctx),
+        )
+    )
 
 
 def _attempt(el: etree._Element, test_name: str, ctx: ParseContext) -> Attempt:
@@ -203,11 +223,6 @@ def _attempt(el: etree._Element, test_name: str, ctx: ParseContext) -> Attempt:
         stdout=join_texts([parts.get("StdOut"), parts.get("DebugTrace")]),
         stderr=parts.get("StdErr"),
     )
-
-
-def _emit(tests: dict[str, _Test], builder: CaseBuilder) -> Iterator[TestCase]:
-    for test in tests.values():
-        yield builder.from_attempts(test.attempts, name=test.name, classname=test.classname)
 
 
 def _timespan(value: str | None) -> float:

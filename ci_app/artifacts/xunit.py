@@ -16,12 +16,14 @@ from lxml import etree
 from ci_app.artifacts.base import ParseContext, ReportParseError, to_float, to_int
 from ci_app.artifacts.cases import (
     CaseBuilder,
+    collect_xml,
     element_text,
-    reject_entities,
+    iter_xml,
+    release,
     split_qualified,
     strip_prefix,
 )
-from ci_app.artifacts.xmlsafe import local, parse_tree
+from ci_app.artifacts.xmlsafe import WRAPPER, local
 from ci_app.model.results import Outcome, Summary, TestCase
 
 _RESULTS = {
@@ -46,49 +48,65 @@ def parse_xunit2(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
 
 
 def _parse(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
-    root = parse_tree(stream, ctx)
-    reject_entities(root)
-    tag = local(root.tag)
-    if tag == "assembly":
-        assemblies = [root]
-    elif tag == "assemblies":
-        assemblies = [a for a in root if local(a.tag) == "assembly"]
-    else:
-        raise ReportParseError(f"not an xUnit.net report: root element <{tag}>")
     ctx.tool = "xunit.net"
-    _declared(assemblies, ctx)
-    return _walk(assemblies, CaseBuilder(ctx))
+    return collect_xml(stream, ctx, _collect)
 
 
-def _declared(assemblies: list[etree._Element], ctx: ParseContext) -> None:
-    if not assemblies or any(a.get("total") is None for a in assemblies):
-        return
-    totals = {"total": 0, "passed": 0, "failed": 0, "skipped": 0, "errors": 0}
-    for a in assemblies:
-        for key in totals:
-            totals[key] += to_int(a.get(key)) or 0
-    ctx.declared = Summary(
-        tests=totals["total"] + totals["errors"],
-        passed=totals["passed"],
-        failed=totals["failed"],
-        errors=totals["errors"],
-        skipped=totals["skipped"],
-    )
-    ctx.duration_s = sum(to_float(a.get("time")) for a in assemblies)
+def _collect(source: BinaryIO, builder: CaseBuilder) -> Iterator[TestCase]:
+    """Stream the document: each ``<test>`` is read at its end tag, then released."""
+    groups: list[str | None] = []  # open <collection>/<class> names
+    assembly: str | None = None
+    totals: dict[str, int] | None = {
+        "total": 0,
+        "passed": 0,
+        "failed": 0,
+        "skipped": 0,
+        "errors": 0,
+    }
+    time_s = 0.0
+    root_seen = False
+    for event, el in iter_xml(source):
+        tag = local(el.tag)
+        if event == "start":
+            if not root_seen:
+                root_seen = True
+                if tag not in ("assembly", "assemblies", WRAPPER):
+                    raise ReportParseError(f"not an xUnit.net report: root element <{tag}>")
+            if tag == "assembly":
+                assembly = el.get("name")
+                if totals is not None and el.get("total") is not None:
+                    for key in totals:
+                        totals[key] += to_int(el.get(key)) or 0
+                    time_s += to_float(el.get("time"))
+                else:
+                    totals = None  # an assembly without totals: nothing reliable to declare
+            elif tag in ("collection", "class"):
+                groups.append(el.get("name"))
+            continue
+        if tag == "test":
+            yield _case(el, groups[-1] if groups else None, builder)
+            release(el)
+        elif tag == "error":
+            parent = el.getparent()
+            if parent is not None and local(parent.tag) == "errors":
+                yield _error_case(el, assembly, builder)
+            release(el)
+        elif tag in ("collection", "class"):
+            if groups:
+                groups.pop()
+            release(el)
+    if totals is not None and root_seen and assembly is not None:
+        builder.ctx.declared = Summary(
+            tests=totals["total"] + totals["errors"],
+            passed=totals["passed"],
+            failed=totals["failed"],
+            errors=totals["errors"],
+            skipped=totals["skipped"],
+        )
+        builder.ctx.duration_s = time_s
 
 
-def _walk(assemblies: list[etree._Element], builder: CaseBuilder) -> Iterator[TestCase]:
-    for assembly in assemblies:
-        for el in assembly.iter("test", "error"):
-            if el.tag == "test":
-                yield _case(el, builder)
-            else:
-                parent = el.getparent()
-                if parent is not None and local(parent.tag) == "errors":
-                    yield _error_case(el, assembly, builder)
-
-
-def _case(el: etree._Element, builder: CaseBuilder) -> TestCase:
+def _case(el: etree._Element, suite: str | None, builder: CaseBuilder) -> TestCase:
     full = el.get("name") or ""
     classname = el.get("type")
     if classname:
@@ -113,8 +131,6 @@ def _case(el: etree._Element, builder: CaseBuilder) -> TestCase:
     reason = el.find("reason")
     if message is None and reason is not None:
         message = element_text(reason.find("message")) or element_text(reason)
-    parent = el.getparent()
-    suite = parent.get("name") if parent is not None else None
     return builder.case(
         name=name,
         classname=classname,
@@ -127,9 +143,9 @@ def _case(el: etree._Element, builder: CaseBuilder) -> TestCase:
     )
 
 
-def _error_case(el: etree._Element, assembly: etree._Element, builder: CaseBuilder) -> TestCase:
+def _error_case(el: etree._Element, assembly: str | None, builder: CaseBuilder) -> TestCase:
     kind = el.get("type") or "error"
-    what = el.get("name") or assembly.get("name") or "(assembly)"
+    what = el.get("name") or assembly or "(assembly)"
     failure = el.find("failure")
     message = details = None
     if failure is not None:
@@ -138,7 +154,7 @@ def _error_case(el: etree._Element, assembly: etree._Element, builder: CaseBuild
     return builder.case(
         name=f"[{kind}]",
         classname=what,
-        suite=assembly.get("name"),
+        suite=assembly,
         outcome=Outcome.ERROR,
         message=message,
         details=details,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from typing import Any
+
 import pytest
 
-from ci_app.artifacts.base import ReportParseError
+from ci_app.artifacts.base import ParseContext, ReportParseError
+from ci_app.artifacts.formats import get_parser
 from ci_app.model.results import Outcome
 
 from .util import by_name, counts, parse_bytes
@@ -118,3 +122,40 @@ def test_nunit2_without_result_attribute_uses_executed_and_success() -> None:
 def test_unusable_nunit_raises_report_parse_error(data: bytes) -> None:
     with pytest.raises(ReportParseError):
         parse_bytes(data, "nunit3")
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable stream (a pipe, a zip member)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        chunk = self._buf.read(len(b))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+BROKEN_MIDWAY = (
+    b'<test-run total="3"><test-suite type="TestFixture" name="F" fullname="Ns.F">'
+    + b"".join(
+        f'<test-case name="T{i}" classname="Ns.F" result="Passed"/>'.encode() for i in range(5000)
+    )
+    + b'<test-case name="Bad" classname="Ns.F" result="Failed"><failure><message>nul \x00 here'
+    + b"</message></failure></test-case>"
+    + b'<test-case name="Last" classname="Ns.F" result="Passed"/></test-suite></test-run>'
+)
+
+
+@pytest.mark.parametrize("pipe", [False, True])
+def test_repair_after_cases_were_streamed_yields_each_case_once(pipe: bool) -> None:
+    stream: Any = io.BufferedReader(_Pipe(BROKEN_MIDWAY)) if pipe else io.BytesIO(BROKEN_MIDWAY)
+    ctx = ParseContext(path="x")
+    cases = list(get_parser("nunit3")(stream, ctx))
+    assert len(cases) == 5002
+    assert len({c.id for c in cases}) == 5002
+    assert by_name(cases)["Bad"].message == "nul  here"
+    assert any("control character" in w for w in ctx.warnings)
