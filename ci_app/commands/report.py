@@ -33,6 +33,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget", type=int, default=COMMENT_BUDGET, help="max characters of the markdown"
     )
     parser.add_argument("--dashboard-url", help="link for 'N more — see dashboard'")
+    from ci_app.providers.publish import add_publish_arguments
+
+    add_publish_arguments(parser)
 
 
 def register(sub: Any) -> None:
@@ -79,4 +82,18 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name, png in render_charts(report).items():
             (out / name).write_bytes(png)
+    if getattr(args, "publish", None):
+        _publish(args, report)
     return 0
+
+
+def _publish(args: argparse.Namespace, report: Report) -> None:
+    """``--publish``: post the budgeted comment (+ check run with ``--head-sha``)."""
+    from ci_app.providers.publish import describe, publish_from_args
+    from ci_app.reporting.render import render_check_run
+
+    comment = render_comment(report, budget=args.budget)
+    check_run = render_check_run(report) if args.head_sha else None
+    result = publish_from_args(args, comment, check_run=check_run)
+    if result is not None:
+        print(describe(result), file=sys.stderr)

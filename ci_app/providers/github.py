@@ -462,5 +462,17 @@ def from_settings(settings: Mapping[str, str]) -> Provider:
         org_runners=settings.get("org_runners") or None,
         timeout=int(settings.get("timeout") or 15),
         dashboard_url=settings.get("dashboard_url") or None,
+        **_throttle(settings.get("throttle")),
     )
     return Provider(name=NAME, forge=adapter, ci=adapter, runners=adapter)
+
+
+def _throttle(value: str | None) -> dict[str, float]:
+    """``throttle=0`` turns PyGithub's pacing off (fakes, GHES without secondary limits)."""
+    if value is None or value == "":
+        return {}
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"github: throttle must be seconds, got {value!r}") from None
+    return {"seconds_between_requests": seconds / 4, "seconds_between_writes": seconds}
