@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,12 @@ class _StaticSelector:
 # queue mode
 
 
+@dataclass(slots=True)
+class _Batch:
+    lease_id: str | None  # None: the static fallback slice
+    items: list[pytest.Item]
+
+
 class _QueueRunner:
     """Replaces the run loop: lease a batch, run it, report it, repeat."""
 
@@ -164,6 +172,8 @@ class _QueueRunner:
         )
         self.heartbeat_s = float(opt.fanout_heartbeat)
         self._reports: dict[str, dict[str, Any]] = {}
+        self._ran: set[str] = set()
+        self._fell_back = False
         self._lock = threading.Lock()
 
     def _say(self, text: str) -> None:
@@ -181,35 +191,33 @@ class _QueueRunner:
             elif report.skipped and r["outcome"] == "passed":
                 r["outcome"] = "skipped"
 
-    def _batches(self, session: pytest.Session) -> Iterator[tuple[str | None, list[pytest.Item]]]:
-        """Yield ``(lease id, items)``; on an unreachable queue, the static slice once."""
-        by_id = {i.nodeid: i for i in session.items}
-        ran: set[str] = set()
-        while True:
-            try:
-                got = self.client.lease()
-            except QueueUnavailableError as exc:
-                rest = [t for t in self.fallback if t not in ran]
-                if self.fallback:
-                    self._say(f"{exc}; running the static slice instead ({len(rest)} test(s))")
-                else:
-                    self._say(f"{exc}; no --fanout-shard slice to fall back to, running nothing")
-                yield None, [by_id[t] for t in rest if t in by_id]
-                return
-            if got.get("done") is True:
-                return
-            if "lease_id" not in got:
-                threading.Event().wait(float(got.get("retry_after", 5.0)))
-                continue
-            tests = [str(t) for t in got.get("tests") or ()]
-            ran.update(tests)
-            missing = [t for t in tests if t not in by_id]
-            if missing:
-                self._say(f"{len(missing)} leased test(s) not collected in this session")
-                with self._lock:
-                    for t in missing:
-                        self._reports[t] = {"outcome": "missing", "duration_s": 0.0}
-            yield str(got["lease_id"]), [by_id[t] for t in tests if t in by_id]
+    def _next(self, by_id: dict[str, pytest.Item]) -> _Batch | float | None:
+        """The next batch; a float = seconds to wait before asking again; None = done.
+
+        On an unreachable queue: the rest of the static slice, once, then done.
+        """
+        if self._fell_back:
+            return None
+        try:
+            got = self.client.lease()
+        except QueueUnavailableError as exc:
+            self._fell_back = True
+            rest = [t for t in self.fallback if t not in self._ran]
+            if self.fallback:
+                self._say(f"{exc}; running the static slice instead ({len(rest)} test(s))")
+            else:
+                self._say(f"{exc}; no --fanout-shard slice to fall back to, running nothing")
+            return _Batch(None, [by_id[t] for t in rest if t in by_id])
+        if got.get("done") is True:
+            return None
+        if "lease_id" not in got:
+            return float(got.get("retry_after", 5.0))
+        tests = [str(t) for t in got.get("tests") or ()]
+        self._ran.update(tests)
+        missing = [t for t in tests if t not in by_id]
+        if missing:
+            self._say(f"{len(missing)} leased test(s) not collected in this session")
+        return _Batch(str(got["lease_id"]), [by_id[t] for t in tests if t in by_id])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool:
@@ -217,31 +225,37 @@ class _QueueRunner:
             raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
         if session.config.option.collectonly:
             return True
+        by_id = {i.nodeid: i for i in session.items}
         with Heartbeat(self.client, self.heartbeat_s) as hb:
-            batches = self._batches(session)
-            current = next(batches, None)
+            current = self._next(by_id)
             while current is not None:
-                lease_id, items = current
-                hb.track(lease_id)
-                nxt: tuple[str | None, list[pytest.Item]] | None = None
+                if isinstance(current, float):
+                    time.sleep(current)  # our own leases are all complete here: no deadlock
+                    current = self._next(by_id)
+                    continue
+                hb.track(current.lease_id)
+                prefetched: _Batch | float | None = None
+                fetched = False
+                items = current.items
                 for i, item in enumerate(items):
+                    nextitem: pytest.Item | None = None
                     if i + 1 < len(items):
-                        nextitem: pytest.Item | None = items[i + 1]
+                        nextitem = items[i + 1]
                     else:
-                        # Fetch the next batch before the last test so module/session fixtures
-                        # are torn down only when really no longer needed.
-                        nxt = next(batches, None)
-                        nextitem = nxt[1][0] if nxt is not None and nxt[1] else None
+                        # Ask for the next batch before the last test so that module and
+                        # session fixtures are torn down only when really no longer needed.
+                        prefetched, fetched = self._next(by_id), True
+                        if isinstance(prefetched, _Batch) and prefetched.items:
+                            nextitem = prefetched.items[0]
                     item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
                     if session.shouldfail:
                         raise session.Failed(session.shouldfail)
                     if session.shouldstop:
                         raise session.Interrupted(session.shouldstop)
-                if not items:
-                    nxt = next(batches, None)
-                if lease_id is not None:
-                    self._complete(lease_id, items)
-                current = nxt
+                if current.lease_id is not None:
+                    self._complete(current.lease_id, items)
+                hb.track(None)
+                current = prefetched if fetched else self._next(by_id)
         return True
 
     def _complete(self, lease_id: str, items: list[pytest.Item]) -> None:

@@ -84,7 +84,7 @@ def collect_inventory(path: str) -> Inventory:
             text=True,
             check=False,
         )
-        if not out.exists():
+        if proc.returncode not in (0, 5) or not out.exists():
             tail = (proc.stdout + proc.stderr)[-2000:]
             raise InputError(
                 f"pytest --collect-only {path} failed (exit {proc.returncode}):\n{tail}"

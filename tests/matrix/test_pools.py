@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ci_app.errors import InputError, PlanningError
-from ci_app.matrix.pools import Runner, assign_pools, group_runners, runners_from_json
+from ci_app.matrix.pools import Pool, Runner, assign_pools, group_runners, runners_from_json
 
 RUNNERS = [
     {"name": "cpu-a", "labels": ["self-hosted", "x64", "mem-ge-16g"]},
@@ -17,7 +17,7 @@ RUNNERS = [
 ]
 
 
-def pools():  # type: ignore[no-untyped-def]
+def pools() -> list[Pool]:
     return group_runners(runners_from_json(RUNNERS))
 
 

@@ -132,7 +132,7 @@ def test_partial_and_final_completion() -> None:
     got = lease(q, "x")
     assert got.tests == ("g1", "g2", "g3")  # a group is leased whole
     q.complete("r", got.lease_id, ok(("g1",)), 1.0, final=False)
-    res = q.complete("r", got.lease_id, [TestResult("zz", "passed")] + ok(("g2",)), 2.0)
+    res = q.complete("r", got.lease_id, [TestResult("zz", "passed"), *ok(("g2",))], 2.0)
     assert res.foreign == ("zz",) and res.missing == ("g3",)
     assert q.progress("r").outcomes == {"passed": 2, "missing": 1}
     assert isinstance(q.lease("r", "cpu", "x", 3.0), Done)

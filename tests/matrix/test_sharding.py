@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -29,7 +30,8 @@ class _Item:
 
 
 def _lsd_makespan(d: dict[str, float], k: int) -> float:
-    groups = Algorithms.least_duration.value(k, [_Item(t) for t in sorted(d)], d)
+    items: list[Any] = [_Item(t) for t in sorted(d)]
+    groups = Algorithms.least_duration.value(k, items, d)
     return max(g.duration for g in groups)
 
 
