@@ -220,8 +220,13 @@ def run_flaky(seeds: int) -> None:
 # --------------------------------------------------------------------------- change points
 
 
-def make_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[int]]:
-    """CI-like benchmark series: level, heavy-tailed noise, outliers, steps, maybe drift."""
+def make_series(
+    rng: np.random.Generator, n: int, *, hard: bool = False
+) -> tuple[np.ndarray, list[int]]:
+    """CI-like benchmark series: level, heavy-tailed noise, outliers, steps, maybe drift.
+
+    ``hard``: steps from max(2 sigma, 3 %) instead of max(3 sigma, 5 %), 3 % outliers.
+    """
     level = float(np.exp(rng.uniform(math.log(0.05), math.log(500))))
     cv = float(rng.choice([0.005, 0.01, 0.02, 0.04]))
     sigma = cv * level
@@ -241,14 +246,15 @@ def make_series(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[int]
     for a, b in itertools.pairwise(bounds):
         x[a:b] = cur
         # next step: at least 3 sigma and 5 % of the level, at most 40 %
-        mag = max(3 * sigma, 0.05 * level) * float(rng.uniform(1.0, 4.0))
+        floor = max(2 * sigma, 0.03 * level) if hard else max(3 * sigma, 0.05 * level)
+        mag = floor * float(rng.uniform(1.0, 4.0))
         mag = min(mag, 0.4 * level)
         cur = max(cur + float(rng.choice([-1, 1])) * mag, 0.3 * level)
     if rng.random() < 0.3:  # slow drift: up to 15 % over the whole series, not a change point
         x *= np.linspace(1.0, 1.0 + float(rng.uniform(-0.15, 0.15)), n)
     noise = rng.standard_t(3, size=n) * sigma / math.sqrt(3)
     x = x + noise
-    out = rng.random(n) < 0.01  # outliers (a noisy neighbour, a GC pause)
+    out = rng.random(n) < (0.03 if hard else 0.01)  # outliers (a noisy neighbour, a GC pause)
     x[out] *= rng.uniform(1.3, 2.5, size=int(out.sum()))
     if rng.random() < 0.2:  # bimodal runners: two machines 2 sigma apart, interleaved
         x += (rng.random(n) < 0.5) * 2 * sigma
@@ -294,13 +300,18 @@ def ours_cp(x: np.ndarray) -> list[int]:
     return [c.index for c in detect_change_points(x)]
 
 
-def run_changepoints(n_series: int, seed: int) -> None:
+def run_changepoints(n_series: int, seed: int, *, hard: bool = False) -> None:
     rng = np.random.default_rng(seed)
     lengths = [int(v) for v in rng.choice([150, 300, 600], size=n_series)]
-    series = [make_series(rng, n) for n in lengths]
+    series = [make_series(rng, n, hard=hard) for n in lengths]
+    steps = (
+        "steps >= max(2 sigma, 3 %), 3 % outliers"
+        if hard
+        else "steps >= max(3 sigma, 5 %), 1 % outliers"
+    )
     print(
-        f"\n== Change points: {n_series} synthetic CI-like series (n 150-600, 0-5 steps, "
-        "30 % with drift, 20 % bimodal), F1 margin 5 =="
+        f"\n== Change points{' (hard)' if hard else ''}: {n_series} synthetic CI-like series "
+        f"(n 150-600, 0-5 {steps}, t3 noise, 30 % drift, 20 % bimodal), F1 margin 5 =="
     )
     print(f"{'detector':42s} {'mean F1':>8s} {'P':>6s} {'R':>6s} {'time':>8s}")
     for name, fn in (
@@ -326,6 +337,8 @@ def run_changepoints(n_series: int, seed: int) -> None:
         "anchor: F1 >= 0.90 on CI-like series and above ruptures' defaults; on TCPD the best "
         "published default is binseg F1 0.698"
     )
+    if hard:
+        return
     x, _ = make_series(np.random.default_rng(seed + 1), 2400)
     for name, fn in (
         ("ours", ours_cp),
@@ -351,7 +364,8 @@ def main() -> None:
     if args.only in (None, "flaky"):
         run_flaky(2 if args.quick else 5)
     if args.only in (None, "cp"):
-        run_changepoints(60 if args.quick else 200, args.seed)
+        run_changepoints(60 if args.quick else 150, args.seed)
+        run_changepoints(40 if args.quick else 100, args.seed + 100, hard=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ create steps:
 4. merge: repeatedly drop the weakest change point whose neighbouring
    segments (at most ``window`` points each side) differ by less than
    ``z_threshold`` (Welch z on winsorised values) or by less than the
-   magnitude floor (``min_magnitude`` relative and ``min_sigma`` σ).
+   magnitude floor (``min_magnitude`` relative and ``min_sigma`` σ), or that a
+   straight line explains as well as a step (F < ``trend_f``: drift, cycles).
 
 Cost is O(n·window); 2,400 points take a few milliseconds.
 """
@@ -108,6 +109,7 @@ def detect_change_points(
     z_threshold: float = 6.0,
     min_magnitude: float = 0.03,
     min_sigma: float = 2.0,
+    trend_f: float = 10.0,
 ) -> list[ChangePoint]:
     """Step changes in ``values`` (oldest first), each with its size and significance.
 
@@ -138,7 +140,9 @@ def detect_change_points(
     cands.sort()
     cands = [_refine(xw, t, cands, window, min_size) for t in cands]
     cands = sorted(set(cands))
-    return _merge(xw, cands, sigma, window, min_size, z_threshold, min_magnitude, min_sigma)
+    return _merge(
+        xw, cands, sigma, window, min_size, z_threshold, min_magnitude, min_sigma, trend_f
+    )
 
 
 def _refine(x: np.ndarray, t: int, cands: list[int], window: int, min_size: int) -> int:
@@ -160,6 +164,26 @@ def _refine(x: np.ndarray, t: int, cands: list[int], window: int, min_size: int)
     return lo + best
 
 
+def _step_over_trend(a: np.ndarray, b: np.ndarray) -> float:
+    """F statistic of adding a step to a straight line through ``a`` then ``b``.
+
+    A slow drift or a smooth cycle is fitted as well by the line alone (small
+    F); a genuine level shift is not (large F), even on top of a trend.
+    """
+    y = np.concatenate([a, b])
+    n = len(y)
+    t = np.arange(n, dtype=float)
+    ones = np.ones(n)
+    step = (t >= len(a)).astype(float)
+    line = np.column_stack([ones, t])
+    full = np.column_stack([ones, t, step])
+    sse_line = float(np.sum((y - line @ np.linalg.lstsq(line, y, rcond=None)[0]) ** 2))
+    sse_full = float(np.sum((y - full @ np.linalg.lstsq(full, y, rcond=None)[0]) ** 2))
+    if sse_full <= 0:
+        return math.inf if sse_line > 0 else 0.0
+    return (sse_line - sse_full) / (sse_full / max(1, n - 3))
+
+
 def _merge(
     x: np.ndarray,
     cps: list[int],
@@ -169,6 +193,7 @@ def _merge(
     z_threshold: float,
     min_magnitude: float,
     min_sigma: float,
+    trend_f: float,
 ) -> list[ChangePoint]:
     cps = [c for c in cps if min_size <= c <= len(x) - min_size]
     while True:
@@ -191,6 +216,11 @@ def _merge(
                 and abs(diff) >= min_sigma * sigma
             )
             strength = min(abs(z) / z_threshold, abs(rel) / max(min_magnitude, 1e-12))
+            if ok and trend_f > 0 and len(a) >= 3 and len(b) >= 3:
+                f = _step_over_trend(a, b)
+                if f < trend_f:
+                    ok = False
+                    strength = min(strength, f / trend_f)
             if not ok and (weakest is None or strength < weakest[0]):
                 weakest = (strength, i)
             scored.append(
