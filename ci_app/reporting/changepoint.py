@@ -15,7 +15,8 @@ create steps:
    segments (at most ``window`` points each side) differ by less than
    ``z_threshold`` (Welch z on winsorised values) or by less than the
    magnitude floor (``min_magnitude`` relative and ``min_sigma`` σ), or that a
-   straight line explains as well as a step (F < ``trend_f``: drift, cycles).
+   straight line explains as well as a step (F < ``trend_f``: drift; smooth
+   cycles may still be cut into steps).
 
 Cost is O(n·window); 2,400 points take a few milliseconds.
 """
