@@ -182,7 +182,9 @@ class AzureAdapter:
         return None
 
     def _call(self, operation: str, fn: Any) -> Any:
-        return call(fn, provider=NAME, operation=operation, classify=self._classify, policy=self.policy)
+        return call(
+            fn, provider=NAME, operation=operation, classify=self._classify, policy=self.policy
+        )
 
     def _repo(self) -> str:
         if not self.repository:
@@ -202,7 +204,9 @@ class AzureAdapter:
         from azure.devops.v7_1.git.models import Comment, GitPullRequestCommentThread
 
         fitted = budget.fit_markdown(
-            budget.ensure_marker(body, kind), budget.AZURE_COMMENT_MAX, dashboard_url=self.dashboard_url
+            budget.ensure_marker(body, kind),
+            budget.AZURE_COMMENT_MAX,
+            dashboard_url=self.dashboard_url,
         )
         repo = self._repo()
         git = self._client("git")
@@ -210,14 +214,26 @@ class AzureAdapter:
         def op() -> CommentRef:
             for thread in git.get_threads(repo, number, project=self.project) or []:
                 first = (thread.comments or [None])[0]
-                if first is None or first.is_deleted or not budget.marker_matches(first.content or "", kind):
+                if (
+                    first is None
+                    or first.is_deleted
+                    or not budget.marker_matches(first.content or "", kind)
+                ):
                     continue
                 if first.content != fitted.body:
                     git.update_comment(
-                        Comment(content=fitted.body), repo, number, thread.id, first.id, project=self.project
+                        Comment(content=fitted.body),
+                        repo,
+                        number,
+                        thread.id,
+                        first.id,
+                        project=self.project,
                     )
                 return CommentRef(
-                    id=f"{thread.id}/{first.id}", url=None, created=False, truncated=fitted.truncated
+                    id=f"{thread.id}/{first.id}",
+                    url=None,
+                    created=False,
+                    truncated=fitted.truncated,
                 )
             thread = git.create_thread(
                 GitPullRequestCommentThread(
@@ -247,7 +263,9 @@ class AzureAdapter:
         repo = self._repo()
         self._call(
             "set commit status",
-            lambda: self._client("git").create_commit_status(status, sha, repo, project=self.project),
+            lambda: self._client("git").create_commit_status(
+                status, sha, repo, project=self.project
+            ),
         )
 
     def publish_check_run(self, payload: CheckRunPayload) -> CheckRunRef:
@@ -327,7 +345,9 @@ class AzureAdapter:
         pipeline_id, build_id = self._run_ids(run_id)
         names = self._call(
             "list artifacts",
-            lambda: [a.name for a in self._client("build").get_artifacts(self.project, build_id) or []],
+            lambda: [
+                a.name for a in self._client("build").get_artifacts(self.project, build_id) or []
+            ],
         )
         saved: list[Path] = []
         for name in names:
@@ -359,7 +379,9 @@ class AzureAdapter:
         _pipeline, build_id = self._run_ids(run_id)
         self._call(
             "cancel build",
-            lambda: self._client("build").update_build(Build(status="cancelling"), self.project, build_id),
+            lambda: self._client("build").update_build(
+                Build(status="cancelling"), self.project, build_id
+            ),
         )
 
     # -- runner admin (agents of one pool) ---------------------------------------------------

@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
 from ci_app.errors import ConfigError
@@ -202,11 +202,6 @@ class Provider:
     forge: Forge | None = None
     ci: CIServer | None = None
     runners: RunnerAdmin | None = None
-
-
-@runtime_checkable
-class _Closable(Protocol):
-    def close(self) -> None: ...
 
 
 ProviderFactory = Callable[[Mapping[str, str]], Provider]

@@ -40,7 +40,7 @@ def write_capped(
                     f"artifact {path.name} is larger than {cap:,} bytes",
                     provider=provider,
                     operation=operation,
-                    hint="raise the artifact limits (Limits.max_zip_total_bytes) if this is expected",
+                    hint="raise the artifact limits (Limits) if this size is expected",
                 )
             out.write(chunk)
     return total

@@ -194,7 +194,9 @@ class GitHubAdapter:
     # -- Forge -------------------------------------------------------------------------------
     def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
         fitted = budget.fit_markdown(
-            budget.ensure_marker(body, kind), budget.GITHUB_COMMENT_MAX, dashboard_url=self.dashboard_url
+            budget.ensure_marker(body, kind),
+            budget.GITHUB_COMMENT_MAX,
+            dashboard_url=self.dashboard_url,
         )
 
         def op() -> CommentRef:
@@ -314,10 +316,10 @@ class GitHubAdapter:
 
         def op() -> DispatchResult:
             workflow = self._repo().get_workflow(request.target)
-            run = workflow.create_dispatch(
+            run: Any = workflow.create_dispatch(
                 request.ref, inputs, throw=True, return_run_details=True
             )
-            if run is True or run is False:  # server without run details (204)
+            if isinstance(run, bool):  # server without run details (204)
                 return DispatchResult(run_id=None)
             return DispatchResult(run_id=str(run.id), url=run.html_url)
 
@@ -455,6 +457,7 @@ def from_settings(settings: Mapping[str, str]) -> Provider:
         private_key=key,
         installation_id=int(installation) if installation else None,
     )
+    between_requests, between_writes = _throttle(settings.get("throttle"))
     adapter = GitHubAdapter(
         repo=repo,
         auth=auth,
@@ -462,17 +465,19 @@ def from_settings(settings: Mapping[str, str]) -> Provider:
         org_runners=settings.get("org_runners") or None,
         timeout=int(settings.get("timeout") or 15),
         dashboard_url=settings.get("dashboard_url") or None,
-        **_throttle(settings.get("throttle")),
+        seconds_between_requests=between_requests,
+        seconds_between_writes=between_writes,
     )
     return Provider(name=NAME, forge=adapter, ci=adapter, runners=adapter)
 
 
-def _throttle(value: str | None) -> dict[str, float]:
-    """``throttle=0`` turns PyGithub's pacing off (fakes, GHES without secondary limits)."""
+def _throttle(value: str | None) -> tuple[float, float]:
+    """``throttle=0`` turns PyGithub's pacing off (fakes, GHES without secondary limits);
+    the default keeps PyGithub's 0.25 s between requests and 1 s between writes."""
     if value is None or value == "":
-        return {}
+        return 0.25, 1.0
     try:
         seconds = float(value)
     except ValueError:
         raise ConfigError(f"github: throttle must be seconds, got {value!r}") from None
-    return {"seconds_between_requests": seconds / 4, "seconds_between_writes": seconds}
+    return seconds / 4, seconds

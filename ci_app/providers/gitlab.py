@@ -75,7 +75,7 @@ _CONCLUSION = {
 }
 
 
-class _Gitlab(gitlab.Gitlab):  # type: ignore[misc]
+class _Gitlab(gitlab.Gitlab):
     """python-gitlab with its own 429/5xx retry loop disabled (ours honours the same headers
     but bounds the total wait)."""
 
@@ -87,10 +87,7 @@ class _Gitlab(gitlab.Gitlab):  # type: ignore[misc]
 
 def classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, gitlab.exceptions.GitlabError):
-        message = exc.error_message
-        if isinstance(message, bytes):
-            message = message.decode("utf-8", "replace")
-        return Failure(status=exc.response_code, message=str(message or exc))
+        return Failure(status=exc.response_code, message=str(exc.error_message or exc))
     return None
 
 
@@ -151,7 +148,9 @@ class GitLabAdapter:
     # -- Forge -------------------------------------------------------------------------------
     def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
         fitted = budget.fit_markdown(
-            budget.ensure_marker(body, kind), budget.GITLAB_NOTE_MAX, dashboard_url=self.dashboard_url
+            budget.ensure_marker(body, kind),
+            budget.GITLAB_NOTE_MAX,
+            dashboard_url=self.dashboard_url,
         )
 
         def op() -> CommentRef:
@@ -167,7 +166,9 @@ class GitLabAdapter:
                         id=str(note.id), url=None, created=False, truncated=fitted.truncated
                     )
             created = mr.notes.create({"body": fitted.body})
-            return CommentRef(id=str(created.id), url=None, created=True, truncated=fitted.truncated)
+            return CommentRef(
+                id=str(created.id), url=None, created=True, truncated=fitted.truncated
+            )
 
         ref: CommentRef = self._call("upsert MR note", op)
         return ref
@@ -262,7 +263,9 @@ class GitLabAdapter:
                         name=job.name,
                         state=job_state(job.status),
                         url=getattr(job, "web_url", None),
-                        runner=(runner.get("description") or runner.get("name")) if runner else None,
+                        runner=(runner.get("description") or runner.get("name"))
+                        if runner
+                        else None,
                         labels=tuple(getattr(job, "tag_list", []) or ()),
                         pipeline_id=pipeline_id,
                     )

@@ -146,7 +146,8 @@ class JenkinsAdapter:
             number = self._call("poll queue item", poll_number)
             if number is not None:
                 return DispatchResult(
-                    run_id=f"{request.target}#{number}", url=f"{self.url}/job/{request.target}/{number}/"
+                    run_id=f"{request.target}#{number}",
+                    url=f"{self.url}/job/{request.target}/{number}/",
                 )
             if attempt + 1 < self.queue_polls:
                 self._sleep(self.poll_interval)

@@ -51,9 +51,8 @@ RUNNER_ID = "local"
 def probe_labels() -> frozenset[str] | None:
     """Labels of this machine from the local probe, or ``None`` if the probe is unavailable."""
     try:
-        from runner_probe.detect import detect
-
         from ci_app.model.labels import derive_labels
+        from runner_probe.detect import detect
     except ImportError:
         return None
     try:
@@ -104,7 +103,9 @@ class LocalProvider:
 
     def _check_runner(self, runner_id: str) -> None:
         if runner_id != RUNNER_ID:
-            raise ProviderError(f"no runner {runner_id!r}", provider=NAME, operation="labels", status=404)
+            raise ProviderError(
+                f"no runner {runner_id!r}", provider=NAME, operation="labels", status=404
+            )
 
     def add_label(self, runner_id: str, label: str) -> None:
         self._check_runner(runner_id)
@@ -159,7 +160,9 @@ class LocalProvider:
         with self._lock:
             proc = self._procs.get(run_id)
         if proc is None:
-            raise ProviderError(f"no local run {run_id!r}", provider=NAME, operation="run", status=404)
+            raise ProviderError(
+                f"no local run {run_id!r}", provider=NAME, operation="run", status=404
+            )
         return proc
 
     def list_jobs(self, run_id: str) -> list[JobInfo]:
@@ -193,7 +196,9 @@ class LocalProvider:
     ) -> list[Path]:
         source = self.work_dir / run_id / "artifacts"
         if not source.is_dir():
-            raise ProviderError(f"no local run {run_id!r}", provider=NAME, operation="artifacts", status=404)
+            raise ProviderError(
+                f"no local run {run_id!r}", provider=NAME, operation="artifacts", status=404
+            )
         saved = []
         for path in sorted(source.rglob("*")):
             if not path.is_file() or path.is_symlink():

@@ -80,7 +80,9 @@ def forge_settings(
     raise ConfigError(f"cannot publish to {provider!r}; choose one of {', '.join(PUBLISHERS)}")
 
 
-def check_run_payload(data: Mapping[str, Any], *, head_sha: str, name: str = "ci-fanout") -> CheckRunPayload:
+def check_run_payload(
+    data: Mapping[str, Any], *, head_sha: str, name: str = "ci-fanout"
+) -> CheckRunPayload:
     """A :class:`CheckRunPayload` from the reporting layer's ``render_check_run`` dict."""
     annotations = [
         Annotation(
@@ -143,7 +145,9 @@ def publish_report(
         body = body.rstrip("\n") + "\n\n" + "\n".join(i.markdown for i in uploaded) + "\n"
     comment_ref = forge.upsert_comment(number, body, kind=kind)
     check_ref = forge.publish_check_run(check_run) if check_run is not None else None
-    return PublishResult(provider=provider, comment=comment_ref, check_run=check_ref, images=uploaded)
+    return PublishResult(
+        provider=provider, comment=comment_ref, check_run=check_ref, images=uploaded
+    )
 
 
 # -- command line (wired into ``ci-app report``) ---------------------------------------------

@@ -1,12 +1,12 @@
 """Bounded retries for provider calls, and SDK errors -> one :class:`ProviderError`.
 
 Each adapter disables its SDK's own retry/sleep logic (PyGithub ``retry=None``, python-gitlab
-``obey_rate_limit=False``, msrest ``retries=0``) and wraps every operation in :func:`call`, so all
-providers behave alike: ``Retry-After`` and ``X-RateLimit-Reset`` / ``RateLimit-Reset`` are honoured,
-secondary rate limits wait at least a minute, 5xx and timeouts back off exponentially, and a wait
-longer than the policy allows is not attempted: the error surfaces at once with the reset time in
-its hint. A whole operation is retried (e.g. *find the sticky comment, then create or edit it*), so
-a retried create re-checks first instead of posting twice.
+``obey_rate_limit=False``, msrest/urllib3 retries off) and wraps every operation in :func:`call`,
+so all providers behave alike: ``Retry-After`` and ``X-RateLimit-Reset`` / ``RateLimit-Reset``
+are honoured, secondary rate limits wait at least a minute, 5xx and timeouts back off
+exponentially, and a wait longer than the policy allows is not attempted: the error surfaces at
+once with the reset time in its hint. A whole operation is retried (e.g. *find the sticky
+comment, then create or edit it*), so a retried create re-checks first instead of posting twice.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def classify_transport(exc: BaseException) -> Failure | None:
 def _parse_retry_after(value: str, now: float) -> float | None:
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        return max(0.0, float(value))  # delta-seconds
     except ValueError:
         pass
     try:
@@ -148,7 +148,7 @@ def _reset_wait(value: str, now: float) -> float | None:
 def delay_for(failure: Failure, retry_index: int, policy: RetryPolicy) -> float | None:
     """Seconds to wait before the next try, or ``None`` if this failure is not retryable."""
     now = policy.clock()
-    backoff = policy.base_delay * (2**retry_index)
+    backoff = policy.base_delay * 2.0**retry_index
     if failure.timeout or failure.connection:
         return backoff
     if failure.rate_limited:

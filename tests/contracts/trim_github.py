@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_SOURCE = HERE.parents[2] / "shared" / "contracts" / "github" / "openapi" / "api.github.com.json"
+DEFAULT_SOURCE = (
+    HERE.parents[2] / "shared" / "contracts" / "github" / "openapi" / "api.github.com.json"
+)
 DEFAULT_DEST = HERE / "github" / "api.github.com.trimmed.json"
 
 #: (path template, method) for every GitHub call the adapter and PyGithub make.

@@ -12,16 +12,36 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.contracts.validate import SwaggerContract
-from tests.fakes.base import Fault, FakeServer, Request, Response
+from tests.fakes.base import FakeServer, Fault, Request, Response
 from tests.fakes.github import make_zip
 
 NOW = "2026-01-01T00:00:00Z"
 PROJECT_ROUTES = {
-    "7859261e-d2e9-4a68-b820-a5d84cc5bb3d": ("pipelines", "runs", "{project}/_apis/pipelines/{pipelineId}/runs/{runId}"),
-    "85023071-bd5e-4438-89b0-2a5bf362a19d": ("pipelines", "artifacts", "{project}/_apis/pipelines/{pipelineId}/runs/{runId}/artifacts"),
-    "0cd358e1-9217-4d94-8269-1c1ee6f93dcf": ("build", "builds", "{project}/_apis/build/builds/{buildId}"),
-    "1db06c96-014e-44e1-ac91-90b2d4b3e984": ("build", "artifacts", "{project}/_apis/build/builds/{buildId}/artifacts"),
-    "8baac422-4c6e-4de5-8532-db96d92acffa": ("build", "timeline", "{project}/_apis/build/builds/{buildId}/timeline/{timelineId}"),
+    "7859261e-d2e9-4a68-b820-a5d84cc5bb3d": (
+        "pipelines",
+        "runs",
+        "{project}/_apis/pipelines/{pipelineId}/runs/{runId}",
+    ),
+    "85023071-bd5e-4438-89b0-2a5bf362a19d": (
+        "pipelines",
+        "artifacts",
+        "{project}/_apis/pipelines/{pipelineId}/runs/{runId}/artifacts",
+    ),
+    "0cd358e1-9217-4d94-8269-1c1ee6f93dcf": (
+        "build",
+        "builds",
+        "{project}/_apis/build/builds/{buildId}",
+    ),
+    "1db06c96-014e-44e1-ac91-90b2d4b3e984": (
+        "build",
+        "artifacts",
+        "{project}/_apis/build/builds/{buildId}/artifacts",
+    ),
+    "8baac422-4c6e-4de5-8532-db96d92acffa": (
+        "build",
+        "timeline",
+        "{project}/_apis/build/builds/{buildId}/timeline/{timelineId}",
+    ),
     "ab6e2e5d-a0b7-4153-b64a-a4efe0d49449": (
         "git",
         "pullRequestThreads",
@@ -32,10 +52,26 @@ PROJECT_ROUTES = {
         "pullRequestThreadComments",
         "{project}/_apis/git/repositories/{repositoryId}/pullRequests/{pullRequestId}/threads/{threadId}/comments/{commentId}",
     ),
-    "428dd4fb-fda5-4722-af02-9313b80305da": ("git", "statuses", "{project}/_apis/git/repositories/{repositoryId}/commits/{commitId}/statuses"),
-    "a8c47e17-4d56-4a56-92bb-de7ea7dc65be": ("distributedtask", "pools", "_apis/distributedtask/pools/{poolId}"),
-    "e298ef32-5878-4cab-993c-043836571f42": ("distributedtask", "agents", "_apis/distributedtask/pools/{poolId}/agents/{agentId}"),
-    "bfa72b3d-0fc6-43fb-932b-a7f6559f93b9": ("distributedtask", "agents", "_apis/distributedtask/pools/{poolId}/agents/{agentId}"),
+    "428dd4fb-fda5-4722-af02-9313b80305da": (
+        "git",
+        "statuses",
+        "{project}/_apis/git/repositories/{repositoryId}/commits/{commitId}/statuses",
+    ),
+    "a8c47e17-4d56-4a56-92bb-de7ea7dc65be": (
+        "distributedtask",
+        "pools",
+        "_apis/distributedtask/pools/{poolId}",
+    ),
+    "e298ef32-5878-4cab-993c-043836571f42": (
+        "distributedtask",
+        "agents",
+        "_apis/distributedtask/pools/{poolId}/agents/{agentId}",
+    ),
+    "bfa72b3d-0fc6-43fb-932b-a7f6559f93b9": (
+        "distributedtask",
+        "agents",
+        "_apis/distributedtask/pools/{poolId}/agents/{agentId}",
+    ),
 }
 
 
@@ -54,7 +90,14 @@ def wrapped_error(message: str, type_key: str = "VssServiceException") -> dict[s
 class FakeAzureDevOps(FakeServer):
     provider = "azure"
 
-    def __init__(self, contract: SwaggerContract, *, org: str = "acme", project: str = "proj", pat: str = "pat-test") -> None:
+    def __init__(
+        self,
+        contract: SwaggerContract,
+        *,
+        org: str = "acme",
+        project: str = "proj",
+        pat: str = "pat-test",
+    ) -> None:
         super().__init__()
         self.contract = contract
         self.org = org
@@ -96,8 +139,15 @@ class FakeAzureDevOps(FakeServer):
             "lastUpdatedDate": NOW,
             "isDeleted": False,
             "comments": [
-                {"id": 1, "parentCommentId": 0, "content": content, "commentType": "text", "isDeleted": False,
-                 "author": {"displayName": "Someone", "id": "u1"}, "publishedDate": NOW}
+                {
+                    "id": 1,
+                    "parentCommentId": 0,
+                    "content": content,
+                    "commentType": "text",
+                    "isDeleted": False,
+                    "author": {"displayName": "Someone", "id": "u1"},
+                    "publishedDate": NOW,
+                }
             ],
             "properties": {},
         }
@@ -110,22 +160,39 @@ class FakeAzureDevOps(FakeServer):
             request.operation = request.method
             return
         if request.path.endswith("/_apis/ResourceAreas"):
-            request.violations.append("resource-area discovery is not used (clients are built on the org URL)")
+            request.violations.append(
+                "resource-area discovery is not used (clients are built on the org URL)"
+            )
             return
-        operation, problems = self.contract.check(request.method, request.path, request.query, request.headers, request.body)
+        operation, problems = self.contract.check(
+            request.method, request.path, request.query, request.headers, request.body
+        )
         request.operation = operation
         request.violations += problems
 
     def reject(self, request: Request) -> Response:
-        return Response(400, wrapped_error("; ".join(request.violations), "InvalidArgumentValueException"))
+        return Response(
+            400, wrapped_error("; ".join(request.violations), "InvalidArgumentValueException")
+        )
 
     def not_found(self, request: Request) -> Response:
-        return Response(404, wrapped_error(f"The resource {request.path} cannot be found.", "NotFoundException"))
+        return Response(
+            404, wrapped_error(f"The resource {request.path} cannot be found.", "NotFoundException")
+        )
 
     def fault_response(self, fault: Fault, request: Request) -> Response:
         if fault.kind == "429":
-            headers = {"Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)}
-            return Response(429, wrapped_error("TF400733: The request has been blocked (rate limit).", "RequestBlockedException"), headers)
+            headers = {
+                "Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)
+            }
+            return Response(
+                429,
+                wrapped_error(
+                    "TF400733: The request has been blocked (rate limit).",
+                    "RequestBlockedException",
+                ),
+                headers,
+            )
         if fault.kind == "500":
             return Response(500, wrapped_error("TF246017: internal server error"))
         return super().fault_response(fault, request)
@@ -147,15 +214,27 @@ class FakeAzureDevOps(FakeServer):
         prj = f"{org}/(?P<project>[^/]+)/_apis"
         self.add_route("OPTIONS", org + "/_apis", self._options)
         self.add_route("POST", prj + r"/pipelines/(?P<pid>\d+)/runs", a(self._run_pipeline))
-        self.add_route("GET", prj + r"/pipelines/(?P<pid>\d+)/runs/(?P<rid>\d+)/artifacts", a(self._run_artifact))
+        self.add_route(
+            "GET",
+            prj + r"/pipelines/(?P<pid>\d+)/runs/(?P<rid>\d+)/artifacts",
+            a(self._run_artifact),
+        )
         self.add_route("GET", prj + r"/build/builds/(?P<bid>\d+)/timeline", a(self._timeline))
-        self.add_route("GET", prj + r"/build/builds/(?P<bid>\d+)/artifacts", a(self._build_artifacts))
+        self.add_route(
+            "GET", prj + r"/build/builds/(?P<bid>\d+)/artifacts", a(self._build_artifacts)
+        )
         self.add_route("PATCH", prj + r"/build/builds/(?P<bid>\d+)", a(self._update_build))
         threads = prj + r"/git/repositories/(?P<repo>[^/]+)/pullRequests/(?P<pr>\d+)/threads"
         self.add_route("GET", threads, a(self._list_threads))
         self.add_route("POST", threads, a(self._create_thread))
-        self.add_route("PATCH", threads + r"/(?P<tid>\d+)/comments/(?P<cid>\d+)", a(self._update_comment))
-        self.add_route("POST", prj + r"/git/repositories/(?P<repo>[^/]+)/commits/(?P<sha>[^/]+)/statuses", a(self._status))
+        self.add_route(
+            "PATCH", threads + r"/(?P<tid>\d+)/comments/(?P<cid>\d+)", a(self._update_comment)
+        )
+        self.add_route(
+            "POST",
+            prj + r"/git/repositories/(?P<repo>[^/]+)/commits/(?P<sha>[^/]+)/statuses",
+            a(self._status),
+        )
         pools = org + r"/_apis/distributedtask/pools/(?P<pool>\d+)"
         self.add_route("GET", pools + "/agents", a(self._list_agents))
         self.add_route("PATCH", pools + r"/agents/(?P<aid>\d+)", a(self._update_agent))
@@ -189,7 +268,9 @@ class FakeAzureDevOps(FakeServer):
         self.runs[run_id] = {
             "pipeline": int(m["pid"]),
             "parameters": body.get("templateParameters", {}),
-            "ref": (((body.get("resources") or {}).get("repositories") or {}).get("self") or {}).get("refName"),
+            "ref": (
+                ((body.get("resources") or {}).get("repositories") or {}).get("self") or {}
+            ).get("refName"),
             "polls": 0,
             "status": "inProgress",
         }
@@ -201,7 +282,11 @@ class FakeAzureDevOps(FakeServer):
                 "state": "inProgress",
                 "createdDate": NOW,
                 "pipeline": {"id": int(m["pid"]), "name": "ci", "folder": "\\", "revision": 1},
-                "_links": {"web": {"href": f"https://dev.azure.test/{self.org}/{self.project}/_build/results?buildId={run_id}"}},
+                "_links": {
+                    "web": {
+                        "href": f"https://dev.azure.test/{self.org}/{self.project}/_build/results?buildId={run_id}"
+                    }
+                },
                 "templateParameters": body.get("templateParameters", {}),
             },
         )
@@ -213,7 +298,10 @@ class FakeAzureDevOps(FakeServer):
             return self.not_found(request)
         out: dict[str, Any] = {"name": name}
         if request.arg("$expand") == "signedContent":
-            out["signedContent"] = {"url": f"{self.url}/_blobs/{rid}/{name}?sig=s", "signatureExpires": NOW}
+            out["signedContent"] = {
+                "url": f"{self.url}/_blobs/{rid}/{name}?sig=s",
+                "signatureExpires": NOW,
+            }
         return Response(200, out)
 
     def _timeline(self, request: Request, m: re.Match[str]) -> Response:
@@ -230,7 +318,13 @@ class FakeAzureDevOps(FakeServer):
         else:
             state, result = "completed", "succeeded"
         records = [
-            {"id": "11111111-0000-0000-0000-000000000001", "name": "Stage 1", "type": "Stage", "state": state, "result": result},
+            {
+                "id": "11111111-0000-0000-0000-000000000001",
+                "name": "Stage 1",
+                "type": "Stage",
+                "state": state,
+                "result": result,
+            },
             {
                 "id": "11111111-0000-0000-0000-000000000002",
                 "parentId": "11111111-0000-0000-0000-000000000001",
@@ -241,12 +335,23 @@ class FakeAzureDevOps(FakeServer):
                 "workerName": "lab-agent-1" if state != "pending" else None,
             },
         ]
-        return Response(200, {"id": "22222222-0000-0000-0000-000000000000", "changeId": run["polls"], "records": records})
+        return Response(
+            200,
+            {
+                "id": "22222222-0000-0000-0000-000000000000",
+                "changeId": run["polls"],
+                "records": records,
+            },
+        )
 
     def _build_artifacts(self, request: Request, m: re.Match[str]) -> Response:
         bid = int(m["bid"])
         value = [
-            {"id": i + 1, "name": name, "resource": {"type": "Container", "downloadUrl": f"{self.url}/_blobs/{bid}/{name}"}}
+            {
+                "id": i + 1,
+                "name": name,
+                "resource": {"type": "Container", "downloadUrl": f"{self.url}/_blobs/{bid}/{name}"},
+            }
             for i, name in enumerate(self.artifacts.get(bid, {}))
         ]
         return Response(200, {"count": len(value), "value": value})
@@ -279,7 +384,9 @@ class FakeAzureDevOps(FakeServer):
             request.violations.append("a thread must contain at least one comment")
             return self.reject(request)
         if len(comments[0]["content"]) > 150_000:
-            return Response(400, wrapped_error("A discussion comment cannot be longer than 150000 characters."))
+            return Response(
+                400, wrapped_error("A discussion comment cannot be longer than 150000 characters.")
+            )
         thread = self.add_thread(int(m["pr"]), comments[0]["content"])
         thread["status"] = body.get("status", "active")
         return Response(200, thread)

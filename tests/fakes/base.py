@@ -112,7 +112,8 @@ class FakeServer:
             def _handle(self) -> None:
                 fake._dispatch(self)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = _handle  # noqa: N815 (http.server names)
+            do_DELETE = do_OPTIONS = do_HEAD = _handle  # noqa: N815
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
@@ -173,7 +174,9 @@ class FakeServer:
 
     def fault_response(self, fault: Fault, request: Request) -> Response:
         if fault.kind == "429":
-            headers = {"Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)}
+            headers = {
+                "Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)
+            }
             return Response(429, {"message": "Too Many Requests"}, headers)
         if fault.kind == "500":
             return Response(500, {"message": "Server Error"})
@@ -187,9 +190,7 @@ class FakeServer:
             headers = {}
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
-            return Response(
-                403, {"message": "You have exceeded a secondary rate limit."}, headers
-            )
+            return Response(403, {"message": "You have exceeded a secondary rate limit."}, headers)
         raise ValueError(f"unknown fault {fault.kind}")
 
     def not_found(self, request: Request) -> Response:

@@ -146,17 +146,23 @@ class FakeGitHub(FakeServer):
             path = path[len(self.prefix) :]
         content_type = request.header("Content-Type") or "application/json"
         request.violations += self.contract.check(
-            request.method, unquote(path), request.query, request.headers, request.body,
+            request.method,
+            unquote(path),
+            request.query,
+            request.headers,
+            request.body,
             content_type.split(";")[0],
         )
         body = request.json() if request.body else None
         # Limits GitHub enforces but the OpenAPI description does not encode.
-        if re.fullmatch(r"/repos/[^/]+/[^/]+/issues/(\d+|comments/\d+)(/comments)?", path):
-            if isinstance(body, dict) and len(str(body.get("body", ""))) > 65_536:
-                request.violations.append("Body is too long (maximum is 65536 characters)")
-        if re.fullmatch(r"/repos/[^/]+/[^/]+/statuses/[^/]+", path):
-            if isinstance(body, dict) and len(str(body.get("description", ""))) > 140:
-                request.violations.append("description is too long (maximum is 140 characters)")
+        if not isinstance(body, dict):
+            return
+        comment = re.fullmatch(r"/repos/[^/]+/[^/]+/issues/(\d+|comments/\d+)(/comments)?", path)
+        if comment and len(str(body.get("body", ""))) > 65_536:
+            request.violations.append("Body is too long (maximum is 65536 characters)")
+        status = re.fullmatch(r"/repos/[^/]+/[^/]+/statuses/[^/]+", path)
+        if status and len(str(body.get("description", ""))) > 140:
+            request.violations.append("description is too long (maximum is 140 characters)")
 
     def reject(self, request: Request) -> Response:
         return Response(
@@ -223,7 +229,11 @@ class FakeGitHub(FakeServer):
         r("GET", r"/orgs/(?P<org>[^/]+)/actions/runners", self._list_runners)
         for scope in (REPO, r"/orgs/(?P<org>[^/]+)"):
             r("POST", scope + r"/actions/runners/(?P<id>\d+)/labels", self._add_labels)
-            r("DELETE", scope + r"/actions/runners/(?P<id>\d+)/labels/(?P<name>[^/]+)", self._del_label)
+            r(
+                "DELETE",
+                scope + r"/actions/runners/(?P<id>\d+)/labels/(?P<name>[^/]+)",
+                self._del_label,
+            )
         self.add_route("GET", self.prefix + r"/_blobs/(?P<id>\d+)", self._blob)
 
     def _installation(self, request: Request, m: re.Match[str]) -> Response:
@@ -269,7 +279,9 @@ class FakeGitHub(FakeServer):
 
     def _list_comments(self, request: Request, m: re.Match[str]) -> Response:
         number = int(m["n"])
-        items = [self._comment_json(c, m["owner"], m["repo"]) for c in self.comments.get(number, [])]
+        items = [
+            self._comment_json(c, m["owner"], m["repo"]) for c in self.comments.get(number, [])
+        ]
         per_page = int(request.arg("per_page", "30") or 30)
         page = int(request.arg("page", "1") or 1)
         chunk = items[(page - 1) * per_page : page * per_page]
@@ -421,7 +433,9 @@ class FakeGitHub(FakeServer):
         self.runs[run.id] = run
         return run
 
-    def add_artifact(self, run: FakeRun, name: str, files: dict[str, bytes], *, expired: bool = False) -> int:
+    def add_artifact(
+        self, run: FakeRun, name: str, files: dict[str, bytes], *, expired: bool = False
+    ) -> int:
         artifact_id = next(self._ids)
         data = make_zip(files)
         self.blobs[artifact_id] = data
@@ -573,7 +587,12 @@ class FakeGitHub(FakeServer):
     def _get_org(self, request: Request, m: re.Match[str]) -> Response:
         return Response(
             200,
-            {"login": m["org"], "id": 9, "url": f"{self.api}/orgs/{m['org']}", "type": "Organization"},
+            {
+                "login": m["org"],
+                "id": 9,
+                "url": f"{self.api}/orgs/{m['org']}",
+                "type": "Organization",
+            },
         )
 
     def _list_runners(self, request: Request, m: re.Match[str]) -> Response:

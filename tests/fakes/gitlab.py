@@ -11,22 +11,32 @@ import email.policy
 import itertools
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode
 
 import jsonschema
 from referencing import Registry, Resource
 
 from tests.contracts.validate import GITLAB_SCHEMAS
-from tests.fakes.base import Fault, FakeServer, Request, Response
+from tests.fakes.base import FakeServer, Fault, Request, Response
 from tests.fakes.github import make_zip
 
+T = TypeVar("T")
 NOW = "2026-01-01T00:00:00.000Z"
 API = "/api/v4"
 PROJECT = API + r"/projects/(?P<project>[^/]+)"
 STATUS_STATES = {"pending", "running", "success", "failed", "canceled", "skipped"}
 BASE_URI = "https://gitlab.test/schemas/v4/"
-SUBRESOURCES = {"merge_requests", "statuses", "uploads", "trigger", "pipeline", "pipelines", "jobs", "runners"}
+SUBRESOURCES = {
+    "merge_requests",
+    "statuses",
+    "uploads",
+    "trigger",
+    "pipeline",
+    "pipelines",
+    "jobs",
+    "runners",
+}
 
 
 def _registry() -> Registry:
@@ -72,7 +82,7 @@ class FakeGitLab(FakeServer):
         self._install_routes()
 
     # -- helpers ---------------------------------------------------------------------------
-    def shaped(self, schema: str, obj: Any) -> Any:
+    def shaped(self, schema: str, obj: T) -> T:
         self.shape_violations += shape_errors(schema, obj)
         return obj
 
@@ -128,10 +138,21 @@ class FakeGitLab(FakeServer):
         return runner_id
 
     def _runner_basic(self, runner: dict[str, Any]) -> dict[str, Any]:
-        keys = ("id", "description", "ip_address", "active", "is_shared", "name", "online", "status")
+        keys = (
+            "id",
+            "description",
+            "ip_address",
+            "active",
+            "is_shared",
+            "name",
+            "online",
+            "status",
+        )
         return self.shaped("runner.json", {k: runner[k] for k in keys})
 
-    def new_pipeline(self, ref: str, variables: dict[str, str], *, parent: int | None = None) -> dict[str, Any]:
+    def new_pipeline(
+        self, ref: str, variables: dict[str, str], *, parent: int | None = None
+    ) -> dict[str, Any]:
         pipeline_id = next(self._ids)
         pipeline = {
             "id": pipeline_id,
@@ -151,7 +172,15 @@ class FakeGitLab(FakeServer):
         self.pipelines[pipeline_id] = pipeline
         return pipeline
 
-    def add_job(self, pipeline: dict[str, Any], name: str, *, status: str = "success", tags: list[str] | None = None, files: dict[str, bytes] | None = None) -> int:
+    def add_job(
+        self,
+        pipeline: dict[str, Any],
+        name: str,
+        *,
+        status: str = "success",
+        tags: list[str] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> int:
         job_id = next(self._ids)
         artifact = make_zip(files) if files else None
         if artifact:
@@ -171,16 +200,30 @@ class FakeGitLab(FakeServer):
             "erased_at": None,
             "duration": 12.5,
             "queued_duration": 0.5,
-            "user": {"id": 1, "state": "active", "avatar_url": "", "web_url": "https://gitlab.test/u"},
+            "user": {
+                "id": 1,
+                "state": "active",
+                "avatar_url": "",
+                "web_url": "https://gitlab.test/u",
+            },
             "commit": None,
             "pipeline": {k: pipeline[k] for k in ("id", "sha", "ref", "status")},
             "web_url": f"https://gitlab.test/grp/sub/proj/-/jobs/{job_id}",
             "artifacts": (
-                [{"file_type": "archive", "size": len(artifact), "filename": "artifacts.zip", "file_format": "zip"}]
+                [
+                    {
+                        "file_type": "archive",
+                        "size": len(artifact),
+                        "filename": "artifacts.zip",
+                        "file_format": "zip",
+                    }
+                ]
                 if artifact
                 else []
             ),
-            "artifacts_file": {"filename": "artifacts.zip", "size": len(artifact)} if artifact else None,
+            "artifacts_file": {"filename": "artifacts.zip", "size": len(artifact)}
+            if artifact
+            else None,
             "artifacts_expire_at": None,
             "tag_list": tags or [],
             "runner": None,
@@ -199,7 +242,9 @@ class FakeGitLab(FakeServer):
                 "name": bridge_name,
                 "status": "success",
                 "stage": "test",
-                "downstream_pipeline": {k: child[k] for k in ("id", "sha", "ref", "status", "web_url")},
+                "downstream_pipeline": {
+                    k: child[k] for k in ("id", "sha", "ref", "status", "web_url")
+                },
             }
         )
         return child
@@ -212,7 +257,11 @@ class FakeGitLab(FakeServer):
         if sub and sub.group(1) not in SUBRESOURCES:
             request.violations.append("project path not URL-encoded (use %2F)")
         ctype = request.header("Content-Type") or ""
-        if request.body and request.method in ("POST", "PUT") and not request.path.endswith("/uploads"):
+        if (
+            request.body
+            and request.method in ("POST", "PUT")
+            and not request.path.endswith("/uploads")
+        ):
             if ctype.split(";")[0] != "application/json":
                 request.violations.append(f"body sent as {ctype!r}, expected application/json")
                 return
@@ -226,7 +275,9 @@ class FakeGitLab(FakeServer):
 
     def fault_response(self, fault: Fault, request: Request) -> Response:
         if fault.kind == "429":
-            headers = {"Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)}
+            headers = {
+                "Retry-After": str(fault.retry_after if fault.retry_after is not None else 1)
+            }
             return Response(429, "Retry later\n", headers, content_type="text/plain")
         if fault.kind == "500":
             return Response(500, {"message": "500 Internal Server Error"})
@@ -284,7 +335,14 @@ class FakeGitLab(FakeServer):
 
     def _get_project(self, request: Request, m: re.Match[str]) -> Response:
         pid = self._project_id(m["project"])
-        return Response(200, {"id": pid, "path_with_namespace": "grp/sub/proj", "web_url": "https://gitlab.test/grp/sub/proj"})
+        return Response(
+            200,
+            {
+                "id": pid,
+                "path_with_namespace": "grp/sub/proj",
+                "web_url": "https://gitlab.test/grp/sub/proj",
+            },
+        )
 
     def _list_notes(self, request: Request, m: re.Match[str]) -> Response:
         items = self.shaped("notes.json", self.notes.get(int(m["iid"]), []))
@@ -295,7 +353,9 @@ class FakeGitLab(FakeServer):
         if not isinstance(body.get("body"), str) or not body["body"]:
             return self._bad(request, "note body missing")
         if len(body["body"]) > 1_000_000:
-            return Response(400, {"message": {"note": ["is too long (maximum is 1000000 characters)"]}})
+            return Response(
+                400, {"message": {"note": ["is too long (maximum is 1000000 characters)"]}}
+            )
         note = self.add_note(int(m["iid"]), body["body"])
         return Response(201, self.shaped("notes.json", [note])[0])
 
@@ -303,8 +363,22 @@ class FakeGitLab(FakeServer):
         body = request.json() or {}
         for note in self.notes.get(int(m["iid"]), []):
             if note["id"] == int(m["id"]):
-                if set(body) - {"body", "id", "type", "attachment", "author", "created_at", "updated_at", "system",
-                                "noteable_id", "noteable_iid", "noteable_type", "resolvable", "confidential", "internal"}:
+                if set(body) - {
+                    "body",
+                    "id",
+                    "type",
+                    "attachment",
+                    "author",
+                    "created_at",
+                    "updated_at",
+                    "system",
+                    "noteable_id",
+                    "noteable_iid",
+                    "noteable_type",
+                    "resolvable",
+                    "confidential",
+                    "internal",
+                }:
                     return self._bad(request, f"unexpected note fields {sorted(body)}")
                 note["body"] = body["body"]
                 note["updated_at"] = "2026-01-01T00:05:00.000Z"
@@ -375,7 +449,9 @@ class FakeGitLab(FakeServer):
         if not isinstance(body.get("ref"), str):
             return self._bad(request, "ref is missing")
         variables = body.get("variables", {})
-        if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        if not isinstance(variables, dict) or not all(
+            isinstance(v, str) for v in variables.values()
+        ):
             return self._bad(request, "trigger variables must be an object of strings")
         pipeline = self.new_pipeline(body["ref"], variables)
         return Response(201, self._pipeline_json(pipeline))
@@ -386,7 +462,10 @@ class FakeGitLab(FakeServer):
             return self._bad(request, "ref is missing")
         variables = body.get("variables", [])
         if not isinstance(variables, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("key"), str) and isinstance(v.get("value"), str) for v in variables
+            isinstance(v, dict)
+            and isinstance(v.get("key"), str)
+            and isinstance(v.get("value"), str)
+            for v in variables
         ):
             return self._bad(request, "pipeline variables must be an array of {key, value}")
         pipeline = self.new_pipeline(body["ref"], {v["key"]: v["value"] for v in variables})

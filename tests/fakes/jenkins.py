@@ -19,7 +19,8 @@ from tests.contracts.validate import load_jenkins_fixture
 from tests.fakes.base import FakeServer, Request, Response
 
 FIXTURES = {
-    name: load_jenkins_fixture(f"{name}.json") for name in ("job", "build", "node", "jenkins_two_jobs")
+    name: load_jenkins_fixture(f"{name}.json")
+    for name in ("job", "build", "node", "jenkins_two_jobs")
 }
 CRUMB = "c0ffee-crumb"
 NODE_XML = """<?xml version="1.1" encoding="UTF-8"?>
@@ -45,7 +46,9 @@ def from_fixture(fixture: str, /, **overrides: Any) -> dict[str, Any]:
 class FakeJenkins(FakeServer):
     provider = "jenkins"
 
-    def __init__(self, *, user: str = "ci", token: str = "api-token", queue_polls_before_start: int = 2) -> None:
+    def __init__(
+        self, *, user: str = "ci", token: str = "api-token", queue_polls_before_start: int = 2
+    ) -> None:
         super().__init__()
         self.user = user
         self.token = token
@@ -55,7 +58,9 @@ class FakeJenkins(FakeServer):
         self.queue: dict[int, dict[str, Any]] = {}
         self.builds: dict[tuple[str, int], dict[str, Any]] = {}
         self.artifact_data: dict[tuple[str, int, str], bytes] = {}
-        self.nodes: dict[str, dict[str, Any]] = {"Built-In Node": {"labels": "", "offline": False, "idle": True}}
+        self.nodes: dict[str, dict[str, Any]] = {
+            "Built-In Node": {"labels": "", "offline": False, "idle": True}
+        }
         self.sessions: set[str] = set()
         self.stopped: list[tuple[str, int]] = []
         self._install_routes()
@@ -66,13 +71,21 @@ class FakeJenkins(FakeServer):
     def add_node(self, name: str, labels: str, *, offline: bool = False, idle: bool = True) -> None:
         self.nodes[name] = {"labels": labels, "offline": offline, "idle": idle}
 
-    def complete(self, job: str, number: int, result: str, artifacts: dict[str, bytes] | None = None) -> None:
+    def complete(
+        self, job: str, number: int, result: str, artifacts: dict[str, bytes] | None = None
+    ) -> None:
         build = self.builds[(job, number)]
         build["building"] = False
         build["result"] = result
         for rel, data in (artifacts or {}).items():
             self.artifact_data[(job, number, rel)] = data
-            build["artifacts"].append({"displayPath": rel.rsplit("/", 1)[-1], "fileName": rel.rsplit("/", 1)[-1], "relativePath": rel})
+            build["artifacts"].append(
+                {
+                    "displayPath": rel.rsplit("/", 1)[-1],
+                    "fileName": rel.rsplit("/", 1)[-1],
+                    "relativePath": rel,
+                }
+            )
 
     # -- contract --------------------------------------------------------------------------
     def validate(self, request: Request) -> None:
@@ -82,7 +95,11 @@ class FakeJenkins(FakeServer):
         if request.method == "POST" and request.operation == "auth-ok":
             cookie = request.header("Cookie") or ""
             session = re.search(r"JSESSIONID=([^;]+)", cookie)
-            if request.header("Jenkins-Crumb") != CRUMB or not session or session.group(1) not in self.sessions:
+            if (
+                request.header("Jenkins-Crumb") != CRUMB
+                or not session
+                or session.group(1) not in self.sessions
+            ):
                 request.violations.append("POST without a valid crumb for this session")
 
     def reject(self, request: Request) -> Response:
@@ -119,15 +136,23 @@ class FakeJenkins(FakeServer):
 
     # -- handlers --------------------------------------------------------------------------
     def _root(self, request: Request, m: re.Match[str]) -> Response:
-        jobs = [{"name": n, "url": f"{self.url}/job/{quote(n)}/", "color": "blue"} for n in self.jobs]
-        return Response(200, {"_class": "hudson.model.Hudson", **FIXTURES["jenkins_two_jobs"], "jobs": jobs})
+        jobs = [
+            {"name": n, "url": f"{self.url}/job/{quote(n)}/", "color": "blue"} for n in self.jobs
+        ]
+        return Response(
+            200, {"_class": "hudson.model.Hudson", **FIXTURES["jenkins_two_jobs"], "jobs": jobs}
+        )
 
     def _crumb(self, request: Request, m: re.Match[str]) -> Response:
         session = f"node0{next(self._ids)}"
         self.sessions.add(session)
         return Response(
             200,
-            {"_class": "hudson.security.csrf.DefaultCrumbIssuer", "crumb": CRUMB, "crumbRequestField": "Jenkins-Crumb"},
+            {
+                "_class": "hudson.security.csrf.DefaultCrumbIssuer",
+                "crumb": CRUMB,
+                "crumbRequestField": "Jenkins-Crumb",
+            },
             {"Set-Cookie": f"JSESSIONID={session}; Path=/; HttpOnly"},
         )
 
@@ -143,7 +168,12 @@ class FakeJenkins(FakeServer):
         refs = [self._build_ref(name, n) for n in numbers]
         last = refs[0] if refs else None
         definitions = [
-            {"defaultParameterValue": {"name": p, "value": ""}, "description": "", "name": p, "type": "StringParameterDefinition"}
+            {
+                "defaultParameterValue": {"name": p, "value": ""},
+                "description": "",
+                "name": p,
+                "type": "StringParameterDefinition",
+            }
             for p in spec["params"]
         ]
         return Response(
@@ -177,7 +207,9 @@ class FakeJenkins(FakeServer):
         name = unquote(m["job"])
         if name not in self.jobs:
             return self.not_found(request)
-        if not (request.header("Content-Type") or "").startswith("application/x-www-form-urlencoded"):
+        if not (request.header("Content-Type") or "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
             request.violations.append("buildWithParameters must be form-encoded")
             return Response(400, "bad form", content_type="text/plain")
         form = {k: v[0] for k, v in parse_qs(request.body.decode(), keep_blank_values=True).items()}
@@ -186,7 +218,12 @@ class FakeJenkins(FakeServer):
             request.violations.append(f"undeclared build parameters {sorted(unknown)}")
             return Response(400, "undeclared parameters", content_type="text/plain")
         item_id = next(self._ids)
-        self.queue[item_id] = {"job": name, "params": {k: v for k, v in form.items() if k != "json"}, "polls": 0, "number": None}
+        self.queue[item_id] = {
+            "job": name,
+            "params": {k: v for k, v in form.items() if k != "json"},
+            "polls": 0,
+            "number": None,
+        }
         return Response(201, None, {"Location": f"{self.url}/queue/item/{item_id}/"})
 
     def _queue_item(self, request: Request, m: re.Match[str]) -> Response:
@@ -201,7 +238,9 @@ class FakeJenkins(FakeServer):
             item["number"] = number
             self.builds[(item["job"], number)] = from_fixture(
                 "build",
-                actions=[{"parameters": [{"name": k, "value": v} for k, v in item["params"].items()]}],
+                actions=[
+                    {"parameters": [{"name": k, "value": v} for k, v in item["params"].items()]}
+                ],
                 artifacts=[],
                 building=True,
                 builtOn="lab-03",
@@ -214,12 +253,18 @@ class FakeJenkins(FakeServer):
                 changeSet={"items": [], "kind": None},
                 culprits=[],
             )
-        task = {"name": item["job"], "url": f"{self.url}/job/{quote(item['job'])}/", "color": "blue"}
+        task = {
+            "name": item["job"],
+            "url": f"{self.url}/job/{quote(item['job'])}/",
+            "color": "blue",
+        }
         data: dict[str, Any] = {
             "_class": "hudson.model.Queue$WaitingItem",
             "id": int(m["id"]),
             "task": task,
-            "actions": [{"parameters": [{"name": k, "value": v} for k, v in item["params"].items()]}],
+            "actions": [
+                {"parameters": [{"name": k, "value": v} for k, v in item["params"].items()]}
+            ],
             "blocked": False,
             "buildable": item["number"] is None,
             "stuck": False,
@@ -253,7 +298,14 @@ class FakeJenkins(FakeServer):
         return Response(200, "", content_type="text/html")
 
     def _computers(self, request: Request, m: re.Match[str]) -> Response:
-        return Response(200, {"_class": "hudson.model.ComputerSet", "busyExecutors": 0, "computer": [{"displayName": n} for n in self.nodes]})
+        return Response(
+            200,
+            {
+                "_class": "hudson.model.ComputerSet",
+                "busyExecutors": 0,
+                "computer": [{"displayName": n} for n in self.nodes],
+            },
+        )
 
     def _node_name(self, raw: str) -> str:
         name = unquote(raw)
@@ -287,7 +339,7 @@ class FakeJenkins(FakeServer):
         name = self._node_name(m["node"])
         if name not in self.nodes:
             return self.not_found(request)
-        root = ET.fromstring(request.body)  # noqa: S314 - our own test data
+        root = ET.fromstring(request.body)
         label = root.find("label")
         self.nodes[name]["labels"] = (label.text or "") if label is not None else ""
         return Response(200, "", content_type="text/html")

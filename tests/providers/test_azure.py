@@ -12,7 +12,13 @@ import pytest
 
 from ci_app.errors import ProviderError
 from ci_app.providers.azure import AzureAdapter, prepare_sdk_cache
-from ci_app.providers.base import CheckRunPayload, CommitStatus, DispatchRequest, JobState, StatusState
+from ci_app.providers.base import (
+    CheckRunPayload,
+    CommitStatus,
+    DispatchRequest,
+    JobState,
+    StatusState,
+)
 from ci_app.providers.retry import RetryPolicy
 from tests.contracts.validate import SwaggerContract
 from tests.fakes.azure import FakeAzureDevOps
@@ -35,7 +41,9 @@ def fake(azure_contract: SwaggerContract) -> Iterator[FakeAzureDevOps]:
         assert not server.calls(path="ResourceAreas")
 
 
-def make(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, **kwargs: object) -> AzureAdapter:
+def make(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, **kwargs: object
+) -> AzureAdapter:
     options: dict[str, object] = {
         "org_url": fake.org_url,
         "project": "proj",
@@ -50,7 +58,9 @@ def make(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, **kwargs: o
     return AzureAdapter(**options)  # type: ignore[arg-type]
 
 
-def test_sdk_cache_lives_in_the_app_data_dir(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path) -> None:
+def test_sdk_cache_lives_in_the_app_data_dir(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
     first_import = "azure.devops" not in sys.modules
     azure = make(fake, policy, data_dir)
     azure.list_runners()
@@ -62,7 +72,9 @@ def test_sdk_cache_lives_in_the_app_data_dir(fake: FakeAzureDevOps, policy: Retr
     assert fake.violations == []
 
 
-def test_sticky_pr_thread_created_once_then_edited(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path) -> None:
+def test_sticky_pr_thread_created_once_then_edited(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
     fake.add_thread(17, "LGTM")
     azure = make(fake, policy, data_dir)
     first = azure.upsert_comment(17, f"{MARKER}\n1 failed")
@@ -80,7 +92,9 @@ def test_sticky_pr_thread_created_once_then_edited(fake: FakeAzureDevOps, policy
     assert fake.violations == []
 
 
-def test_oversized_comment_fits_azure_limit(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path) -> None:
+def test_oversized_comment_fits_azure_limit(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
     body = MARKER + "\n" + "\n".join(f"### case {i}\n" + "z" * 1000 for i in range(400))
     ref = make(fake, policy, data_dir).upsert_comment(2, body)
     content = fake.threads[2][0]["comments"][0]["content"]
@@ -88,10 +102,23 @@ def test_oversized_comment_fits_azure_limit(fake: FakeAzureDevOps, policy: Retry
     assert fake.violations == []
 
 
-def test_statuses_and_check_run_equivalent(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path) -> None:
+def test_statuses_and_check_run_equivalent(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
     azure = make(fake, policy, data_dir)
-    azure.set_commit_status(CommitStatus(sha="ab" * 20, state=StatusState.FAILURE, context="ci-fanout/tests", description="2 failed"))
-    azure.publish_check_run(CheckRunPayload(name="ci-fanout", head_sha="cd" * 20, title="ok", summary="s", conclusion="success"))
+    azure.set_commit_status(
+        CommitStatus(
+            sha="ab" * 20,
+            state=StatusState.FAILURE,
+            context="ci-fanout/tests",
+            description="2 failed",
+        )
+    )
+    azure.publish_check_run(
+        CheckRunPayload(
+            name="ci-fanout", head_sha="cd" * 20, title="ok", summary="s", conclusion="success"
+        )
+    )
     assert [s["state"] for s in fake.statuses] == ["failed", "succeeded"]
     assert fake.statuses[0]["context"] == {"name": "ci-fanout/tests", "genre": "ci-fanout"}
     assert azure.upload_image("c.png", b"x") is None
@@ -102,7 +129,9 @@ def test_run_pipeline_timeline_artifacts_cancel(
     fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, tmp_path: Path
 ) -> None:
     azure = make(fake, policy, data_dir)
-    result = azure.dispatch(DispatchRequest(shard_id="s4", ref="refs/heads/main", target="12", inputs={"labels": "gpu"}))
+    result = azure.dispatch(
+        DispatchRequest(shard_id="s4", ref="refs/heads/main", target="12", inputs={"labels": "gpu"})
+    )
     assert result.run_id is not None and result.run_id.startswith("12/")
     run_id = int(result.run_id.split("/")[1])
     assert fake.runs[run_id]["parameters"] == {"labels": "gpu", "shard": "s4"}
@@ -119,7 +148,9 @@ def test_run_pipeline_timeline_artifacts_cancel(
     assert fake.violations == []
 
 
-def test_agent_capabilities_as_labels(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path) -> None:
+def test_agent_capabilities_as_labels(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
     agent = fake.add_agent(5, "lab-agent-1", {"admin.cap": "1", "gpu": "true"})
     fake.add_agent(6, "other-pool", {"x": "1"})
     azure = make(fake, policy, data_dir)
@@ -131,7 +162,9 @@ def test_agent_capabilities_as_labels(fake: FakeAzureDevOps, policy: RetryPolicy
     assert fake.violations == []
 
 
-def test_429_and_500_and_auth(fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, sleeps: Sleeps) -> None:
+def test_429_and_500_and_auth(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path, sleeps: Sleeps
+) -> None:
     azure = make(fake, policy, data_dir)
     azure.list_runners()  # discovery done
     fake.inject("429", retry_after=4, path="/agents")
@@ -148,7 +181,11 @@ def test_429_and_500_and_auth(fake: FakeAzureDevOps, policy: RetryPolicy, data_d
 
 def test_contract_checker_rejects_bad_requests(azure_contract: SwaggerContract) -> None:
     op, problems = azure_contract.check(
-        "POST", "/acme/proj/_apis/pipelines/x/runs", [("bogus", "1")], {}, b'{"templateParameters": []}'
+        "POST",
+        "/acme/proj/_apis/pipelines/x/runs",
+        [("bogus", "1")],
+        {},
+        b'{"templateParameters": []}',
     )
     assert op == "Runs_Run Pipeline"
     assert any("not an integer" in p for p in problems)

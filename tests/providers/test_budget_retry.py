@@ -18,11 +18,17 @@ def test_marker_matching() -> None:
     assert not budget.marker_matches("<!-- ci-fanout:report v1 kind=flaky -->", "tests")
     assert not budget.marker_matches("hello\n<!-- ci-fanout:report v1 -->")  # first line only
     assert not budget.marker_matches("<!-- ci-fanout:reporter v1 -->")
-    assert budget.ensure_marker("x", "bench").startswith("<!-- ci-fanout:report v1 kind=bench -->\n")
+    assert budget.ensure_marker("x", "bench").startswith(
+        "<!-- ci-fanout:report v1 kind=bench -->\n"
+    )
 
 
 def test_fit_markdown_closes_open_blocks_and_counts() -> None:
-    body = "<!-- m -->\n# Head\n<details>\n<summary>logs</summary>\n\n```\n" + "\n".join(f"line {i}" for i in range(5000)) + "\n```\n</details>\n## After\nx"
+    body = (
+        "<!-- m -->\n# Head\n<details>\n<summary>logs</summary>\n\n```\n"
+        + "\n".join(f"line {i}" for i in range(5000))
+        + "\n```\n</details>\n## After\nx"
+    )
     fitted = budget.fit_markdown(body, 2000)
     assert fitted.truncated and len(fitted.body) <= 2000
     assert fitted.body.count("```") % 2 == 0
@@ -47,14 +53,37 @@ def test_clip_and_batches() -> None:
 
 def test_delays() -> None:
     policy = RetryPolicy(clock=lambda: 1_000_000_000.0)
-    assert delay_for(Failure(status=429, message="", headers={"Retry-After": "7"}), 0, policy) == 7.0
-    assert delay_for(Failure(status=403, message="API rate limit exceeded", headers={"X-RateLimit-Reset": "1000000010"}), 0, policy) == 11.0
-    assert delay_for(Failure(status=403, message="You have exceeded a secondary rate limit"), 0, policy) == 60.0
+    assert (
+        delay_for(Failure(status=429, message="", headers={"Retry-After": "7"}), 0, policy) == 7.0
+    )
+    assert (
+        delay_for(
+            Failure(
+                status=403,
+                message="API rate limit exceeded",
+                headers={"X-RateLimit-Reset": "1000000010"},
+            ),
+            0,
+            policy,
+        )
+        == 11.0
+    )
+    assert (
+        delay_for(
+            Failure(status=403, message="You have exceeded a secondary rate limit"), 0, policy
+        )
+        == 60.0
+    )
     assert delay_for(Failure(status=503, message=""), 2, policy) == 4.0
     assert delay_for(Failure(status=404, message=""), 0, policy) is None
-    assert delay_for(Failure(status=403, message="Resource not accessible by integration"), 0, policy) is None
+    assert (
+        delay_for(Failure(status=403, message="Resource not accessible by integration"), 0, policy)
+        is None
+    )
     date = "Sun, 09 Sep 2001 01:46:50 GMT"  # 1_000_000_010
-    assert delay_for(Failure(status=429, message="", headers={"retry-after": date}), 0, policy) == 10.0
+    assert (
+        delay_for(Failure(status=429, message="", headers={"retry-after": date}), 0, policy) == 10.0
+    )
 
 
 def test_call_passes_through_unknown_errors_and_wraps_known() -> None:
@@ -68,7 +97,12 @@ def test_call_passes_through_unknown_errors_and_wraps_known() -> None:
         raise RuntimeError("403")
 
     with pytest.raises(ProviderError) as err:
-        call(forbidden, provider="p", operation="op", classify=lambda e: Failure(status=403, message="nope"))
+        call(
+            forbidden,
+            provider="p",
+            operation="op",
+            classify=lambda e: Failure(status=403, message="nope"),
+        )
     assert err.value.status == 403 and "permission" in err.value.hint
     assert str(err.value).startswith("p op: nope (HTTP 403)")
 

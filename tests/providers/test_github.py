@@ -89,7 +89,10 @@ def test_comment_without_marker_gets_one(fake: FakeGitHub, policy: RetryPolicy) 
 def test_oversized_comment_truncated_by_section_not_rejected(
     fake: FakeGitHub, policy: RetryPolicy
 ) -> None:
-    sections = [f"## Shard {i}\n" + "\n".join(f"- test_{i}_{j} failed" for j in range(400)) for i in range(20)]
+    sections = [
+        f"## Shard {i}\n" + "\n".join(f"- test_{i}_{j} failed" for j in range(400))
+        for i in range(20)
+    ]
     body = MARKER + "\n# Test results\n" + "\n".join(sections)
     assert len(body) > 150_000
     gh = make(fake, policy, dashboard_url="https://ci.example/runs/1")
@@ -104,7 +107,9 @@ def test_oversized_comment_truncated_by_section_not_rejected(
 
 def test_check_run_annotations_go_in_batches_of_50(fake: FakeGitHub, policy: RetryPolicy) -> None:
     annotations = [
-        Annotation(path=f"tests/test_{i}.py", start_line=i + 1, message=f"assert {i} == 0", title=f"t{i}")
+        Annotation(
+            path=f"tests/test_{i}.py", start_line=i + 1, message=f"assert {i} == 0", title=f"t{i}"
+        )
         for i in range(121)
     ]
     payload = CheckRunPayload(
@@ -119,7 +124,10 @@ def test_check_run_annotations_go_in_batches_of_50(fake: FakeGitHub, policy: Ret
     (run,) = fake.check_runs.values()
     assert ref.requests == 3 and ref.annotations_sent == 121 and ref.truncated
     assert [a["start_line"] for a in run["annotations"]] == list(range(1, 122))
-    sizes = [len((r.json().get("output") or {}).get("annotations", [])) for r in fake.calls(None, "check-runs")]
+    sizes = [
+        len((r.json().get("output") or {}).get("annotations", []))
+        for r in fake.calls(None, "check-runs")
+    ]
     assert sizes == [50, 50, 21]
     first = fake.calls("POST", "check-runs")[0].json()
     assert first["status"] == "in_progress" and "conclusion" not in first
@@ -128,7 +136,9 @@ def test_check_run_annotations_go_in_batches_of_50(fake: FakeGitHub, policy: Ret
     assert fake.violations == []
 
 
-def test_single_batch_check_run_completes_in_one_request(fake: FakeGitHub, policy: RetryPolicy) -> None:
+def test_single_batch_check_run_completes_in_one_request(
+    fake: FakeGitHub, policy: RetryPolicy
+) -> None:
     payload = CheckRunPayload(name="ci", head_sha="b" * 40, title="ok", summary="fine")
     ref = make(fake, policy).publish_check_run(payload)
     assert ref.requests == 1
@@ -165,7 +175,13 @@ def test_contract_violation_is_caught_by_the_fake(fake: FakeGitHub, policy: Retr
                 "title": "t",
                 "summary": "s",
                 "annotations": [
-                    {"path": "a", "start_line": 1, "end_line": 1, "annotation_level": "failure", "message": "m"}
+                    {
+                        "path": "a",
+                        "start_line": 1,
+                        "end_line": 1,
+                        "annotation_level": "failure",
+                        "message": "m",
+                    }
                 ]
                 * 51,
             },
@@ -178,7 +194,9 @@ def test_workflow_dispatch_jobs_artifacts_cancel(
 ) -> None:
     gh = make(fake, policy)
     result = gh.dispatch(
-        DispatchRequest(shard_id="s1", ref="main", target="ci.yml", inputs={"shard": "s1", "n": "3"})
+        DispatchRequest(
+            shard_id="s1", ref="main", target="ci.yml", inputs={"shard": "s1", "n": "3"}
+        )
     )
     assert result.run_id is not None
     run = fake.runs[int(result.run_id)]
@@ -197,11 +215,15 @@ def test_workflow_dispatch_jobs_artifacts_cancel(
     assert fake.violations == []
 
 
-def test_dispatch_over_25_inputs_fails_before_sending(fake: FakeGitHub, policy: RetryPolicy) -> None:
+def test_dispatch_over_25_inputs_fails_before_sending(
+    fake: FakeGitHub, policy: RetryPolicy
+) -> None:
     gh = make(fake, policy)
     with pytest.raises(ProviderError) as err:
         gh.dispatch(
-            DispatchRequest(shard_id="s", ref="main", target="ci.yml", inputs={f"k{i}": "v" for i in range(26)})
+            DispatchRequest(
+                shard_id="s", ref="main", target="ci.yml", inputs={f"k{i}": "v" for i in range(26)}
+            )
         )
     assert "25" in str(err.value) and err.value.operation == "workflow_dispatch"
     assert fake.requests == []
@@ -213,7 +235,10 @@ def test_repository_dispatch(fake: FakeGitHub, policy: RetryPolicy) -> None:
     )
     assert result.run_id is None
     assert fake.repository_dispatches == [
-        {"event_type": "ci-fanout-shard", "client_payload": {"shard_id": "s2", "ref": "main", "inputs": {"a": "1"}}}
+        {
+            "event_type": "ci-fanout-shard",
+            "client_payload": {"shard_id": "s2", "ref": "main", "inputs": {"a": "1"}},
+        }
     ]
     assert fake.violations == []
 
@@ -242,9 +267,11 @@ def _app_key() -> tuple[str, str]:
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -258,7 +285,8 @@ def test_app_auth_jwt_installation_token_refreshed_before_expiry(
         gh = make(fake, policy, auth=GitHubAuth(app_id="321", private_key=private))
         gh.upsert_comment(1, f"{MARKER}\nv1")
         gh.upsert_comment(1, f"{MARKER}\nv2")
-        assert fake.calls("GET", "/installation$")[0].header("Authorization", ).startswith("Bearer ")  # type: ignore[union-attr]
+        lookup = fake.calls("GET", "/installation$")[0]
+        assert (lookup.header("Authorization") or "").startswith("Bearer ")
         assert len(fake.issued_tokens) >= 2
         last = fake.calls("PATCH", "/issues/comments/")[-1]
         assert last.header("Authorization") == f"token {fake.issued_tokens[-1]}"
@@ -266,11 +294,15 @@ def test_app_auth_jwt_installation_token_refreshed_before_expiry(
         assert fake.violations == [] and not fake.crashes
 
 
-def test_app_auth_long_lived_token_is_reused(github_contract: GitHubContract, policy: RetryPolicy) -> None:
+def test_app_auth_long_lived_token_is_reused(
+    github_contract: GitHubContract, policy: RetryPolicy
+) -> None:
     private, public = _app_key()
     with FakeGitHub(github_contract, app_id=5, public_key=public) as fake:
         assert isinstance(fake, FakeGitHub)
-        gh = make(fake, policy, auth=GitHubAuth(app_id="5", private_key=private, installation_id=4242))
+        gh = make(
+            fake, policy, auth=GitHubAuth(app_id="5", private_key=private, installation_id=4242)
+        )
         for i in range(3):
             gh.upsert_comment(2, f"{MARKER}\nv{i}")
         assert len(fake.issued_tokens) == 1
@@ -278,7 +310,9 @@ def test_app_auth_long_lived_token_is_reused(github_contract: GitHubContract, po
         assert fake.violations == []
 
 
-def test_enterprise_base_url_with_path_prefix(github_contract: GitHubContract, policy: RetryPolicy, tmp_path: Path) -> None:
+def test_enterprise_base_url_with_path_prefix(
+    github_contract: GitHubContract, policy: RetryPolicy, tmp_path: Path
+) -> None:
     with FakeGitHub(github_contract, prefix="/api/v3") as fake:
         assert isinstance(fake, FakeGitHub)
         gh = make(fake, policy)
@@ -316,7 +350,9 @@ def test_rate_limit_reset_far_away_surfaces_at_once(
 
 def test_429_retry_after_honoured(fake: FakeGitHub, policy: RetryPolicy, sleeps: Sleeps) -> None:
     fake.inject("429", retry_after=2, times=2)
-    make(fake, policy).set_commit_status(CommitStatus(sha="e" * 40, state=StatusState.SUCCESS, context="c"))
+    make(fake, policy).set_commit_status(
+        CommitStatus(sha="e" * 40, state=StatusState.SUCCESS, context="c")
+    )
     assert sleeps == [2.0, 2.0]
     assert len(fake.statuses) == 1
 
@@ -371,6 +407,8 @@ def test_bad_credentials(fake: FakeGitHub, policy: RetryPolicy, sleeps: Sleeps) 
 
 
 def test_registry_builds_github_from_settings(fake: FakeGitHub) -> None:
-    provider = get_provider("github", {"repo": "octo/widgets", "token": "ghp_test", "api_url": fake.api})
-    assert provider.forge is not None and provider.ci is provider.forge
+    provider = get_provider(
+        "github", {"repo": "octo/widgets", "token": "ghp_test", "api_url": fake.api}
+    )
+    assert provider.forge is not None and id(provider.ci) == id(provider.forge)
     assert provider.forge.upload_image("chart.png", b"\x89PNG") is None

@@ -48,7 +48,9 @@ def make(fake: FakeGitLab, policy: RetryPolicy, **kwargs: object) -> GitLabAdapt
 
 
 @pytest.mark.parametrize("project", ["grp/sub/proj", "42"])
-def test_sticky_note_created_once_then_edited(fake: FakeGitLab, policy: RetryPolicy, project: str) -> None:
+def test_sticky_note_created_once_then_edited(
+    fake: FakeGitLab, policy: RetryPolicy, project: str
+) -> None:
     for i in range(45):
         fake.add_note(3, f"review comment {i}")
     fake.add_note(3, f"{MARKER}\nnot ours, a system note", system=True)
@@ -76,9 +78,19 @@ def test_huge_note_is_budgeted_to_a_million_chars(fake: FakeGitLab, policy: Retr
 
 def test_commit_status_and_check_run_equivalent(fake: FakeGitLab, policy: RetryPolicy) -> None:
     gl = make(fake, policy)
-    gl.set_commit_status(CommitStatus(sha="ab" * 20, state=StatusState.FAILURE, context="ci-fanout", description="3 failed"))
+    gl.set_commit_status(
+        CommitStatus(
+            sha="ab" * 20, state=StatusState.FAILURE, context="ci-fanout", description="3 failed"
+        )
+    )
     ref = gl.publish_check_run(
-        CheckRunPayload(name="ci-fanout/tests", head_sha="cd" * 20, title="all passed", summary="s", conclusion="success")
+        CheckRunPayload(
+            name="ci-fanout/tests",
+            head_sha="cd" * 20,
+            title="all passed",
+            summary="s",
+            conclusion="success",
+        )
     )
     assert [s["state"] for s in fake.statuses] == ["failed", "success"]
     assert fake.statuses[1]["name"] == "ci-fanout/tests" and ref.annotations_sent == 0
@@ -95,9 +107,13 @@ def test_upload_image_returns_markdown(fake: FakeGitLab, policy: RetryPolicy) ->
 
 
 @pytest.mark.parametrize("trigger", [None, "glptt-trigger"])
-def test_dispatch_with_variables_both_forms(fake: FakeGitLab, policy: RetryPolicy, trigger: str | None) -> None:
+def test_dispatch_with_variables_both_forms(
+    fake: FakeGitLab, policy: RetryPolicy, trigger: str | None
+) -> None:
     gl = make(fake, policy, trigger_token=trigger)
-    result = gl.dispatch(DispatchRequest(shard_id="s3", ref="main", inputs={"CI_FANOUT_LABELS": "gpu"}))
+    result = gl.dispatch(
+        DispatchRequest(shard_id="s3", ref="main", inputs={"CI_FANOUT_LABELS": "gpu"})
+    )
     assert result.run_id is not None
     pipeline = fake.pipelines[int(result.run_id)]
     assert pipeline["variables"] == {"CI_FANOUT_LABELS": "gpu", "CI_FANOUT_SHARD": "s3"}
@@ -110,7 +126,9 @@ def test_dispatch_with_variables_both_forms(fake: FakeGitLab, policy: RetryPolic
     assert fake.violations == []
 
 
-def test_jobs_of_child_pipelines_and_artifacts(fake: FakeGitLab, policy: RetryPolicy, tmp_path: Path) -> None:
+def test_jobs_of_child_pipelines_and_artifacts(
+    fake: FakeGitLab, policy: RetryPolicy, tmp_path: Path
+) -> None:
     parent = fake.new_pipeline("main", {})
     fake.add_job(parent, "plan", files={"matrix.json": b"{}"})
     child = fake.add_child(parent, "shards")
@@ -133,7 +151,9 @@ def test_jobs_of_child_pipelines_and_artifacts(fake: FakeGitLab, policy: RetryPo
     assert fake.violations == []
 
 
-def test_runner_tags_read_modify_write_keeps_admin_tags(fake: FakeGitLab, policy: RetryPolicy) -> None:
+def test_runner_tags_read_modify_write_keeps_admin_tags(
+    fake: FakeGitLab, policy: RetryPolicy
+) -> None:
     runner_id = fake.add_runner("lab-02", ["admin-tag", "docker"])
     gl = make(fake, policy)
     (runner,) = gl.list_runners()
@@ -146,7 +166,9 @@ def test_runner_tags_read_modify_write_keeps_admin_tags(fake: FakeGitLab, policy
     assert fake.violations == []
 
 
-def test_429_retry_after_then_5xx_exhausted(fake: FakeGitLab, policy: RetryPolicy, sleeps: Sleeps) -> None:
+def test_429_retry_after_then_5xx_exhausted(
+    fake: FakeGitLab, policy: RetryPolicy, sleeps: Sleeps
+) -> None:
     fake.inject("429", retry_after=3)
     make(fake, policy).upsert_comment(5, "hello")
     assert sleeps == [3.0] and len(fake.notes[5]) == 1
@@ -159,7 +181,9 @@ def test_429_retry_after_then_5xx_exhausted(fake: FakeGitLab, policy: RetryPolic
 
 def test_timeout_then_success(fake: FakeGitLab, policy: RetryPolicy, sleeps: Sleeps) -> None:
     fake.inject("timeout", delay=1.3)
-    make(fake, policy).set_commit_status(CommitStatus(sha="ef" * 20, state=StatusState.PENDING, context="c"))
+    make(fake, policy).set_commit_status(
+        CommitStatus(sha="ef" * 20, state=StatusState.PENDING, context="c")
+    )
     assert len(fake.statuses) == 1 and sleeps == [0.5]
 
 

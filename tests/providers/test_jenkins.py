@@ -26,7 +26,9 @@ def fake() -> Iterator[FakeJenkins]:
         assert not server.crashes, server.crashes
 
 
-def make(fake: FakeJenkins, policy: RetryPolicy, sleeps: Sleeps, **kwargs: object) -> JenkinsAdapter:
+def make(
+    fake: FakeJenkins, policy: RetryPolicy, sleeps: Sleeps, **kwargs: object
+) -> JenkinsAdapter:
     options: dict[str, object] = {
         "url": fake.url,
         "username": "ci",
@@ -45,21 +47,38 @@ def test_build_with_parameters_queue_status_artifacts(
 ) -> None:
     jenkins = make(fake, policy, sleeps)
     result = jenkins.dispatch(
-        DispatchRequest(shard_id="s1", ref="refs/pull/7/head", target="gpu-tests", inputs={"LABELS": "gpu sm_90"})
+        DispatchRequest(
+            shard_id="s1",
+            ref="refs/pull/7/head",
+            target="gpu-tests",
+            inputs={"LABELS": "gpu sm_90"},
+        )
     )
     assert result.run_id == "gpu-tests#1"
     assert sleeps == [0.25]  # one queue poll while "waiting for an executor"
     (item,) = fake.queue.values()
-    assert item["params"] == {"LABELS": "gpu sm_90", "CI_FANOUT_SHARD": "s1", "CI_FANOUT_REF": "refs/pull/7/head"}
+    assert item["params"] == {
+        "LABELS": "gpu sm_90",
+        "CI_FANOUT_SHARD": "s1",
+        "CI_FANOUT_REF": "refs/pull/7/head",
+    }
     post = fake.calls("POST", "buildWithParameters")[0]
     assert post.header("Jenkins-Crumb") == "c0ffee-crumb"
     (job,) = jenkins.list_jobs(result.run_id)
     assert job.state is JobState.RUNNING and job.runner == "lab-03"
-    fake.complete("gpu-tests", 1, "UNSTABLE", {"reports/results.json": b'{"x": 1}', "junit.xml": b"<testsuite/>"})
+    fake.complete(
+        "gpu-tests",
+        1,
+        "UNSTABLE",
+        {"reports/results.json": b'{"x": 1}', "junit.xml": b"<testsuite/>"},
+    )
     (job,) = jenkins.list_jobs(result.run_id)
     assert job.state is JobState.FAILURE
     paths = jenkins.fetch_artifacts(result.run_id, tmp_path)
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == ["junit.xml", "reports/results.json"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in paths) == [
+        "junit.xml",
+        "reports/results.json",
+    ]
     assert (tmp_path / "reports" / "results.json").read_bytes() == b'{"x": 1}'
     assert fake.violations == []
 
@@ -77,7 +96,9 @@ def test_cancel_running_build(fake: FakeJenkins, policy: RetryPolicy, sleeps: Sl
 def test_stuck_in_queue_is_bounded(fake: FakeJenkins, policy: RetryPolicy, sleeps: Sleeps) -> None:
     fake.queue_polls_before_start = 100
     with pytest.raises(ProviderError) as err:
-        make(fake, policy, sleeps, queue_polls=3).dispatch(DispatchRequest(shard_id="s", ref="main", target="gpu-tests"))
+        make(fake, policy, sleeps, queue_polls=3).dispatch(
+            DispatchRequest(shard_id="s", ref="main", target="gpu-tests")
+        )
     assert "still queued" in str(err.value) and len(sleeps) == 2
 
 
@@ -89,13 +110,19 @@ def test_node_labels_via_config_xml(fake: FakeJenkins, policy: RetryPolicy, slee
     assert runners["Built-In Node"].labels == frozenset()
     jenkins.add_label("lab-03", "gpu-mem-ge-80g")
     jenkins.remove_label("lab-03", "gpu")
-    assert set(fake.nodes["lab-03"]["labels"].split()) == {"linux", "admin-pinned", "gpu-mem-ge-80g"}
+    assert set(fake.nodes["lab-03"]["labels"].split()) == {
+        "linux",
+        "admin-pinned",
+        "gpu-mem-ge-80g",
+    }
     assert fake.violations == []
 
 
 def test_unknown_job_and_bad_token(fake: FakeJenkins, policy: RetryPolicy, sleeps: Sleeps) -> None:
     with pytest.raises(ProviderError) as err:
-        make(fake, policy, sleeps).dispatch(DispatchRequest(shard_id="s", ref="main", target="nope"))
+        make(fake, policy, sleeps).dispatch(
+            DispatchRequest(shard_id="s", ref="main", target="nope")
+        )
     assert err.value.status == 404
     with pytest.raises(ProviderError) as err:
         make(fake, policy, sleeps, token="wrong").list_runners()
@@ -109,7 +136,9 @@ def test_5xx_retried_then_succeeds(fake: FakeJenkins, policy: RetryPolicy, sleep
     assert {r.name for r in runners} == {"Built-In Node", "lab-04"} and sleeps == [0.5]
 
 
-def test_results_go_to_the_forge_of_the_triggering_repo(fake: FakeJenkins, github_contract: object) -> None:
+def test_results_go_to_the_forge_of_the_triggering_repo(
+    fake: FakeJenkins, github_contract: object
+) -> None:
     from tests.contracts.validate import GitHubContract
 
     assert isinstance(github_contract, GitHubContract)

@@ -18,14 +18,21 @@ SHARD = (
 
 
 def make(tmp_path: Path, **kwargs: object) -> LocalProvider:
-    options: dict[str, object] = {"work_dir": tmp_path / "work", "out_dir": tmp_path / "out", "labels": frozenset({"x64", "cpus-ge-2"}), "use_probe": False}
+    options: dict[str, object] = {
+        "work_dir": tmp_path / "work",
+        "out_dir": tmp_path / "out",
+        "labels": frozenset({"x64", "cpus-ge-2"}),
+        "use_probe": False,
+    }
     options.update(kwargs)
     return LocalProvider(**options)  # type: ignore[arg-type]
 
 
 def test_shard_runs_as_subprocess_and_leaves_artifacts(tmp_path: Path) -> None:
     provider = make(tmp_path)
-    run = provider.dispatch(DispatchRequest(shard_id="s1", ref="main", target=SHARD, inputs={"tests": "a,b"}))
+    run = provider.dispatch(
+        DispatchRequest(shard_id="s1", ref="main", target=SHARD, inputs={"tests": "a,b"})
+    )
     assert run.run_id is not None
     assert provider.wait(run.run_id, timeout=60) is JobState.SUCCESS
     (job,) = provider.list_jobs(run.run_id)
@@ -36,9 +43,15 @@ def test_shard_runs_as_subprocess_and_leaves_artifacts(tmp_path: Path) -> None:
 
 def test_failure_and_cancel_states(tmp_path: Path) -> None:
     provider = make(tmp_path)
-    bad = provider.dispatch(DispatchRequest(shard_id="bad", ref="main", target="{python} -c 'raise SystemExit(3)'"))
+    bad = provider.dispatch(
+        DispatchRequest(shard_id="bad", ref="main", target="{python} -c 'raise SystemExit(3)'")
+    )
     assert bad.run_id and provider.wait(bad.run_id, timeout=60) is JobState.FAILURE
-    slow = provider.dispatch(DispatchRequest(shard_id="slow", ref="main", target="{python} -c 'import time; time.sleep(30)'"))
+    slow = provider.dispatch(
+        DispatchRequest(
+            shard_id="slow", ref="main", target="{python} -c 'import time; time.sleep(30)'"
+        )
+    )
     assert slow.run_id and provider.list_jobs(slow.run_id)[0].state is JobState.RUNNING
     provider.cancel(slow.run_id)
     assert provider.list_jobs(slow.run_id)[0].state is JobState.CANCELLED
@@ -59,7 +72,9 @@ def test_labels_from_probe_when_available(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_forge_writes_files_and_edits_comment_in_place(tmp_path: Path) -> None:
-    provider = get_provider("local", {"out_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "w"), "probe": "0"})
+    provider = get_provider(
+        "local", {"out_dir": str(tmp_path / "out"), "work_dir": str(tmp_path / "w"), "probe": "0"}
+    )
     forge = provider.forge
     assert forge is not None
     assert forge.upsert_comment(1, "v1").created

@@ -33,8 +33,23 @@ def store(tmp_path: Path) -> Path:
     db = tmp_path / "ci.duckdb"
     code = main(
         [
-            "ingest", str(report), "--db", str(db), "--run-id", "r1", "--shard-id", "s1",
-            "--commit", "a" * 40, "--branch", "feature", "--pr", "7", "-q", "-o", str(tmp_path / "results.json"),
+            "ingest",
+            str(report),
+            "--db",
+            str(db),
+            "--run-id",
+            "r1",
+            "--shard-id",
+            "s1",
+            "--commit",
+            "a" * 40,
+            "--branch",
+            "feature",
+            "--pr",
+            "7",
+            "-q",
+            "-o",
+            str(tmp_path / "results.json"),
         ]
     )
     assert code == 0
@@ -50,14 +65,31 @@ def github(github_contract: GitHubContract) -> Iterator[FakeGitHub]:
 
 
 def test_report_publish_github_twice_edits_one_comment(
-    store: Path, github: FakeGitHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    store: Path,
+    github: FakeGitHub,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("CI_FANOUT_GITHUB_API_URL", github.api)
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_e2e")
     monkeypatch.setenv("CI_FANOUT_GITHUB_THROTTLE", "0")
     github.add_comment(7, "a human review")
-    argv = ["report", "--db", str(store), "--run-id", "r1", "-o", str(tmp_path / "c.md"),
-            "--publish", "github", "--repo", "octo/widgets", "--pr", "7"]
+    argv = [
+        "report",
+        "--db",
+        str(store),
+        "--run-id",
+        "r1",
+        "-o",
+        str(tmp_path / "c.md"),
+        "--publish",
+        "github",
+        "--repo",
+        "octo/widgets",
+        "--pr",
+        "7",
+    ]
     assert main(argv) == 0
     assert main([*argv, "--head-sha", "b" * 40]) == 0
     comments = github.comments[7]
@@ -72,13 +104,28 @@ def test_report_publish_github_twice_edits_one_comment(
     assert github.violations == []
 
 
-def test_report_publish_gitlab(store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_report_publish_gitlab(
+    store: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     with FakeGitLab(token="glpat-e2e") as gitlab:
         assert isinstance(gitlab, FakeGitLab)
         monkeypatch.setenv("CI_FANOUT_GITLAB_URL", gitlab.url)
         monkeypatch.setenv("GITLAB_TOKEN", "glpat-e2e")
-        argv = ["report", "--db", str(store), "--run-id", "r1", "-o", str(tmp_path / "c.md"),
-                "--publish", "gitlab", "--project", "grp/sub/proj", "--mr", "4"]
+        argv = [
+            "report",
+            "--db",
+            str(store),
+            "--run-id",
+            "r1",
+            "-o",
+            str(tmp_path / "c.md"),
+            "--publish",
+            "gitlab",
+            "--project",
+            "grp/sub/proj",
+            "--mr",
+            "4",
+        ]
         assert main(argv) == 0
         assert main([*argv, "--head-sha", "c" * 40]) == 0
         (note,) = gitlab.notes[4]
@@ -87,13 +134,45 @@ def test_report_publish_gitlab(store: Path, monkeypatch: pytest.MonkeyPatch, tmp
         assert gitlab.violations == [] and gitlab.shape_violations == [] and not gitlab.crashes
 
 
-def test_missing_flags_and_tokens_are_config_errors(store: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_flags_and_tokens_are_config_errors(
+    store: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    code = main(["report", "--db", str(store), "--run-id", "r1", "-o", "-", "--publish", "github", "--repo", "o/r", "--pr", "1"])
+    code = main(
+        [
+            "report",
+            "--db",
+            str(store),
+            "--run-id",
+            "r1",
+            "-o",
+            "-",
+            "--publish",
+            "github",
+            "--repo",
+            "o/r",
+            "--pr",
+            "1",
+        ]
+    )
     assert code == ConfigError.exit_code
     assert "GITHUB_TOKEN" in capsys.readouterr().err
     monkeypatch.setenv("GITLAB_TOKEN", "x")
-    code = main(["report", "--db", str(store), "--run-id", "r1", "-o", "-", "--publish", "gitlab", "--project", "1"])
+    code = main(
+        [
+            "report",
+            "--db",
+            str(store),
+            "--run-id",
+            "r1",
+            "-o",
+            "-",
+            "--publish",
+            "gitlab",
+            "--project",
+            "1",
+        ]
+    )
     assert code == ConfigError.exit_code
     assert "--mr" in capsys.readouterr().err
     with pytest.raises(ConfigError):
@@ -104,8 +183,12 @@ def test_gitlab_chart_upload_is_linked_in_the_note() -> None:
     with FakeGitLab(token="t") as gitlab:
         assert isinstance(gitlab, FakeGitLab)
         result = publish_report(
-            "gitlab", number=9, comment="<!-- ci-fanout:report v1 run=1 -->\nbody", project="42",
-            images={"trend.png": b"\x89PNG"}, env={"GITLAB_TOKEN": "t", "CI_FANOUT_GITLAB_URL": gitlab.url},
+            "gitlab",
+            number=9,
+            comment="<!-- ci-fanout:report v1 run=1 -->\nbody",
+            project="42",
+            images={"trend.png": b"\x89PNG"},
+            env={"GITLAB_TOKEN": "t", "CI_FANOUT_GITLAB_URL": gitlab.url},
         )
         assert result.comment.created and len(result.images) == 1
         assert gitlab.notes[9][0]["body"].endswith("![trend](/uploads/" + f"{1:032x}/trend.png)\n")
