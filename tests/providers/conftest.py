@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ci_app.providers.retry import RetryPolicy
@@ -35,8 +33,3 @@ def sleeps() -> Sleeps:
 @pytest.fixture
 def policy(sleeps: Sleeps) -> RetryPolicy:
     return RetryPolicy(attempts=3, base_delay=0.5, max_delay=10.0, max_total=30.0, sleep=sleeps)
-
-
-@pytest.fixture
-def no_sleep() -> Iterator[None]:
-    yield
