@@ -183,10 +183,18 @@ def bench_drift(histories: Mapping[str, list[dict[str, float]]], pairs: int) -> 
     print("\n## 3. Real drift: plan on committed version i, run version i+1\n")
     print(
         "| dataset | K | pairs | static ours | least_duration | duration_based_chunks "
-        "| queue 0.05 s | queue 2 s |"
+        "| queue 0.05 s | queue 2 s | queue 2 s, 1 test/pull |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    cols: dict[str, list[float]] = {"ours": [], "lsd": [], "chunks": [], "q005": [], "q2": []}
+    print("|---|---|---|---|---|---|---|---|---|")
+    cols: dict[str, list[float]] = {
+        "ours": [],
+        "lsd": [],
+        "chunks": [],
+        "q005": [],
+        "q2": [],
+        "q2_single": [],
+    }
+    pulls: dict[str, list[float]] = {"q2": [], "q2_single": []}
     for name, versions in histories.items():
         cases = list(itertools.pairwise(versions))[-pairs:]
         prepared = []
@@ -206,19 +214,31 @@ def bench_drift(histories: Mapping[str, list[dict[str, float]]], pairs: int) -> 
                         pytest_split("duration_based_chunks", tests, hist, k), actual
                     ).ratio
                 )
-                for key, ov in (("q005", 0.05), ("q2", 2.0)):
-                    cfg = QueueConfig(pull_overhead_s=ov)
-                    per[key].append(simulate_queue(items, actual, k, cfg).ratio)
+                for key, cfg in (
+                    ("q005", QueueConfig(pull_overhead_s=0.05)),
+                    ("q2", QueueConfig(pull_overhead_s=2.0)),
+                    ("q2_single", QueueConfig(pull_overhead_s=2.0, max_batch_tests=1)),
+                ):
+                    res = simulate_queue(items, actual, k, cfg)
+                    per[key].append(res.ratio)
+                    if key in pulls:
+                        pulls[key].append(res.pulls / k)
             for c in cols:
                 cols[c] += per[c]
             print(
                 f"| {name} | {k} | {len(prepared)} | {geo(per['ours']):.3f} | "
                 f"{geo(per['lsd']):.3f} | {geo(per['chunks']):.3f} | {geo(per['q005']):.3f} | "
-                f"{geo(per['q2']):.3f} |"
+                f"{geo(per['q2']):.3f} | {geo(per['q2_single']):.3f} |"
             )
     out = {f"{c}_geo": geo(v) for c, v in cols.items()} | {
         f"{c}_max": max(v) for c, v in cols.items()
     }
+    for key, vals in pulls.items():
+        out[f"{key}_pulls"] = sum(vals) / len(vals)
+    print(
+        f"pulls per runner with a 2 s overhead: batched {out['q2_pulls']:.1f}, "
+        f"one test per pull {out['q2_single_pulls']:.1f}"
+    )
     print(
         "\ndrift geo-mean (max): "
         + ", ".join(f"{c} {out[c + '_geo']:.4f} ({out[c + '_max']:.3f})" for c in cols)
@@ -312,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         (
             "drift, queue 2 s pull (report)",
-            f"{dr['q2_geo']:.4f} (max {dr['q2_max']:.3f})",
+            f"{dr['q2_geo']:.4f} (max {dr['q2_max']:.3f}; {dr['q2_pulls']:.1f} pulls/runner) vs "
+            f"{dr['q2_single_geo']:.3f} unbatched ({dr['q2_single_pulls']:.0f} pulls/runner)",
             True,
         ),
         (
