@@ -53,6 +53,15 @@ def load_history(paths: list[str]) -> DurationHistory:
     """Durations files; ResultSets are keyed by the runner labels they record."""
     hist = DurationHistory()
     for path in paths:
+        if Path(path).suffix.lower() in (".xml", ".trx", ".zip"):
+            # JUnit and the other report formats, through the artifacts parsers
+            from ci_app.artifacts.ingest import ingest_paths
+
+            rs = ingest_paths([path])
+            if not rs.tests:
+                raise InputError(f"no test cases with durations in {path}")
+            hist.add(durations_from_json(rs.to_dict()))
+            continue
         doc = _read_json(path, "durations")
         docs = doc if isinstance(doc, list) else [doc]
         for d in docs:

@@ -330,3 +330,39 @@ def test_plan_simulate_prints_json_last(capsys: pytest.CaptureFixture[str]) -> N
     )
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["ratio"] >= 1.0
     assert main(["plan", "--simulate", str(tmp / "a.json")]) == 2  # needs --durations
+
+
+def test_plan_reads_junit_durations(tmp_path: Path) -> None:
+    (tmp_path / "report.xml").write_text(
+        '<testsuite name="s" tests="3">'
+        '<testcase classname="tests.test_a" name="test_slow" file="tests/test_a.py" time="30"/>'
+        '<testcase classname="tests.test_a" name="test_mid" file="tests/test_a.py" time="20"/>'
+        '<testcase classname="tests.test_a" name="test_fast" file="tests/test_a.py" time="10"/>'
+        "</testsuite>"
+    )
+    from ci_app.commands.plan import load_history
+
+    hist = load_history([str(tmp_path / "report.xml")])
+    (known,) = hist.by_class.values()
+    assert sorted(known.values()) == [10.0, 20.0, 30.0]
+    ids = sorted(known, key=known.__getitem__)
+    (tmp_path / "tests.txt").write_text("\n".join(ids))
+    out = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "plan",
+                "--durations",
+                str(tmp_path / "report.xml"),
+                "--tests",
+                str(tmp_path / "tests.txt"),
+                "--shards",
+                "2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    shards = json.loads(out.read_text())["shards"]
+    assert sorted(s["expected_seconds"] for s in shards) == [30.0, 30.0]
