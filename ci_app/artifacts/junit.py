@@ -193,7 +193,9 @@ def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCas
             messages.append(error)
     clip = ctx.clip
     return new_case(
-        make_id(classname, name, suite.name),
+        pytest_node_id(classname, name, el.get("file"))
+        if suite.pytest
+        else make_id(classname, name, suite.name),
         name,
         outcome,
         suite.name,
@@ -208,6 +210,28 @@ def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCas
         retries,
         retries > 0 and outcome is Outcome.PASSED,
     )
+
+
+def pytest_node_id(classname: str | None, name: str, file: str | None = None) -> str:
+    """The pytest node id (``tests/test_x.py::TestC::test_y[p]``) of a pytest JUnit case.
+
+    pytest writes ``classname="tests.test_x.TestC"``; the planner and pytest-split key
+    durations by node id, so pytest reports get node ids. With the xunit1 ``file``
+    attribute the module part is known; without it (xunit2, pytest's default) the
+    first component that starts with an upper-case letter starts the class part.
+    """
+    if not classname:
+        return f"{file}::{name}" if file else name
+    parts = classname.split(".")
+    if file and file.endswith(".py"):
+        module = file[:-3].replace("\\", "/").split("/")
+        if parts[: len(module)] == module:
+            return "::".join([file.replace("\\", "/"), *parts[len(module) :], name])
+    split = next((i for i, p in enumerate(parts) if p[:1].isupper()), len(parts))
+    if split == 0:
+        return f"{classname}::{name}"
+    path = "/".join(parts[:split]) + ".py"
+    return "::".join([path, *parts[split:], name])
 
 
 def _merge_rerun(previous: TestCase, final: TestCase) -> TestCase:
@@ -268,7 +292,13 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                 else:
                     file = el.get("file")
                     case = new_case(
-                        f"{classname}::{name}" if classname else make_id(None, name, suite.name),
+                        (
+                            pytest_node_id(classname, name, file)
+                            if suite.pytest
+                            else f"{classname}::{name}"
+                            if classname
+                            else make_id(None, name, suite.name)
+                        ),
                         name,
                         passed,
                         suite.name,

@@ -196,3 +196,30 @@ def test_random_junit_round_trips(
     assert [(t.classname, t.name, t.outcome, t.message) for t in again.tests] == [
         (t.classname, t.name, t.outcome, t.message) for t in rs.tests
     ]
+
+
+@pytest.mark.parametrize("family", ["xunit1", "xunit2"])
+def test_pytest_reports_get_pytest_node_ids(tmp_path: Path, family: str) -> None:
+    """The planner keys durations by node id: ids from pytest JUnit must be node ids."""
+    pkg = tmp_path / "tests"
+    pkg.mkdir()
+    (pkg / "test_ids.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            class TestThing:
+                def test_a(self): pass
+            @pytest.mark.parametrize("x", [1, "b c"])
+            def test_p(x): pass
+            """
+        )
+    )
+    report = tmp_path / "r.xml"
+    run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", f"junit_family={family}"]
+    subprocess.run([*run, f"--junitxml={report}", "tests"], cwd=tmp_path, capture_output=True,
+                   check=False, timeout=120)  # fmt: skip
+    collected = subprocess.run([*run, "--collect-only", "-q", "tests"], cwd=tmp_path,
+                               capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    node_ids = sorted(line for line in collected.stdout.splitlines() if "::" in line)
+    assert len(node_ids) == 3
+    assert sorted(t.id for t in ingest_paths([report]).tests) == node_ids
