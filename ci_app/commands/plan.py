@@ -144,6 +144,7 @@ def _options(args: argparse.Namespace) -> PlanOptions:
         setup_s=args.setup_seconds,
         min_shard_s=args.min_shard_seconds,
         gpu_for_cpu=args.gpu_for_cpu,
+        on_unsatisfied=args.unsatisfied,
     )
 
 
@@ -187,6 +188,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     config = _config(args.config)
     inv = _inventory(args, config)
     hist = load_history(args.durations or [])
+    if args.db:
+        _add_store_history(hist, args.db, repo=args.repo, branch=args.history_branch)
     runners = runners_from_json(_read_json(args.runners, "runners")) if args.runners else None
     policy_cfg = config.get("policies") or {}
     names = args.policy if args.policy else None
@@ -215,7 +218,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_store_history(
+    hist: DurationHistory, db: str, *, repo: str | None, branch: str | None
+) -> None:
+    """Add the stored median durations (all runner classes pooled) to ``hist``."""
+    from ci_app.store import open_store
+
+    if not Path(db).exists():
+        raise InputError(f"--db {db}: no such store (run ci-app ingest --db first)")
+    with open_store(db, read_only=True) as store:
+        durations = store.durations(repo=repo or None, branch=branch)
+    if durations:
+        hist.add(durations)
+
+
 def _summary(matrix: Matrix) -> None:
+    for u in matrix.unsatisfied:
+        print(
+            f"not run: {len(u.tests)} test(s) needing [{', '.join(u.requires)}]",
+            file=sys.stderr,
+        )
     for p in matrix.pools:
         print(
             f"pool {p.key} [{', '.join(p.runs_on)}]: {p.shards} shard(s), "
@@ -255,6 +277,14 @@ def register(sub: Any) -> None:
     p.add_argument("--setup-seconds", type=float, default=30.0, help="per-shard set-up cost")
     p.add_argument("--min-shard-seconds", type=float, default=0.0, help="smallest useful shard")
     p.add_argument("--gpu-for-cpu", action="store_true", help="let CPU tests use GPU runners")
+    p.add_argument(
+        "--unsatisfied",
+        choices=("error", "report"),
+        default="error",
+        help="tests no online runner can take: fail the plan (error) or list them as not run",
+    )
+    p.add_argument("--db", help="also take duration history from this ci-fanout store")
+    p.add_argument("--history-branch", help="with --db: only runs of this branch (default: all)")
     p.add_argument("--policy", action="append", metavar="NAME", help="policies to apply, in order")
     p.add_argument("--repo", help="repository (for policies)")
     p.add_argument("--ref", help="branch or ref (for policies)")

@@ -124,6 +124,28 @@ class PoolPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsatisfied:
+    """Tests whose requirements no online runner meets (planned with ``--unsatisfied report``)."""
+
+    requires: tuple[str, ...]
+    tests: tuple[str, ...]
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requires": list(self.requires), "tests": list(self.tests), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Unsatisfied:
+        if not isinstance(d, Mapping):
+            raise InputError("matrix 'unsatisfied' entries must be objects")
+        return cls(
+            requires=tuple(str(x) for x in d.get("requires") or ()),
+            tests=tuple(str(x) for x in d.get("tests") or ()),
+            reason=str(d.get("reason") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Matrix:
     """The plan: shards to fan out to, per-pool summaries, warnings."""
 
@@ -132,6 +154,8 @@ class Matrix:
     pools: tuple[PoolPlan, ...]
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    #: tests no online runner can take (``--unsatisfied report``): not run, reported
+    unsatisfied: tuple[Unsatisfied, ...] = ()
 
     def shard(self, shard_id: str) -> Shard:
         for s in self.shards:
@@ -156,6 +180,7 @@ class Matrix:
             "pools": [p.to_dict() for p in self.pools],
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            "unsatisfied": [u.to_dict() for u in self.unsatisfied],
         }
 
     @classmethod
@@ -174,6 +199,7 @@ class Matrix:
             pools=tuple(PoolPlan.from_dict(p) for p in d.get("pools") or ()),
             warnings=tuple(str(w) for w in d.get("warnings") or ()),
             notes=tuple(str(n) for n in d.get("notes") or ()),
+            unsatisfied=tuple(Unsatisfied.from_dict(u) for u in d.get("unsatisfied") or ()),
         )
 
 
@@ -187,6 +213,9 @@ class PlanOptions:
     setup_s: float = 30.0
     min_shard_s: float = 0.0
     gpu_for_cpu: bool = False
+    #: "error": a class no runner satisfies fails the plan; "report": its tests are
+    #: listed in ``Matrix.unsatisfied`` and everything else is planned
+    on_unsatisfied: Literal["error", "report"] = "error"
     #: runs_on for tests without requirements when no runners are given
     default_runs_on: tuple[str, ...] = ("self-hosted",)
     #: shard ceiling per pool when no runner list bounds it
@@ -229,12 +258,26 @@ def plan_matrix(
         raise PlanningError(f"--shards must be >= 1, got {opts.shards}")
     classes = inventory.requirement_classes()
     counts = {c: len(ts) for c, ts in classes.items()}
+    missing: dict[frozenset[str], str] | None = {} if opts.on_unsatisfied == "report" else None
     if runners is not None:
         assignment = assign_pools(
-            classes, group_runners(runners), gpu_for_cpu=opts.gpu_for_cpu, counts=counts
+            classes,
+            group_runners(runners),
+            gpu_for_cpu=opts.gpu_for_cpu,
+            counts=counts,
+            unsatisfied=missing,
         )
     else:
         assignment = _implicit_pools(list(classes), opts)
+    unsatisfied = tuple(
+        Unsatisfied(tuple(sorted(cls)), tuple(t.id for t in classes[cls]), reason)
+        for cls, reason in sorted((missing or {}).items(), key=lambda kv: sorted(kv[0]))
+    )
+    classes = {c: ts for c, ts in classes.items() if c in assignment}
+    if not classes:
+        raise PlanningError(
+            "no test can run on the online runners: " + "; ".join(u.reason for u in unsatisfied)
+        )
 
     position = {t.id: i for i, t in enumerate(inventory.tests)}
     by_pool: dict[str, tuple[Pool, list[str]]] = {}
@@ -319,4 +362,7 @@ def plan_matrix(
         )
         if est.unknown:
             notes.append(f"pool {key}: {len(est.unknown)} test(s) without history")
-    return Matrix(opts.mode, tuple(shards), tuple(pool_plans), tuple(warnings), tuple(notes))
+    warnings.extend(f"not run: {len(u.tests)} test(s): {u.reason}" for u in unsatisfied)
+    return Matrix(
+        opts.mode, tuple(shards), tuple(pool_plans), tuple(warnings), tuple(notes), unsatisfied
+    )

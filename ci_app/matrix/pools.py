@@ -132,11 +132,17 @@ def assign_pools(
     *,
     gpu_for_cpu: bool = False,
     counts: Mapping[frozenset[str], int] | None = None,
+    unsatisfied: dict[frozenset[str], str] | None = None,
 ) -> dict[frozenset[str], Pool]:
-    """Map each requirement class to the cheapest satisfying pool; error names what is missing."""
+    """Map each requirement class to the cheapest satisfying pool; error names what is missing.
+
+    With an ``unsatisfied`` dict, classes no pool can take are recorded there (class ->
+    reason) instead of failing the plan, so their tests can be reported as not run.
+    """
     out: dict[frozenset[str], Pool] = {}
     problems: list[str] = []
     for cls in sorted(classes, key=sorted):
+        before = len(problems)
         wants_scarce = any(_is_scarce(lb) for lb in cls)
         fits = [p for p in pools if cls <= p.labels]
         n = (counts or {}).get(cls)
@@ -149,6 +155,8 @@ def assign_pools(
                     f"{who} needing [{', '.join(sorted(cls))}]; add a CPU runner or allow "
                     "it with --gpu-for-cpu"
                 )
+                if unsatisfied is not None:
+                    unsatisfied[cls] = problems.pop()
                 continue
             fits = plain
         if fits:
@@ -163,6 +171,8 @@ def assign_pools(
             )
         else:
             problems.append(f"no online runners at all for [{', '.join(sorted(cls))}] ({who})")
+        if unsatisfied is not None and len(problems) > before:
+            unsatisfied[cls] = problems.pop()
     if problems:
         raise PlanningError(
             "; ".join(problems)
