@@ -1,0 +1,120 @@
+"""Flask application factory: ``create_app(settings)``.
+
+One app owns one :class:`~ci_app.store.Store` (the DuckDB file) and, unless told otherwise,
+starts the job worker threads in the same process (see :mod:`ci_app.web.worker` for why).
+Tests pass an in-memory store, a fake provider factory and ``start_worker=False``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ci_app import __version__
+from ci_app.settings import Settings
+from ci_app.store import Store, open_store
+from ci_app.web.context import AppContext, ProviderFactory, SettingsProviders
+from ci_app.web.metrics import Metrics
+from ci_app.web.security import RateLimiter
+from ci_app.web.worker import JobWorker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["create_app"]
+
+
+class AppState(AppContext):
+    """:class:`AppContext` plus what only the web layer needs (limiter, worker)."""
+
+    limiter: RateLimiter
+    worker: JobWorker
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    providers: ProviderFactory | None = None,
+    clock: Callable[[], float] = time.time,
+    start_worker: bool = True,
+) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_webhook_bytes, settings.max_api_bytes)
+    app.config["JSON_SORT_KEYS"] = False
+    owned = store is None
+    the_store = store if store is not None else open_store(settings.db)
+    metrics = Metrics()
+    ctx = AppState(
+        settings=settings,
+        store=the_store,
+        providers=providers or SettingsProviders(settings, the_store),
+        metrics=metrics,
+        clock=clock,
+    )
+    ctx.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    ctx.worker = JobWorker(ctx)
+    metrics.bind_store(the_store, lambda: ctx.queue, clock)
+    app.extensions["ci_fanout"] = ctx
+
+    from ci_app.web import api, dashboard, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(dashboard.bp)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        try:
+            counts = the_store.job_counts()
+        except Exception as exc:  # the store is what can break
+            log.exception("health check failed")
+            return jsonify({"status": "error", "error": type(exc).__name__}), 503
+        worker_ok = ctx.worker.running or not start_worker
+        body: dict[str, Any] = {
+            "status": "ok" if worker_ok else "degraded",
+            "version": __version__,
+            "worker": ctx.worker.running,
+            "jobs": counts,
+        }
+        return jsonify(body), 200 if worker_ok else 503
+
+    @app.get("/metrics")
+    def metrics_route() -> Response:
+        return Response(metrics.render(), mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response | HTTPException:
+        if request.path.startswith(("/api/", "/webhooks/")) or exc.code == 413:
+            resp = jsonify({"error": exc.description or exc.name})
+            resp.status_code = exc.code or 500
+            return resp
+        return exc
+
+    @app.after_request
+    def security_headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'none'; img-src 'self' data:; style-src 'self'; base-uri 'none'; "
+            "form-action 'none'; frame-ancestors 'none'",
+        )
+        return resp
+
+    if start_worker:
+        ctx.worker.start()
+
+        def _shutdown() -> None:
+            ctx.worker.stop(timeout=5.0)
+            if owned:
+                the_store.close()
+
+        atexit.register(_shutdown)
+    return app

@@ -1,0 +1,211 @@
+"""Server-rendered dashboard: runners, pipeline runs with shards and queue progress, per-repo
+trends and flaky tests (matplotlib PNG routes), parked jobs. Read-only (no forms, no CSRF
+surface); protected by HTTP basic auth when ``dashboard-password`` is set."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, render_template, request
+
+from ci_app.matrix.queue import LeaseError
+from ci_app.store.web import delivery_count, job_age_stats, list_jobs, runner_rows
+from ci_app.web.security import basic_auth_password, tokens_equal
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint(
+    "dashboard",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+
+def _ctx() -> Any:
+    return current_app.extensions["ci_fanout"]
+
+
+@bp.before_request
+def _auth() -> Response | None:
+    password = _ctx().settings.dashboard_password
+    if not password:
+        return None
+    given = basic_auth_password(request.headers)
+    if given is not None and tokens_equal(given, password):
+        return None
+    return Response(
+        "authentication required\n",
+        401,
+        {"WWW-Authenticate": 'Basic realm="ci-fanout dashboard"', "Content-Type": "text/plain"},
+    )
+
+
+@bp.app_template_filter("ago")
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    delta = max(0.0, _ctx().clock() - float(ts))
+    if delta < 90:
+        return f"{delta:.0f} s ago"
+    if delta < 5400:
+        return f"{delta / 60:.0f} min ago"
+    if delta < 172800:
+        return f"{delta / 3600:.0f} h ago"
+    return f"{delta / 86400:.0f} days ago"
+
+
+@bp.app_template_filter("utc")
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _load_text(load: Any) -> str:
+    if not isinstance(load, dict):
+        return "-"
+    parts = []
+    cpu = load.get("cpu_percent")
+    if isinstance(cpu, (int, float)):
+        parts.append(f"cpu {cpu:.0f}%")
+    used, total = load.get("memory_used_bytes"), load.get("memory_total_bytes")
+    if isinstance(used, (int, float)) and isinstance(total, (int, float)) and total:
+        parts.append(f"mem {100 * used / total:.0f}%")
+    gpus = load.get("gpus")
+    if isinstance(gpus, list) and gpus:
+        utils = [g.get("utilization_percent") for g in gpus if isinstance(g, dict)]
+        utils = [u for u in utils if isinstance(u, (int, float))]
+        if utils:
+            parts.append("gpu " + "/".join(f"{u:.0f}%" for u in utils))
+    return ", ".join(parts) or "-"
+
+
+@bp.get("/")
+def index() -> str:
+    ctx = _ctx()
+    rows = runner_rows(ctx.store)
+    runs = ctx.store.runs(limit=10)
+    totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
+    return render_template(
+        "index.html",
+        runners_online=sum(1 for r in rows if r.status == "online"),
+        runners_busy=sum(1 for r in rows if r.status == "online" and r.busy),
+        runners_total=len(rows),
+        jobs=ctx.store.job_counts(),
+        ages=job_age_stats(ctx.store, now=ctx.clock()),
+        deliveries=delivery_count(ctx.store),
+        runs=runs,
+        totals=totals,
+        repos=sorted({r.repo for r in ctx.store.runs(limit=500) if r.repo}),
+    )
+
+
+@bp.get("/runners")
+def runners() -> str:
+    rows = runner_rows(_ctx().store)
+    return render_template("runners.html", runners=rows, load_text=_load_text)
+
+
+@bp.get("/runs")
+def runs() -> str:
+    ctx = _ctx()
+    repo = request.args.get("repo") or None
+    runs = ctx.store.runs(repo=repo, limit=100)
+    totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
+    shards: dict[str, int] = {}
+    for s in ctx.store.shards([r.run_id for r in runs]):
+        shards[s.run_id] = shards.get(s.run_id, 0) + 1
+    queues = []
+    for run, qrepo, created in ctx.queue.runs(limit=30):
+        queues.append((run, qrepo, created, ctx.queue.progress(run)))
+    return render_template(
+        "runs.html", runs=runs, totals=totals, shards=shards, queues=queues, repo=repo
+    )
+
+
+@bp.get("/runs/<path:run_id>")
+def run_detail(run_id: str) -> str:
+    ctx = _ctx()
+    meta = ctx.store.run(run_id)
+    has_queue = ctx.queue.has_run(run_id)
+    if meta is None and not has_queue:
+        abort(404)
+    shards = ctx.store.shards([run_id]) if meta else []
+    pools: list[tuple[str, list[str], Any]] = []
+    if has_queue:
+        try:
+            for pool, labels in sorted(ctx.queue.pools(run_id).items()):
+                pools.append((pool, sorted(labels), ctx.queue.progress(run_id, pool)))
+        except LeaseError:
+            pools = []
+    totals = ctx.store.run_totals([run_id]) if meta else []
+    return render_template(
+        "run.html",
+        run_id=run_id,
+        meta=meta,
+        shards=shards,
+        pools=pools,
+        total=totals[0] if totals else None,
+    )
+
+
+@bp.get("/repo")
+def repo() -> str:
+    from ci_app.reporting.flaky import classify_history, flaky_tests
+
+    ctx = _ctx()
+    name = request.args.get("name") or ""
+    if not name:
+        abort(404)
+    runs = ctx.store.runs(repo=name, limit=50)
+    if not runs:
+        abort(404)
+    verdicts = classify_history(ctx.store.history(repo=name, max_runs=300))
+    flaky = flaky_tests(verdicts)
+    totals = ctx.store.run_totals([r.run_id for r in runs])
+    return render_template(
+        "repo.html", name=name, runs=runs, flaky=flaky, totals=list(reversed(totals))
+    )
+
+
+def _latest_report(repo: str) -> Any:
+    from ci_app.reporting.report import build_report
+
+    ctx = _ctx()
+    latest = ctx.store.runs(repo=repo, limit=1)
+    if not latest:
+        abort(404)
+    return build_report(ctx.store, latest[0].run_id)
+
+
+@bp.get("/charts/<kind>.png")
+def chart(kind: str) -> Response:
+    from ci_app.reporting import charts
+
+    makers = {
+        "trend": charts.trend_chart,
+        "slowest": charts.slowest_chart,
+        "runner-classes": charts.runner_class_chart,
+    }
+    if kind not in makers:
+        abort(404)
+    repo = request.args.get("repo") or ""
+    report = _latest_report(repo)
+    png = makers[kind](report)
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "max-age=60"})
+
+
+@bp.get("/jobs")
+def jobs() -> str:
+    ctx = _ctx()
+    return render_template(
+        "jobs.html",
+        counts=ctx.store.job_counts(),
+        ages=job_age_stats(ctx.store, now=ctx.clock()),
+        parked=list_jobs(ctx.store, state="parked", limit=200),
+        recent=list_jobs(ctx.store, limit=30),
+    )

@@ -1,0 +1,296 @@
+"""Job handlers: what the worker does for each job kind.
+
+Every handler may run more than once for the same job (a worker killed mid-job, a lease that
+expired): side effects are idempotent — the sticky comment is found by its marker and edited,
+label changes are recomputed from the provider's current labels, ingest is idempotent per
+(run, shard), commit statuses overwrite themselves. The one exception is app-driven dispatch
+(``dispatch-workflow``), which providers do not deduplicate: a crash in the milliseconds
+between the dispatch call and the job's completion can dispatch twice.
+
+Handlers raise :class:`~ci_app.errors.ProviderError` (retried with backoff) or
+:class:`PermanentJobError` / :class:`~ci_app.errors.InputError` (parked at once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ci_app.errors import CiFanoutError, InputError
+from ci_app.model.profile import HardwareProfile
+from ci_app.model.reconcile import reconcile_profile
+from ci_app.model.results import ResultSet
+from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
+from ci_app.store import Job
+from ci_app.store.web import (
+    record_installation,
+    runner_provider,
+    runner_sync_state,
+    set_runner_busy,
+    store_label_sync,
+)
+from ci_app.web import events
+from ci_app.web.context import AppContext, runner_scope
+
+log = logging.getLogger(__name__)
+
+REPORT = "report"
+LABELS = "runner.labels"
+STATUS_CONTEXT = "ci-fanout"
+#: labels the provider sets at registration and will not let us delete (GitHub) — never touched
+READ_ONLY_LABELS = frozenset({"self-hosted", "linux", "windows", "macos", "x64", "arm64", "arm"})
+MAX_RESULTS_BYTES = 512 * 1024 * 1024
+
+
+class PermanentJobError(CiFanoutError):
+    """A job that cannot succeed by retrying (bad payload, no handler): parked at once."""
+
+    exit_code = 3
+
+
+Handler = Callable[[AppContext, Job], None]
+
+
+def _payload(job: Job) -> dict[str, Any]:
+    if not isinstance(job.payload, dict):
+        raise PermanentJobError(f"job {job.id} ({job.kind}) has no payload object")
+    return job.payload
+
+
+def _dashboard(ctx: AppContext, path: str) -> str | None:
+    base = ctx.settings.public_url.rstrip("/")
+    return f"{base}{path}" if base else None
+
+
+# ---------------------------------------------------------------------------------- plan / rerun
+def handle_plan(ctx: AppContext, job: Job) -> None:
+    """A PR/MR was opened or updated: mark the commit pending and, for app-driven dispatch,
+    start the plan workflow (CI-native repositories fan out from their own workflow)."""
+    p = _payload(job)
+    repo, sha = p.get("repo"), p.get("head_sha")
+    if not repo or not sha:
+        log.info("job %s: %s without repo/sha; nothing to do", job.id, job.kind)
+        return
+    prov = ctx.providers(p["provider"], repo, installation_id=p.get("installation_id"))
+    if prov.forge is not None:
+        prov.forge.set_commit_status(
+            CommitStatus(
+                sha=sha,
+                state=StatusState.PENDING,
+                context=STATUS_CONTEXT,
+                description="planning hardware-aware shards",
+                target_url=_dashboard(ctx, "/runs"),
+            )
+        )
+    workflow = ctx.settings.dispatch_workflow
+    ref = p.get("head_ref")
+    if workflow and prov.ci is not None and ref:
+        number = p.get("number") or (p.get("prs") or [None])[0]
+        prov.ci.dispatch(
+            DispatchRequest(
+                shard_id="plan",
+                ref=ref,
+                target=workflow,
+                inputs={"pr": str(number or ""), "sha": sha},
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------- collect
+def _resultsets_in(paths: list[Path]) -> Iterator[ResultSet]:
+    for path in paths:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for info in zf.infolist():
+                    name = info.filename.rsplit("/", 1)[-1]
+                    if info.is_dir() or not name.endswith("results.json"):
+                        continue
+                    if info.file_size > MAX_RESULTS_BYTES:
+                        log.warning("%s in %s is too large; skipped", info.filename, path.name)
+                        continue
+                    yield from _parse_resultset(zf.read(info), f"{path.name}:{info.filename}")
+        elif path.name.endswith("results.json"):
+            yield from _parse_resultset(path.read_bytes(), path.name)
+
+
+def _parse_resultset(data: bytes, where: str) -> Iterator[ResultSet]:
+    try:
+        doc = json.loads(data)
+        yield ResultSet.from_dict(doc)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s is not a usable results.json: %s", where, exc)
+
+
+def _fill_run(rs: ResultSet, p: Mapping[str, Any], fallback_run: str) -> ResultSet:
+    run = rs.run
+    prs = p.get("prs") or []
+    return rs.with_run(
+        replace(
+            run,
+            run_id=run.run_id or fallback_run,
+            repo=run.repo or p.get("repo"),
+            provider=run.provider or p.get("provider"),
+            pipeline_id=run.pipeline_id or p.get("run_id"),
+            commit=run.commit or p.get("head_sha"),
+            branch=run.branch or p.get("head_branch"),
+            pr=run.pr if run.pr is not None else (prs[0] if prs else None),
+        )
+    )
+
+
+def handle_collect(ctx: AppContext, job: Job) -> None:
+    """A pipeline finished: download its artifacts, ingest every ``results.json``, report."""
+    p = _payload(job)
+    run_id = p.get("run_id")
+    if not run_id:
+        log.info("job %s: finished pipeline without an id; nothing to collect", job.id)
+        return
+    prov = ctx.providers(p["provider"], p.get("repo"), installation_id=p.get("installation_id"))
+    if prov.ci is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="ci-fanout-collect-") as tmp:
+        paths = prov.ci.fetch_artifacts(str(run_id), Path(tmp))
+        sets = list(_resultsets_in(paths))
+    fallback = f"{p['provider']}:{p.get('repo') or '-'}:{run_id}"
+    runs: set[str] = set()
+    for rs in sets:
+        filled = _fill_run(rs, p, fallback)
+        ctx.store.ingest(filled)
+        runs.add(filled.run.run_id or fallback)
+    for rid in sorted(runs):
+        ctx.store.enqueue_job(
+            REPORT,
+            {"run_id": rid},
+            now=ctx.clock(),
+            idempotency_key=f"report:{rid}:collect:{job.id}",
+        )
+    log.info(
+        "job %s: collected %d result sets from %s run %s", job.id, len(sets), p["provider"], run_id
+    )
+
+
+# ---------------------------------------------------------------------------------- report
+def handle_report(ctx: AppContext, job: Job) -> None:
+    """Build the report of a stored run; update the sticky comment and the commit status."""
+    from ci_app.reporting.render import render_comment
+    from ci_app.reporting.report import build_report
+
+    p = _payload(job)
+    run_id = p.get("run_id")
+    if not isinstance(run_id, str) or ctx.store.run(run_id) is None:
+        raise PermanentJobError(f"report: no stored run {run_id!r}")
+    report = build_report(ctx.store, run_id, dashboard_url=_dashboard(ctx, f"/runs/{run_id}"))
+    run = report.run
+    if not run.provider or not run.repo:
+        log.info("run %s has no provider/repo: report stored only", run_id)
+        return
+    prov = ctx.providers(run.provider, run.repo)
+    if prov.forge is None:
+        return
+    if run.pr is not None:
+        prov.forge.upsert_comment(int(run.pr), render_comment(report))
+    if run.commit:
+        h = report.head
+        prov.forge.set_commit_status(
+            CommitStatus(
+                sha=run.commit,
+                state=StatusState.SUCCESS if report.ok else StatusState.FAILURE,
+                context=STATUS_CONTEXT,
+                description=f"{h.passed} passed, {h.failed + h.errors} failed, "
+                f"{len(report.new_failures)} new failures"[:140],
+                target_url=_dashboard(ctx, f"/runs/{run_id}"),
+            )
+        )
+
+
+# ---------------------------------------------------------------------------------- runners
+def handle_runner_job(ctx: AppContext, job: Job) -> None:
+    p = _payload(job)
+    runner = p.get("runner")
+    if not runner:
+        return
+    set_runner_busy(ctx.store, str(runner), bool(p.get("busy")), p.get("job_id"), now=ctx.clock())
+
+
+def handle_labels(ctx: AppContext, job: Job) -> None:
+    """Reconcile a runner's provider labels with its stored profile (probe's rules)."""
+    p = _payload(job)
+    name = str(p.get("runner") or "")
+    runner = ctx.store.runner(name)
+    if runner is None or runner.profile is None:
+        return
+    try:
+        profile = HardwareProfile.from_dict(runner.profile)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PermanentJobError(f"runner {name}: stored profile unreadable: {exc}") from exc
+    provider = runner_provider(ctx.store, name) or ctx.settings.runner_provider
+    prov = ctx.providers(provider, runner_scope(ctx.settings, provider))
+    admin = prov.runners
+    if admin is None:
+        return
+    now = ctx.clock()
+    found = [r for r in admin.list_runners() if r.name.lower() == name.lower()]
+    if not found:
+        store_label_sync(
+            ctx.store,
+            name,
+            misses=runner_sync_state(ctx.store, name)[0],
+            labels=(),
+            error=f"no runner named {name!r} is registered at {provider}",
+            now=now,
+        )
+        return
+    info = found[0]
+    misses, _ = runner_sync_state(ctx.store, name)
+    plan = reconcile_profile(
+        profile,
+        info.labels,
+        misses=misses,
+        min_misses=ctx.settings.label_min_misses,
+        read_only=READ_ONLY_LABELS,
+    )
+    for label in plan.add:
+        admin.add_label(info.id, label)
+    for label in plan.remove:
+        admin.remove_label(info.id, label)
+    removed = {x.lower() for x in plan.remove}
+    labels = sorted({x for x in info.labels if x.lower() not in removed} | set(plan.add))
+    store_label_sync(ctx.store, name, misses=plan.misses, labels=labels, error=None, now=now)
+    if plan.changed:
+        log.info("runner %s labels: +%s -%s", name, list(plan.add), list(plan.remove))
+
+
+# ---------------------------------------------------------------------------------- misc
+def handle_push(ctx: AppContext, job: Job) -> None:
+    """Pushes are kept as deliveries (branch history comes from ingested runs); nothing to do."""
+    p = _payload(job)
+    log.debug("push %s %s -> %s", p.get("repo"), p.get("ref"), p.get("after"))
+
+
+def handle_installation(ctx: AppContext, job: Job) -> None:
+    p = _payload(job)
+    account, inst = p.get("account"), p.get("installation_id")
+    if not account or inst is None:
+        raise InputError("installation event without account or installation id")
+    active = p.get("action") not in ("deleted", "suspend")
+    record_installation(
+        ctx.store, str(p["provider"]), str(account), str(inst), active=active, now=ctx.clock()
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    events.PLAN: handle_plan,
+    events.RERUN: handle_plan,
+    events.COLLECT: handle_collect,
+    events.RUNNER_JOB: handle_runner_job,
+    events.PUSH: handle_push,
+    events.INSTALLATION: handle_installation,
+    REPORT: handle_report,
+    LABELS: handle_labels,
+}

@@ -1,0 +1,161 @@
+"""Durable job worker: threads in the web process lease jobs from the store's ``jobs`` table.
+
+Why threads in the web process: DuckDB allows one writer *process*. The single gunicorn
+worker process owns the database file; its request threads and these job threads share one
+connection (the store serialises calls). A crash or ``kill -9`` of that process loses no
+job: a leased job whose lease runs out is leased again by the restarted process
+(``Store.lease_job`` takes ``leased`` jobs whose ``lease_until`` passed).
+
+Failures: provider and other unexpected errors are retried after ``job-backoff-s`` doubling
+per attempt (capped at ``job-backoff-max-s``); after ``job-max-attempts`` the job is parked
+(dashboard ``/jobs``, metric ``ci_fanout_jobs{state="parked"}``). Input errors and unknown
+job kinds are parked at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+
+from ci_app.errors import ConfigError, InputError
+from ci_app.store import Job
+from ci_app.web.context import AppContext
+from ci_app.web.handlers import HANDLERS, Handler, PermanentJobError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JobWorker"]
+
+MAINTENANCE_EVERY_S = 5.0
+
+
+class JobWorker:
+    def __init__(
+        self,
+        ctx: AppContext,
+        handlers: Mapping[str, Handler] | None = None,
+        *,
+        threads: int | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.handlers = dict(HANDLERS if handlers is None else handlers)
+        self.threads = threads if threads is not None else ctx.settings.job_workers
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_prune = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        for i in range(self.threads):
+            t = threading.Thread(target=self._loop, name=f"ci-fanout-job-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        m = threading.Thread(target=self._maintain, name="ci-fanout-maintenance", daemon=True)
+        m.start()
+        self._threads.append(m)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # -- work -----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_one()
+            except Exception:  # a store hiccup must not kill the thread
+                log.exception("job worker error")
+                worked = False
+            if not worked:
+                self._stop.wait(self.ctx.settings.job_poll_s)
+
+    def run_one(self) -> bool:
+        """Lease and run one job; False when none was due."""
+        s = self.ctx.settings
+        store = self.ctx.store
+        job = store.lease_job(self.ctx.clock(), s.job_lease_s)
+        if job is None:
+            return False
+        self._run(job)
+        return True
+
+    def drain(self, max_jobs: int = 10_000) -> int:
+        """Run due jobs in this thread until none is left (tests, ``ci-app`` one-shots)."""
+        n = 0
+        while n < max_jobs and self.run_one():
+            n += 1
+        return n
+
+    def _run(self, job: Job) -> None:
+        s = self.ctx.settings
+        store = self.ctx.store
+        metrics = self.ctx.metrics
+        handler = self.handlers.get(job.kind)
+        try:
+            if handler is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            handler(self.ctx, job)
+        except (PermanentJobError, InputError, ConfigError) as exc:
+            log.warning("job %s (%s) parked: %s", job.id, job.kind, exc)
+            store.park_job(job.id, f"{type(exc).__name__}: {exc}", now=self.ctx.clock())
+            metrics.jobs.labels(job.kind, "parked").inc()
+        except Exception as exc:
+            backoff = min(s.job_backoff_max_s, s.job_backoff_s * 2 ** max(0, job.attempts - 1))
+            state = store.fail_job(
+                job.id,
+                f"{type(exc).__name__}: {exc}",
+                now=self.ctx.clock(),
+                backoff_s=backoff,
+                max_attempts=s.job_max_attempts,
+            )
+            if state == "parked":
+                log.error(
+                    "job %s (%s) parked after %d attempts: %s", job.id, job.kind, job.attempts, exc
+                )
+            else:
+                log.warning(
+                    "job %s (%s) attempt %d failed, retry in %.0fs: %s",
+                    job.id,
+                    job.kind,
+                    job.attempts,
+                    backoff,
+                    exc,
+                )
+            metrics.jobs.labels(job.kind, "parked" if state == "parked" else "retry").inc()
+        else:
+            store.complete_job(job.id, now=self.ctx.clock())
+            metrics.jobs.labels(job.kind, "done").inc()
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def maintain(self) -> None:
+        """Mark silent runners offline, re-queue expired test leases, prune old deliveries."""
+        s = self.ctx.settings
+        now = self.ctx.clock()
+        gone = self.ctx.store.mark_stale_runners(now=now, offline_after_s=s.runner_offline_after_s)
+        if gone:
+            log.warning(
+                "runners offline (no heartbeat for %.0fs): %s",
+                s.runner_offline_after_s,
+                ", ".join(gone),
+            )
+        self.ctx.queue.expire(now)
+        if now - self._last_prune > 3600:
+            self._last_prune = now
+            self.ctx.store.prune_deliveries(now - s.delivery_retention_days * 86400)
+
+    def _maintain(self) -> None:
+        while not self._stop.wait(MAINTENANCE_EVERY_S):
+            try:
+                self.maintain()
+            except Exception:
+                log.exception("maintenance failed")
