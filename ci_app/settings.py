@@ -84,7 +84,9 @@ class Settings:
         300.0, "mark a runner offline after this without heartbeat"
     )
     label_sync: bool = _opt(True, "sync runner labels to the provider")
-    label_sync_interval_s: float = _opt(300.0, "re-check a runner's labels at most this often")
+    label_sync_interval_s: float = _opt(
+        300.0, "re-check a runner's labels at most this often (0: every heartbeat)"
+    )
     label_min_misses: int = _opt(3, "consecutive misses before an owned label is removed")
     runner_provider: str = _opt("github", "provider of runners whose token names none")
     # -- providers --------------------------------------------------------------------------

@@ -507,3 +507,12 @@ class DuckQueue:
                 "SELECT pool, sum(remaining) FROM queue_items WHERE queued GROUP BY pool"
             ).fetchall()
         return {str(p): int(n or 0) for p, n in rows}
+
+    def active_pools(self) -> dict[str, frozenset[str]]:
+        """Pools with tests still pending or leased, with their runner labels."""
+        with self.store._lock:
+            rows = self.store._con.execute(
+                "SELECT p.pool, any_value(p.labels) FROM queue_pools p JOIN queue_items i "
+                "ON i.run = p.run AND i.pool = p.pool WHERE i.remaining > 0 GROUP BY p.pool"
+            ).fetchall()
+        return {str(p): frozenset(labels or ()) for p, labels in rows}

@@ -236,15 +236,17 @@ def store_label_sync(
 
 
 def runner_rows(store: Store) -> list[RunnerRow]:
-    """Runners that have heartbeated or have a token, with their app-side state."""
+    """Runners that have heartbeated, have a live token or app-side state."""
     with store._lock:
         rows = store._con.execute(
-            "SELECT coalesce(r.name, s.name), coalesce(s.provider, r.provider), r.labels, "
+            "WITH n AS (SELECT name FROM runners UNION SELECT name FROM runner_state "
+            "UNION SELECT name FROM runner_tokens WHERE revoked IS NULL) "
+            "SELECT n.name, coalesce(s.provider, r.provider), r.labels, "
             "coalesce(r.status, 'registered'), r.last_seen, r.profile_hash, "
             "coalesce(s.busy, false), s.busy_job, CAST(s.load AS VARCHAR), s.synced_labels, "
             "s.synced_at, s.sync_error, CAST(s.label_misses AS VARCHAR) "
-            "FROM runners r FULL OUTER JOIN runner_state s ON r.name = s.name "
-            "ORDER BY 1"
+            "FROM n LEFT JOIN runners r ON r.name = n.name "
+            "LEFT JOIN runner_state s ON s.name = n.name ORDER BY 1"
         ).fetchall()
     return [
         RunnerRow(

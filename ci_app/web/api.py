@@ -165,13 +165,19 @@ def heartbeat() -> Response:
         ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
         set_runner_load(ctx.store, name, load, now=now)
         if changed and ctx.settings.label_sync:
+            # one sync per probe observation: each sync may count a label miss
             ctx.store.enqueue_job(
                 LABELS, {"runner": name}, now=now, idempotency_key=f"labels:{name}:{phash}"
             )
-        _periodic_label_sync(name, now)
+        else:
+            _periodic_label_sync(name, now)
         return jsonify({"ok": True, "need_profile": False, "labels": list(labels)})
     if current is None or current.profile is None or current.profile_hash != phash:
-        # we do not hold the profile for this hash: the probe sends it at once
+        # we do not hold the profile for this hash: the probe sends it at once; a known
+        # runner is alive all the same
+        if current is not None:
+            ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
+            set_runner_load(ctx.store, name, load, now=now)
         return jsonify({"ok": False, "need_profile": True})
     ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
     set_runner_load(ctx.store, name, load, now=now)
@@ -187,9 +193,10 @@ def _cpu(load: dict[str, Any] | None) -> float | None:
 def _periodic_label_sync(name: str, now: float) -> None:
     """Re-check labels every ``label-sync-interval-s``: removals need consecutive misses."""
     s = _ctx().settings
-    if not s.label_sync or s.label_sync_interval_s <= 0:
+    if not s.label_sync:
         return
-    slot = int(now // s.label_sync_interval_s)
+    # interval 0: every heartbeat
+    slot: float = int(now // s.label_sync_interval_s) if s.label_sync_interval_s > 0 else now
     _ctx().store.enqueue_job(
         LABELS, {"runner": name}, now=now, idempotency_key=f"labels:{name}:t{slot}"
     )

@@ -234,7 +234,10 @@ def results_json(
     branch: str = "feature",
     provider: str = "github",
 ) -> dict[str, Any]:
+    from ci_app.model.results import SCHEMA_VERSION
+
     return {
+        "version": SCHEMA_VERSION,
         "run": {
             "run_id": run_id,
             "shard_id": shard,

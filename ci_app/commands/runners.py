@@ -1,0 +1,157 @@
+"""``ci-app runners``: per-runner heartbeat tokens and the runner list.
+
+``ci-app runners token create NAME`` prints a new token once (only its hash is stored);
+``token revoke NAME`` revokes every token of NAME; ``list`` shows the registry. With
+``--server URL`` (or ``CI_FANOUT_SERVER``) the commands go through the running app's admin
+API (``CI_FANOUT_API_TOKEN``), because DuckDB lets only one process — the app — write the
+file; without it they open ``--db`` directly (the app must be stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from ci_app.errors import ConfigError, ProviderError
+
+TOKEN_ENV = "CI_FANOUT_API_TOKEN"  # noqa: S105 - the variable name
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "runners", help="runner tokens and registry", description=__doc__
+    )
+    p.add_argument(
+        "--db", default=None, help="DuckDB file (default: CI_FANOUT_DB or ./ci-fanout.duckdb)"
+    )
+    p.add_argument("--server", default=None, help="app base URL (use its admin API)")
+    rs = p.add_subparsers(dest="runners_command", metavar="ACTION", required=True)
+    tok = rs.add_parser("token", help="create or revoke a runner's heartbeat token")
+    ts = tok.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    c = ts.add_parser("create", help="create a token for runner NAME (printed once)")
+    c.add_argument("name")
+    c.add_argument("--provider", help="provider the runner is registered with (github, gitlab)")
+    c.set_defaults(func=create)
+    r = ts.add_parser("revoke", help="revoke every token of runner NAME")
+    r.add_argument("name")
+    r.set_defaults(func=revoke)
+    ls = rs.add_parser("list", help="list runners")
+    ls.add_argument("--json", action="store_true", help="JSON output")
+    ls.set_defaults(func=list_runners)
+
+
+def _server(args: argparse.Namespace) -> str | None:
+    url: str | None = args.server or os.environ.get("CI_FANOUT_SERVER") or None
+    if url is not None and urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise ConfigError(f"--server must be an http(s) URL, got {url!r}")
+    return url
+
+
+def _db(args: argparse.Namespace) -> str:
+    return str(args.db or os.environ.get("CI_FANOUT_DB") or "ci-fanout.duckdb")
+
+
+def _call(base: str, method: str, path: str, body: Any = None) -> Any:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ConfigError(f"--server needs the admin token in {TOKEN_ENV}")
+    req = urllib.request.Request(  # noqa: S310 - scheme checked in _server
+        base.rstrip("/") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read()[:300].decode("utf-8", "replace")
+        raise ProviderError(detail, provider="ci-fanout", operation=path, status=exc.code) from exc
+    except urllib.error.URLError as exc:
+        raise ProviderError(str(exc.reason), provider="ci-fanout", operation=path) from exc
+
+
+def create(args: argparse.Namespace) -> int:
+    base = _server(args)
+    quoted = urllib.parse.quote(args.name, safe="")
+    if base:
+        doc = _call(
+            base, "POST", f"/api/v1/admin/runners/{quoted}/tokens", {"provider": args.provider}
+        )
+        token = doc["token"]
+    else:
+        from ci_app.store import open_store
+        from ci_app.store.web import set_runner_provider
+        from ci_app.web.security import hash_token, new_token
+
+        token = new_token("cfr")
+        with open_store(_db(args)) as store:
+            store.add_runner_token(args.name, hash_token(token), now=time.time())
+            if args.provider:
+                set_runner_provider(store, args.name, args.provider, now=time.time())
+    print(token)
+    print(
+        f"token for runner {args.name!r} (shown once); on the machine run:\n"
+        f"  runner-probe run --server <URL> --token-file <file holding the token>",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    base = _server(args)
+    if base:
+        quoted = urllib.parse.quote(args.name, safe="")
+        n = int(_call(base, "DELETE", f"/api/v1/admin/runners/{quoted}/tokens")["revoked"])
+    else:
+        from ci_app.store import open_store
+
+        with open_store(_db(args)) as store:
+            n = store.revoke_runner_tokens(args.name, now=time.time())
+    print(f"revoked {n} token(s) of runner {args.name!r}")
+    return 0 if n else 1
+
+
+def list_runners(args: argparse.Namespace) -> int:
+    base = _server(args)
+    if base:
+        rows = _call(base, "GET", "/api/v1/runners")["runners"]
+    else:
+        from ci_app.store import open_store
+        from ci_app.store.web import runner_rows
+
+        with open_store(_db(args)) as store:
+            rows = [
+                {
+                    "name": r.name,
+                    "status": r.status,
+                    "busy": r.busy,
+                    "last_seen": r.last_seen,
+                    "labels": list(r.labels),
+                    "provider": r.provider,
+                }
+                for r in runner_rows(store)
+            ]
+    if args.json:
+        print(json.dumps({"runners": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no runners")
+    for r in rows:
+        seen = (
+            "never"
+            if r.get("last_seen") is None
+            else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(r["last_seen"])))
+        )
+        print(
+            f"{r['name']:<30} {r['status']:<10} {'busy' if r.get('busy') else 'idle':<5} "
+            f"last seen {seen}  {' '.join(r.get('labels') or [])}"
+        )
+    return 0
