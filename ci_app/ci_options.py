@@ -11,8 +11,10 @@ Each option has one external name, kebab-case (``target-minutes``). It is
 Cascade, later wins: the defaults below → ``[ci]`` in ``ci-fanout.toml`` → ``CI_FANOUT_*``.
 An empty environment value means "not set", so the action's and the template's inputs default to
 ``''`` and ``ci-fanout.toml`` can still decide; the real default is declared once, here, and
-shown in each input's description. Options that live on one surface only (``command`` and the
-tokens on GitHub, ``image``/``stage`` on GitLab) say so in :attr:`CiOption.surfaces`.
+shown in each input's description. Options that the CI files themselves need literally (paths of
+artifacts and caches, the interpreter) are not read from ``ci-fanout.toml`` and their inputs carry
+the real default. Options that live on one surface only (``command``, ``shard`` and the tokens on
+GitHub, ``image``/``stage`` on GitLab) say so in :attr:`CiOption.surfaces`.
 
 ``docs/ci.md`` is generated from this table (:func:`render_docs`); a test keeps it current and
 checks that ``action.yml``, ``.gitlab-ci-template.yml`` and ``templates/ci-fanout.yml`` declare
@@ -226,12 +228,14 @@ OPTIONS: Final[tuple[CiOption, ...]] = (
         default="ci-fanout",
         description="Where ci-fanout writes matrix.json, the shard results and the report, "
         "relative to the repository root; kept as artifacts",
+        surfaces=_NOT_TOML,
     ),
     CiOption(
         name="artifact-name",
         default="ci-fanout",
         description="Prefix of the artifact names (`<prefix>-matrix`, `<prefix>-results-<shard>`, "
         "`<prefix>-report`)",
+        surfaces=_NOT_TOML,
     ),
     CiOption(
         name="history-dir",
@@ -239,14 +243,17 @@ OPTIONS: Final[tuple[CiOption, ...]] = (
         description="Where the DuckDB history and durations live between runs (restored and "
         "saved with the CI cache when cache is on)",
         commands=("plan", "report"),
+        surfaces=_NOT_TOML,
     ),
     CiOption(
         name="cache",
         default=True,
         type="boolean",
         description="Keep history-dir in the CI cache (GitHub actions/cache, GitLab `cache:`) "
-        "so that runs without the app server still have durations and trends",
+        "so that runs without the app server still have durations and trends; `false`: start "
+        "from an empty history each run",
         commands=("plan", "report"),
+        surfaces=_NOT_TOML,
     ),
     CiOption(
         name="server-url",

@@ -186,6 +186,8 @@ class Step:
 
     @property
     def history_dir(self) -> Path:
+        if not self.vals.flag("cache"):  # the CI may still restore it; do not read it
+            return self.output_dir / "history"
         return self.ctx.root / self.vals.text("history-dir")
 
     @property
