@@ -1,0 +1,242 @@
+"""Meta-tests: action.yml, the GitLab template and component, ci_options.py, README and
+docs/ci.md agree; the workflows are actionlint-clean; GitLab/Azure YAML match their schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ci_app import ci_options
+from ci_app.ci_options import (
+    ACTION,
+    GITLAB,
+    OPTIONS,
+    README_BEGIN,
+    README_END,
+    action_inputs_yaml,
+    generated_section,
+    gitlab_spec_inputs,
+    render_docs,
+    render_readme,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTION_YML = ROOT / "action.yml"
+GITLAB_TEMPLATE = ROOT / ".gitlab-ci-template.yml"
+COMPONENT = ROOT / "templates" / "ci-fanout.yml"
+SELF_TEST = ROOT / ".github" / "workflows" / "action-self-test.yml"
+EXAMPLE_GITHUB = ROOT / "examples" / "github" / "ci-fanout.yml"
+EXAMPLE_GITLAB = ROOT / "examples" / "gitlab" / ".gitlab-ci.yml"
+EXAMPLE_AZURE = ROOT / "examples" / "azure" / "azure-pipelines.yml"
+EXAMPLE_JENKINS = ROOT / "examples" / "jenkins" / "Jenkinsfile"
+BIN = Path(sys.executable).parent
+
+
+def _action() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(ACTION_YML.read_text())
+    return doc
+
+
+def _gitlab_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is a dev dependency (pip install -e '.[dev]')"
+    return found
+
+
+# -- one set of options -----------------------------------------------------------------------
+def test_action_inputs_are_the_table() -> None:
+    assert _action()["inputs"] == action_inputs_yaml()
+
+
+@pytest.mark.parametrize("path", [GITLAB_TEMPLATE, COMPONENT], ids=["template", "component"])
+def test_gitlab_spec_inputs_are_the_table(path: Path) -> None:
+    header = _gitlab_docs(path)[0]
+    assert set(header) == {"spec"}
+    assert header["spec"]["inputs"] == gitlab_spec_inputs()
+
+
+def test_component_is_the_template() -> None:
+    assert _gitlab_docs(COMPONENT) == _gitlab_docs(GITLAB_TEMPLATE)
+
+
+def test_surfaces_share_every_option_but_the_declared_ones() -> None:
+    """Action inputs, GitLab inputs and the table are one set, less options that are
+    meaningless on one side (declared in the table, listed here so a change is deliberate)."""
+    action = set(_action()["inputs"])
+    gitlab = set(_gitlab_docs(GITLAB_TEMPLATE)[0]["spec"]["inputs"])
+    names = {o.name for o in OPTIONS}
+    assert action | gitlab == names
+    assert action - gitlab == {"command", "shard", "server-token", "github-token"}
+    assert gitlab - action == {"image", "stage"}
+    assert {o.name for o in OPTIONS if ACTION in o.surfaces} == action
+    assert {o.name for o in OPTIONS if GITLAB in o.surfaces} == gitlab
+
+
+def test_every_option_is_documented_and_kebab_case() -> None:
+    for o in OPTIONS:
+        assert re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", o.name), o.name
+        assert len(o.description) > 20, o.name
+        assert o.env == "CI_FANOUT_" + o.name.upper().replace("-", "_")
+        if o.default_text and ci_options.TOML in o.surfaces:
+            assert f"`{o.default_text}`" in o.input_description
+
+
+def test_action_passes_every_input_through_env_only() -> None:
+    steps = _action()["runs"]["steps"]
+    assert _action()["runs"]["using"] == "composite"
+    ci_step = next(s for s in steps if s.get("id") == "ci")
+    env = ci_step["env"]
+    for o in OPTIONS:
+        if ACTION not in o.surfaces or o.name == "github-token":
+            continue
+        assert env[o.env] == "${{ inputs." + o.name + " }}", o.name
+    assert env["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    for s in steps:
+        if "run" in s:  # no expression may be interpolated into a script
+            assert "${{" not in s["run"], s.get("name")
+    for s in steps:
+        if "uses" in s:
+            ref = s["uses"].split("@", 1)[1]
+            assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{s['uses']} is not pinned by SHA"
+
+
+def test_action_outputs() -> None:
+    outputs = _action()["outputs"]
+    assert set(outputs) == {"matrix", "conclusion", "comment-id", "report-json"}
+    for name, spec in outputs.items():
+        assert spec["value"] == "${{ steps.ci.outputs." + name + " }}"
+        assert spec["description"]
+
+
+def test_gitlab_template_passes_inputs_as_variables_only() -> None:
+    docs = _gitlab_docs(GITLAB_TEMPLATE)
+    jobs = docs[1]
+    variables = jobs[".ci-fanout-base"]["variables"]
+    for o in OPTIONS:
+        if GITLAB in o.surfaces and o.name not in ("image", "stage"):
+            assert variables[o.env] == "$[[ inputs." + o.name + " ]]", o.name
+    for name, job in jobs.items():
+        for key in ("script", "before_script"):
+            for line in job.get(key, []) if isinstance(job, dict) else []:
+                assert "$[[" not in line, f"{name}: input interpolated into a script"
+    trigger = jobs["ci-fanout-shards"]["trigger"]
+    assert trigger["include"][0]["job"] == "ci-fanout-plan"
+    assert trigger["include"][0]["artifact"].endswith("/child-pipeline.yml")
+    assert trigger["strategy"] == "depend"
+
+
+def test_readme_documents_every_action_input() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert generated_section(readme, README_BEGIN, README_END) == render_readme(), (
+        "README's input table is stale: python -m ci_app.ci_options --write-readme README.md"
+    )
+    for name, spec in _action()["inputs"].items():
+        assert f"| `{name}` |" in readme, name
+        assert spec["description"]
+
+
+def test_docs_ci_md_is_current() -> None:
+    text = (ROOT / "docs" / "ci.md").read_text()
+    assert ci_options.docs_section(text) == render_docs(), (
+        "docs/ci.md is stale: python -m ci_app.ci_options --write-docs docs/ci.md"
+    )
+
+
+# -- linters and schemas ----------------------------------------------------------------------
+def test_actionlint_clean() -> None:
+    """actionlint checks the workflows and, for `uses: ./`, their inputs against action.yml."""
+    proc = subprocess.run(
+        [_tool("actionlint"), "-shellcheck=", "-pyflakes=", str(SELF_TEST), str(EXAMPLE_GITHUB)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_an_unknown_input(tmp_path: Path) -> None:
+    """Negative control: the lint above really reads action.yml."""
+    repo = tmp_path / "repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".git").mkdir()  # actionlint finds the project (and ./action.yml) by its .git
+    shutil.copy(ACTION_YML, repo / "action.yml")
+    text = SELF_TEST.read_text().replace("collect: tests", "colect: tests")
+    (repo / ".github" / "workflows" / "t.yml").write_text(text)
+    proc = subprocess.run(
+        [_tool("actionlint"), "-shellcheck=", "-pyflakes=", ".github/workflows/t.yml"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert 'input "colect" is not defined' in proc.stdout
+
+
+def check_schema(schema: str, docs: list[tuple[str, Any]], tmp_path: Path) -> None:
+    """Validate YAML documents with check-jsonschema's vendored schema (the CLI reads one
+    document per file, so multi-document files are split into JSON files first)."""
+    files = []
+    for i, (name, doc) in enumerate(docs):
+        f = tmp_path / f"{i}-{re.sub(r'[^A-Za-z0-9]+', '_', name)}.json"
+        f.write_text(json.dumps(doc))
+        files.append(str(f))
+    proc = subprocess.run(
+        [_tool("check-jsonschema"), "--builtin-schema", schema, *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_gitlab_files_match_gitlab_ci_schema(tmp_path: Path) -> None:
+    docs = []
+    for path in (GITLAB_TEMPLATE, COMPONENT, EXAMPLE_GITLAB):
+        for i, doc in enumerate(_gitlab_docs(path)):
+            docs.append((f"{path.name}-{i}", doc))
+    check_schema("vendor.gitlab-ci", docs, tmp_path)
+
+
+def test_gitlab_schema_rejects_a_broken_job(tmp_path: Path) -> None:
+    """Negative control for the schema check."""
+    jobs = _gitlab_docs(GITLAB_TEMPLATE)[1]
+    jobs["ci-fanout-shards"]["trigger"]["include"][0]["artefact"] = "x.yml"
+    with pytest.raises(AssertionError, match="trigger"):
+        check_schema("vendor.gitlab-ci", [("broken", jobs)], tmp_path)
+
+
+def test_azure_example_matches_schema(tmp_path: Path) -> None:
+    check_schema(
+        "vendor.azure-pipelines", [("azure", yaml.safe_load(EXAMPLE_AZURE.read_text()))], tmp_path
+    )
+
+
+def test_app_driven_examples_declare_what_the_providers_send() -> None:
+    """The Jenkins adapter sends CI_FANOUT_SHARD / CI_FANOUT_REF, the Azure adapter `shard`."""
+    jenkins = EXAMPLE_JENKINS.read_text()
+    for name in ("CI_FANOUT_SHARD", "CI_FANOUT_REF", "CI_FANOUT_LABELS", "CI_FANOUT_QUEUE_URL"):
+        assert f"string(name: '{name}'" in jenkins
+    assert "sh '''" in jenkins and 'sh "' not in jenkins  # no Groovy interpolation into sh
+    azure = yaml.safe_load(EXAMPLE_AZURE.read_text())
+    assert {"shard", "pool", "labels", "queueUrl"} <= {p["name"] for p in azure["parameters"]}
+    for src in (
+        ROOT / "ci_app" / "providers" / "jenkins.py",
+        ROOT / "ci_app" / "providers" / "azure.py",
+    ):
+        text = src.read_text()
+        assert '"CI_FANOUT_SHARD"' in text or '"shard"' in text
