@@ -461,3 +461,57 @@ def test_cli_entry_point_registers_ci(tmp_path: Path) -> None:
     assert args.step == "plan"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["ci", "deploy"])
+
+
+def test_gitlab_report_reads_the_child_pipeline_and_posts_the_mr_note(tmp_path: Path) -> None:
+    from tests.fakes.gitlab import FakeGitLab
+
+    def shard(shard_id: str, outcome: Outcome) -> bytes:
+        rs = ResultSet(
+            run=RunInfo(run_id="child", shard_id=shard_id, runner_labels=("x64",)),
+            tests=(TestCase(id=f"t::{shard_id}", name=shard_id, outcome=outcome, duration_s=1.5),),
+        )
+        return json.dumps(rs.to_dict()).encode()
+
+    with FakeGitLab(token="glpat-ci") as gitlab:
+        assert isinstance(gitlab, FakeGitLab)
+        parent = gitlab.new_pipeline("feature", {})
+        gitlab.add_job(parent, "ci-fanout-plan", files={"ci-fanout/matrix.json": b"{}"})
+        child = gitlab.add_child(parent, "ci-fanout-shards")
+        gitlab.add_job(
+            child,
+            "shard cpu-1",
+            files={
+                "ci-fanout/shard-cpu-1/results.json": shard("cpu-1", Outcome.PASSED),
+                "ci-fanout/shard-cpu-1/junit.xml": b"<testsuites/>",
+            },
+        )
+        gitlab.add_job(
+            child,
+            "shard gpu-1",
+            files={"ci-fanout/shard-gpu-1/results.json": shard("gpu-1", Outcome.FAILED)},
+        )
+        env = {
+            "GITLAB_CI": "true",
+            "CI_PIPELINE_ID": str(parent["id"]),
+            "CI_PROJECT_ID": "42",
+            "CI_PROJECT_PATH": "grp/sub/proj",
+            "CI_PROJECT_DIR": str(tmp_path),
+            "CI_COMMIT_SHA": "d" * 40,
+            "CI_MERGE_REQUEST_IID": "3",
+            "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "main",
+            "CI_FANOUT_GITLAB_URL": gitlab.url,
+            "GITLAB_TOKEN": "glpat-ci",
+        }
+        log = io.StringIO()
+        assert run_step("report", env, io=CiOutput(env, stream=log)) == 1  # a test failed
+        (note,) = gitlab.notes[3]
+        assert note["body"].startswith("<!-- ci-fanout:report")
+        assert "t::gpu-1" in note["body"]
+        assert gitlab.uploads, "charts are uploaded to GitLab"
+        assert "/uploads/" in note["body"]
+        assert any(s.get("state") == "failed" for s in gitlab.statuses)
+        assert "section_start" in log.getvalue()
+        assert gitlab.violations == []
+    stored = sorted((tmp_path / "ci-fanout" / "results").rglob("results.json"))
+    assert len(stored) == 2
