@@ -199,9 +199,10 @@ class Step:
         return self.env.get(env_name("server-token"), "")
 
     def queue_url(self) -> str | None:
+        """The run's queue on the app (``POST /api/v1/queue`` creates it under this URL)."""
         if self.vals.text("mode") != "queue" or not self.server:
             return None
-        return f"{self.server}/api/v1/queue/{urllib.parse.quote(self.ctx.run_id, safe='')}"
+        return f"{self.server}/api/v1/queue/{urllib.parse.quote(self.ctx.run_id, safe='-._~')}"
 
 
 # -- small HTTP client for the optional app server ---------------------------------------------
@@ -258,7 +259,10 @@ def _runners(step: Step) -> Any | None:
     if step.server:
         try:
             doc = _http_json(f"{step.server}/api/v1/runners", token=step.server_token)
-            return runners_from_json(doc)
+            pools = runners_from_json(doc)
+            if any(r.online for r in pools):
+                return pools
+            step.io.info("ci-fanout: the app knows no online runner yet; using the runners input")
         except (ProviderError, InputError, ValueError) as exc:
             step.io.annotate("warning", f"runner pools from the app unavailable: {exc}")
     text = step.vals.text("runners").strip()
@@ -377,8 +381,11 @@ def _create_queue(step: Step, matrix: Matrix) -> Matrix:
             title="ci-fanout plan",
         )
         return replace(matrix, mode="static")
+    body = {"run": step.ctx.run_id, "matrix": matrix.to_dict(), "repo": step.ctx.repo}
     try:
-        _http_json(url, token=step.server_token, body=matrix.to_dict(), method="POST")
+        # the app answers with a run token too; shards authenticate with server-token (admin),
+        # since a job output cannot carry a secret to the matrix jobs
+        _http_json(f"{step.server}/api/v1/queue", token=step.server_token, body=body)
     except ProviderError as exc:
         step.io.annotate(
             "warning", f"could not create the test queue ({exc}); shards run static slices"

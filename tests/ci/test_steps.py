@@ -428,8 +428,9 @@ def test_plan_with_the_app_server_uses_its_runners_and_creates_the_queue(
     calls = _AppStub.requests
     assert ("GET", "/api/v1/runners", "Bearer s3cret", None) in calls
     (post,) = [c for c in calls if c[0] == "POST"]
-    assert post[1] == "/api/v1/queue/4242" and post[2] == "Bearer s3cret"
-    assert post[3]["mode"] == "queue" and post[3]["pools"]
+    assert post[1] == "/api/v1/queue" and post[2] == "Bearer s3cret"
+    assert post[3]["run"] == "4242" and post[3]["repo"] == "octo/widgets"
+    assert post[3]["matrix"]["mode"] == "queue" and post[3]["matrix"]["pools"]
     matrix = json.loads((tmp_path / "ci-fanout" / "matrix.json").read_text())
     assert matrix["mode"] == "queue"
     assert "::add-mask::s3cret" in log.getvalue()
@@ -515,3 +516,61 @@ def test_gitlab_report_reads_the_child_pipeline_and_posts_the_mr_note(tmp_path: 
         assert gitlab.violations == []
     stored = sorted((tmp_path / "ci-fanout" / "results").rglob("results.json"))
     assert len(stored) == 2
+
+
+@pytest.fixture
+def real_app() -> Iterator[tuple[str, Any]]:
+    """The real ``ci-app serve`` Flask app on a loopback port (no job worker)."""
+    from werkzeug.serving import make_server
+
+    from ci_app.settings import Settings
+    from ci_app.store import open_store
+    from ci_app.web.app import create_app
+
+    with open_store(":memory:") as store:
+        app = create_app(
+            Settings(api_token="admin-t0ken", report_on_results=False),
+            store=store,
+            start_worker=False,
+        )
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_port}", store
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+
+def test_queue_mode_against_the_real_app(sample: Path, real_app: tuple[str, Any]) -> None:
+    """plan creates the run's queue on the app, the shards pull their tests from it with the
+    pytest plugin and send their results.json to the app."""
+    url, store = real_app
+    env = _flow_env(
+        sample,
+        CI_FANOUT_SERVER_URL=url,
+        CI_FANOUT_SERVER_TOKEN="admin-t0ken",
+        CI_FANOUT_MODE="queue",
+        CI_FANOUT_PUBLISH="none",
+        CI_FANOUT_FAIL_ON="never",
+    )
+    log = io.StringIO()
+    assert run_step("plan", env, io=CiOutput(env, stream=log)) == 0
+    assert "no online runner yet" in log.getvalue()  # empty registry: the runners input
+    include = json.loads(_outputs(sample / "github_output")["matrix"])["include"]
+    assert {e["mode"] for e in include} == {"queue"}
+    ran: list[str] = []
+    for entry in include:
+        shard_env = {**env, "CI_FANOUT_SHARD": entry["shard"], "RUNNER_NAME": entry["shard"]}
+        (sample / "github_output").write_text("")
+        assert run_step("shard", shard_env, io=CiOutput(shard_env, stream=log)) == 0
+        results = json.loads(Path(_outputs(sample / "github_output")["report-json"]).read_text())
+        ran += [t["id"] for t in results["tests"]]
+    # every collected test ran exactly once across the shards, pulled from the queue
+    assert sorted(ran) == sorted(
+        f"tests/test_sample.py::{n}" for n in ("test_ok", "test_fails", "test_skipped", "test_gpu")
+    )
+    assert "falling back" not in log.getvalue()
+    run = store.run("4242")
+    assert run is not None  # the app stored the shards' results
