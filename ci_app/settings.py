@@ -94,6 +94,9 @@ class Settings:
     github_app_id: str = _opt("", "GitHub App id")
     github_private_key_path: str = _opt("", "GitHub App private key (PEM file)")
     github_token: str = _opt("", "GitHub token (instead of the App)", secret=True)
+    github_throttle: str = _opt(
+        "", "GitHub request pacing: empty = PyGithub's (1 s between writes), 0 = off (GHES, fakes)"
+    )
     github_runner_scope: str = _opt(
         "", "where runners are registered: 'org:NAME' or 'repo:OWNER/NAME'"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
 from ci_app.settings import Settings, load_settings
@@ -69,7 +70,22 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "limit_request_line": 8190,
         "proc_name": "ci-fanout",
         "control_socket_disable": True,  # no ~/.gunicorn/gunicorn.ctl admin socket
+        "when_ready": _when_ready,
+        "post_fork": _post_fork,
     }
+
+
+def _when_ready(server: Any) -> None:
+    """Print the bound address whatever the log level (``--port 0`` picks a free port)."""
+    for listener in server.LISTENERS:
+        host, port = listener.sock.getsockname()[:2]
+        sys.stderr.write(f"ci-app serve: listening at http://{host}:{port}\n")
+    sys.stderr.flush()
+
+
+def _post_fork(server: Any, worker: Any) -> None:
+    sys.stderr.write(f"ci-app serve: worker pid {worker.pid}\n")
+    sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,16 +11,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ci_app.store.db import Store, _one
+from ci_app.store.db import Job, Store, _one
 
 __all__ = [
+    "DeliveryIn",
     "DeliveryOutcome",
     "JobRow",
     "RunnerRow",
+    "accept_deliveries",
     "accept_delivery",
     "delivery_count",
     "installation_for",
     "job_age_stats",
+    "lease_next_job",
     "list_jobs",
     "record_installation",
     "runner_rows",
@@ -76,6 +79,72 @@ def accept_delivery(
         return DeliveryOutcome(new=True, job_ids=tuple(ids))
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryIn:
+    provider: str
+    delivery_id: str
+    event: str
+    body: str
+    jobs: Sequence[tuple[str, Any]]
+
+
+def accept_deliveries(
+    store: Store, items: Sequence[DeliveryIn], *, now: float
+) -> list[DeliveryOutcome]:
+    """:func:`accept_delivery` for a batch, in one transaction with one multi-row INSERT per
+    table (group commit): DuckDB spends ~1 ms per statement, so 8 deliveries cost about as
+    much as 2 one by one. Outcomes are in the order of ``items``; a delivery id repeated
+    within the batch is a duplicate of its first occurrence.
+    """
+    if not items:
+        return []
+    first: dict[tuple[str, str], int] = {}
+    for i, it in enumerate(items):
+        first.setdefault((it.provider, it.delivery_id), i)
+    unique = sorted(first.values())
+    with store._tx() as con:
+        params: list[Any] = []
+        for i in unique:
+            it = items[i]
+            params += [it.provider, it.delivery_id, it.event, now, it.body]
+        rows = con.execute(
+            "INSERT INTO deliveries VALUES "  # noqa: S608 - placeholders only
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(unique))
+            + " ON CONFLICT DO NOTHING RETURNING provider, delivery_id",
+            params,
+        ).fetchall()
+        new = {(str(p), str(d)) for p, d in rows}
+        job_rows: list[Any] = []
+        keys: list[tuple[int, str]] = []
+        for i in unique:
+            it = items[i]
+            if (it.provider, it.delivery_id) not in new:
+                continue
+            for n, (kind, payload) in enumerate(it.jobs):
+                key = f"{it.provider}:{it.delivery_id}:{n}"
+                job_rows += [kind, json.dumps(payload), now, key, now, now]
+                keys.append((i, key))
+        ids: dict[str, int] = {}
+        if keys:
+            got = con.execute(
+                "INSERT INTO jobs (kind, payload, run_after, idempotency_key, created_at, "  # noqa: S608
+                "updated_at) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(keys))
+                + " ON CONFLICT DO NOTHING RETURNING idempotency_key, id",
+                job_rows,
+            ).fetchall()
+            ids = {str(k): int(v) for k, v in got}
+    per_item: dict[int, list[int]] = {}
+    for i, key in keys:
+        if key in ids:
+            per_item.setdefault(i, []).append(ids[key])
+    out: list[DeliveryOutcome] = []
+    for i, it in enumerate(items):
+        is_new = first[(it.provider, it.delivery_id)] == i and (it.provider, it.delivery_id) in new
+        out.append(DeliveryOutcome(new=is_new, job_ids=tuple(per_item.get(i, ()))))
+    return out
+
+
 def delivery_count(store: Store, provider: str | None = None) -> int:
     sql = "SELECT count(*) FROM deliveries"
     params: list[Any] = []
@@ -99,6 +168,38 @@ class JobRow:
     updated_at: float
     run_after: float
     payload: str
+
+
+_JOB_COLS = (
+    "id, kind, payload, state, attempts, lease_until, last_error, run_after, idempotency_key"
+)
+
+
+def lease_next_job(store: Store, now: float, lease_s: float) -> Job | None:
+    """:meth:`Store.lease_job` in ONE statement (DuckDB costs ~1 ms a statement and the web
+    requests share the connection): the oldest due job, or one whose lease ran out."""
+    with store._lock:
+        row = _one(
+            store._con,
+            "UPDATE jobs SET state = 'leased', attempts = attempts + 1, lease_until = ?, "  # noqa: S608
+            "updated_at = ? WHERE id = (SELECT id FROM jobs WHERE (state = 'queued' AND "
+            "run_after <= ?) OR (state = 'leased' AND lease_until < ?) "
+            "ORDER BY run_after, id LIMIT 1) RETURNING " + _JOB_COLS,
+            [now + lease_s, now, now, now],
+        )
+    if row is None:
+        return None
+    return Job(
+        id=int(row[0]),
+        kind=row[1],
+        payload=json.loads(row[2]) if row[2] is not None else None,
+        state=row[3],
+        attempts=int(row[4]),
+        lease_until=row[5],
+        last_error=row[6],
+        run_after=float(row[7]),
+        idempotency_key=row[8],
+    )
 
 
 def list_jobs(store: Store, *, state: str | None = None, limit: int = 100) -> list[JobRow]:

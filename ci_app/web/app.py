@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from ci_app import __version__
 from ci_app.settings import Settings
 from ci_app.store import Store, open_store
+from ci_app.web.batcher import DeliveryBatcher
 from ci_app.web.context import AppContext, ProviderFactory, SettingsProviders
 from ci_app.web.metrics import Metrics
 from ci_app.web.security import RateLimiter
@@ -34,6 +35,7 @@ class AppState(AppContext):
 
     limiter: RateLimiter
     worker: JobWorker
+    batcher: DeliveryBatcher
 
 
 def create_app(
@@ -59,6 +61,7 @@ def create_app(
     )
     ctx.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     ctx.worker = JobWorker(ctx)
+    ctx.batcher = DeliveryBatcher(the_store, clock)
     metrics.bind_store(the_store, lambda: ctx.queue, clock)
     app.extensions["ci_fanout"] = ctx
 

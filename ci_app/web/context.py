@@ -67,6 +67,7 @@ class SettingsProviders:
                 "token": s.github_token,
                 "app_id": s.github_app_id,
                 "private_key_path": s.github_private_key_path,
+                "throttle": s.github_throttle,
                 "dashboard_url": dashboard,
             }
             scope = scope or ""

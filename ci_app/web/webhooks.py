@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ci_app.store.web import accept_delivery
+from ci_app.store.web import DeliveryIn
 from ci_app.web.events import route
 from ci_app.web.security import verify_github_signature, verify_gitlab, verify_shared_secret
 
@@ -118,15 +118,13 @@ def receive(provider: str) -> Response:
     if len(delivery) > 200:
         return done(400, "bad_request", event, {"error": "delivery id too long"})
     routed = route(provider, event, payload)
-    outcome = accept_delivery(
-        ctx.store,
-        provider=provider,
-        delivery_id=delivery,
-        event=routed.event,
-        body=text,
-        jobs=routed.jobs,
-        now=ctx.clock(),
-    )
+    try:
+        outcome = ctx.batcher.submit(
+            DeliveryIn(provider, delivery, routed.event, text, routed.jobs)
+        )
+    except Exception:
+        log.exception("webhook %s delivery=%s could not be stored", provider, delivery)
+        return done(503, "store_error", routed.event, {"error": "could not store the delivery"})
     if not outcome.new:
         log.info("webhook %s %s delivery=%s: duplicate, ignored", provider, routed.event, delivery)
         return done(202, "duplicate", routed.event, {"status": "duplicate", "delivery": delivery})

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 
 from ci_app.errors import ConfigError, InputError
 from ci_app.store import Job
+from ci_app.store.web import lease_next_job
 from ci_app.web.context import AppContext
 from ci_app.web.handlers import HANDLERS, Handler, PermanentJobError
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["JobWorker"]
 
 MAINTENANCE_EVERY_S = 5.0
+YIELD_MAX_S = 0.1
 
 
 class JobWorker:
@@ -79,11 +82,22 @@ class JobWorker:
             if not worked:
                 self._stop.wait(self.ctx.settings.job_poll_s)
 
+    def _yield_to_deliveries(self) -> None:
+        """Webhook acks are latency-critical, jobs are not: while deliveries wait to be
+        stored, hold back (at most ``YIELD_MAX_S`` per job, so jobs never starve)."""
+        pending = getattr(self.ctx, "batcher", None)
+        if pending is None:
+            return
+        waited = 0.0
+        while pending.pending > 0 and waited < YIELD_MAX_S and not self._stop.is_set():
+            time.sleep(0.002)
+            waited += 0.002
+
     def run_one(self) -> bool:
         """Lease and run one job; False when none was due."""
         s = self.ctx.settings
-        store = self.ctx.store
-        job = store.lease_job(self.ctx.clock(), s.job_lease_s)
+        self._yield_to_deliveries()
+        job = lease_next_job(self.ctx.store, self.ctx.clock(), s.job_lease_s)
         if job is None:
             return False
         self._run(job)

@@ -67,7 +67,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     deadline = time.monotonic() + 30
     while port is None and time.monotonic() < deadline:
         line = proc.stderr.readline()
-        m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+        m = re.search(r"listening at http://127\.0\.0\.1:(\d+)", line)
         if m:
             port = int(m.group(1))
     assert port is not None, "gunicorn did not start"
