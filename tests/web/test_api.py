@@ -344,3 +344,51 @@ def test_stale_runners_go_offline_and_health_metrics(server: Server) -> None:
     assert 'ci_fanout_runners{status="offline"} 1.0' in metrics
     assert "ci_fanout_job_oldest_age_seconds" in metrics
     assert server.ctx.settings.api_token not in metrics
+
+
+def test_real_probe_heartbeat_client_against_the_app(server: Server) -> None:
+    """runner_probe's HeartbeatClient over real HTTP: profile once, then cheap beats."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from runner_probe.heartbeat import HeartbeatClient, HeartbeatConfig, profile_hash
+
+    profile = HardwareProfile.from_dict(PROFILE)
+    token = _token(server, "lab-7")
+    http = make_server("127.0.0.1", 0, server.app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        client = HeartbeatClient(
+            HeartbeatConfig(
+                server=f"http://127.0.0.1:{http.server_port}",
+                token=token,
+                runner="lab-7",
+                jitter=0.0,
+            ),
+            profile_fn=lambda: profile,
+            load_fn=lambda p: {"cpu_percent": 3.0},
+        )
+        first = client.beat()
+        assert first.ok and first.sent_profile and not first.need_profile
+        second = client.beat()
+        assert second.ok and not second.sent_profile
+        stored = server.store.runner("lab-7")
+        assert stored is not None and stored.profile_hash == profile_hash(profile)
+        assert stored.labels == derive_labels(profile)
+        server.store.upsert_runner(
+            "lab-7", provider=None, labels=[], profile=None, profile_hash=None, now=server.clock.now
+        )  # server lost it
+        third = client.beat()
+        assert third.need_profile and client.next_delay(third) == 0.0
+        assert client.beat().sent_profile
+        bad = HeartbeatClient(
+            HeartbeatConfig(
+                server=f"http://127.0.0.1:{http.server_port}", token="cfr_nope", runner="lab-7"
+            ),
+            profile_fn=lambda: profile,
+            load_fn=lambda p: {},
+        )
+        assert bad.beat().status == 401
+    finally:
+        http.shutdown()
