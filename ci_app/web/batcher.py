@@ -22,15 +22,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DeliveryBatcher"]
 
+_Pending = tuple[DeliveryIn, Future[DeliveryOutcome]]
+
 
 class DeliveryBatcher:
     def __init__(self, store: Store, clock: Callable[[], float], *, max_batch: int = 64) -> None:
         self.store = store
         self.clock = clock
         self.max_batch = max_batch
-        self._q: queue.SimpleQueue[tuple[DeliveryIn, Future[DeliveryOutcome]]] = (
-            queue.SimpleQueue()
-        )
+        self._q: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batches = 0
