@@ -87,7 +87,7 @@ class QueueConfig:
     tail_divisor: float = 2.0
     max_batch_tests: int = 2000
     #: how long a runner that finds nothing pending (but leases outstanding) waits before asking
-    wait_s: float = 5.0
+    wait_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)

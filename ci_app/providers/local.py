@@ -75,8 +75,8 @@ class LocalProvider:
         labels: frozenset[str] | None = None,
         use_probe: bool = True,
     ) -> None:
-        self.work_dir = work_dir
-        self.out_dir = out_dir
+        self.work_dir = work_dir.resolve()  # absolute: file URIs and subprocess cwd
+        self.out_dir = out_dir.resolve()
         self._configured = labels
         self._use_probe = use_probe
         self._labels: set[str] | None = None

@@ -17,6 +17,10 @@ from ci_app.reporting.flaky import FLAKY, HARDWARE, Evidence, Verdict
 _RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 
 
+#: message of a skipped case the planner could not place (see ``ci-app plan --unsatisfied``)
+NOT_RUN_PREFIX = "not run: no runner with"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FailureItem:
     test_id: str
@@ -110,6 +114,8 @@ class Comparison:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     newly_skipped: tuple[str, ...] = ()
+    #: tests the planner could not place: no online runner has their hardware (test, why)
+    not_run: tuple[tuple[str, str], ...] = ()
     infra_shards: tuple[ShardMeta, ...] = ()
     head_durations: Mapping[str, float] = field(default_factory=dict)
     base_durations: Mapping[str, float] = field(default_factory=dict)
@@ -292,7 +298,15 @@ def compare_runs(
         head_ids = passed | set(agg)
         added = tuple(sorted(head_ids - base_map.keys()))
         removed = tuple(sorted(base_map.keys() - head_ids))
+    not_run = sorted(
+        {
+            (head.test_id[i], (head.message[i] or "").splitlines()[0])
+            for i, outcome in enumerate(head.outcome)
+            if outcome == "skipped" and (head.message[i] or "").startswith(NOT_RUN_PREFIX)
+        }
+    )
     return Comparison(
+        not_run=tuple(not_run),
         new_failures=tuple(sorted(new_failures, key=lambda f: f.test_id)),
         still_failing=tuple(sorted(still, key=lambda f: f.test_id)),
         fixed=tuple(sorted(fixed)),

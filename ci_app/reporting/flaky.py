@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ci_app.reporting.data import FAILING, HistoryRows
+from ci_app.reporting.data import FAILING, HistoryRows, short_class
 
 FLAKY = "flaky"
 REGRESSION = "regression"
@@ -37,10 +37,11 @@ class Evidence:
     commit: str | None
 
     def describe(self) -> str:
-        where = f"on `{self.runner_class}`"
+        where = f"on `{short_class(self.runner_class)}`"
         at = f" at `{(self.commit or '?')[:10]}`"
         if self.kind == "retry":
-            return f"failed then passed on retry in run {self.run_id} {where}"
+            run = "this run" if self.run_id == "this run" else f"run {self.run_id}"
+            return f"failed then passed on retry in {run} {where}"
         if self.kind == "same_commit":
             return f"passed and failed{at} {where}"
         return f"failed once between passes{at} {where} (other runners passed)"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_app.reporting.data import short_class
 from ci_app.reporting.report import Regression, Report
 
 MARKER_PREFIX = "<!-- ci-fanout:report v1"
@@ -52,6 +53,11 @@ def _esc(text: str) -> str:
         .replace("\r", " ")
         .replace("\n", " ")
     )
+
+
+def _first_line(text: str | None) -> str:
+    stripped = (text or "").strip()
+    return stripped.splitlines()[0] if stripped else ""
 
 
 def _code(text: str) -> str:
@@ -198,8 +204,8 @@ def _sections(report: Report) -> list[_Section]:
     secs: list[_Section] = []
     nf = [
         f"| {_code(f.test_id)}{' 🆕' if f.new_test else ''} | {_esc(f.shard_id)} "
-        f"| {_esc(f.runner_name or f.runner_class)} | {_link(f.job_url)} "
-        f"| {_esc((f.message or '').strip()[:160])} |"
+        f"| {_esc(f.runner_name or short_class(f.runner_class))} | {_link(f.job_url)} "
+        f"| {_esc(_first_line(f.message)[:160])} |"
         for f in c.new_failures[:_INITIAL_CAP]
     ]
     secs.append(
@@ -228,7 +234,7 @@ def _sections(report: Report) -> list[_Section]:
         stats = ""
         if f.verdict is not None and any(s.failures for s in f.verdict.stats):
             stats = "; " + ", ".join(
-                f"{s.failures}/{s.runs} runs failed on `{s.runner_class}` "
+                f"{s.failures}/{s.runs} runs failed on `{short_class(s.runner_class)}` "
                 f"({s.failure_rate * 100:.1f} %, flip rate {s.flip_rate * 100:.1f} %)"
                 for s in f.verdict.stats
                 if s.failures
@@ -262,6 +268,18 @@ def _sections(report: Report) -> list[_Section]:
             total=len(c.hardware_specific),
         )
     )
+    if c.not_run:
+        secs.append(
+            _Section(
+                "notrun",
+                f"🚫 Not run: no online runner has the hardware ({len(c.not_run):,})",
+                [
+                    f"- {_code(t)} — {_esc(why.removeprefix('not run: '))}"
+                    for t, why in c.not_run[:_INITIAL_CAP]
+                ],
+                total=len(c.not_run),
+            )
+        )
     if c.infra_shards:
         secs.append(
             _Section(
@@ -288,7 +306,7 @@ def _sections(report: Report) -> list[_Section]:
             "still",
             f"Still failing, also on base ({len(c.still_failing):,})",
             [
-                f"- {_code(f.test_id)} ({_esc(f.runner_class)})"
+                f"- {_code(f.test_id)} ({_esc(short_class(f.runner_class))})"
                 for f in c.still_failing[:_INITIAL_CAP]
             ],
             folded=True,
@@ -338,7 +356,8 @@ def _sections(report: Report) -> list[_Section]:
             "classes",
             "Per runner class",
             [
-                f"| `{_esc(k)}` | {v.tests:,} | {v.failed + v.errors:,} | {_dur(v.wall_s)} |"
+                f"| `{_esc(short_class(k))}` | {v.tests:,} | {v.failed + v.errors:,} "
+                f"| {_dur(v.wall_s)} |"
                 for k, v in report.runner_classes
             ],
             head="| runner class | tests | failed | wall time |\n|---|---:|---:|---:|",
@@ -367,7 +386,11 @@ def _fence(text: str) -> str:
 
 
 def _regression_row(r: Regression) -> str:
-    where = f" on `{_esc(r.runner_class)}`" if r.runner_class and r.kind == "metric" else ""
+    where = (
+        f" on `{_esc(short_class(r.runner_class))}`"
+        if r.runner_class and r.kind == "metric"
+        else ""
+    )
     arrow = "higher is better" if r.direction == "higher" else "lower is better"
     since = "this change" if r.scope == "this change" else f"`{_short(r.since_commit)}` (on base)"
     return (

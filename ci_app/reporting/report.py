@@ -205,6 +205,7 @@ class Report:
             "added": list(c.added),
             "removed": list(c.removed),
             "newly_skipped": list(c.newly_skipped),
+            "not_run": [{"test": t, "reason": why} for t, why in c.not_run],
             "runner_classes": [{"runner_class": k, **v.to_dict()} for k, v in self.runner_classes],
             "slowest": [
                 {"test_id": t, "duration_s": d, "base_duration_s": b} for t, d, b in self.slowest

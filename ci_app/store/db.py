@@ -381,7 +381,9 @@ class Store:
         if details:
             cols_sql += (
                 ", coalesce(retries, 0) AS retries, coalesce(flaky, false) AS flaky, file, line, "
-                "CASE WHEN outcome IN ('failed', 'error') THEN message END AS message"
+                "CASE WHEN outcome IN ('failed', 'error') "
+                "OR (outcome = 'skipped' AND starts_with(message, 'not run: ')) "
+                "THEN message END AS message"
             )
         with self._lock:
             tbl = self._con.sql(
@@ -1009,11 +1011,21 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
         "duration_s": [t.duration_s for t in tests],
         "retries": [t.retries for t in tests],
         "flaky": [t.flaky for t in tests],
-        "message": [None if t.outcome in _QUIET else _message(t.message, t.details) for t in tests],
+        "message": [
+            None
+            if t.outcome in _QUIET and not _is_not_run(t.message)
+            else _message(t.message, t.details)
+            for t in tests
+        ],
     }
     return pa.Table.from_arrays(
         [pa.array(data[f.name], f.type) for f in _CASE_SCHEMA], schema=_CASE_SCHEMA
     )
+
+
+def _is_not_run(message: str | None) -> bool:
+    """A skipped case the planner could not place keeps its reason (shown in the report)."""
+    return message is not None and message.startswith("not run: ")
 
 
 def _message(message: str | None, details: str | None) -> str | None:

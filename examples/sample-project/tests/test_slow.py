@@ -2,8 +2,8 @@ import time
 
 
 def test_report_generation(commit: int) -> None:
-    # From commit 4 on, this got about three times slower: a duration regression.
-    time.sleep(0.6 if commit >= 4 else 0.2)
+    # The pull request (commit 6) makes this twice as slow: a duration regression.
+    time.sleep(2.0 if commit >= 6 else 1.0)
     assert True
 
 

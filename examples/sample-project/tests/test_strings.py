@@ -20,6 +20,18 @@ def test_upper(word: str) -> None:
     assert word.upper().lower() == word
 
 
+def title(text: str, commit: int) -> str:
+    # The pull request (commit 6) "simplifies" this and breaks words with apostrophes.
+    if commit >= 6:
+        return text.title()
+    return " ".join(w[:1].upper() + w[1:] for w in text.split(" "))
+
+
+def test_title_case(commit: int) -> None:
+    time.sleep(0.02)
+    assert title("don't panic", commit) == "Don't Panic"
+
+
 @pytest.mark.skip(reason="unicode normalisation not implemented yet")
 def test_normalise() -> None:
     raise AssertionError("never runs")

@@ -1,0 +1,58 @@
+"""Tests the planner could not place are listed in the report as not run, with the reason."""
+
+from __future__ import annotations
+
+from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.reporting.compare import NOT_RUN_PREFIX
+from ci_app.reporting.render import render_comment
+from ci_app.reporting.report import build_report
+from ci_app.store import open_store
+
+
+def _run(run_id: str, commit: str) -> list[ResultSet]:
+    info = RunInfo(run_id=run_id, repo="o/r", commit=commit, branch="main", runner_labels=("x64",))
+    cpu = ResultSet(
+        run=info,
+        tests=(TestCase(id="t::ok", name="ok", outcome=Outcome.PASSED, duration_s=1.0),),
+    )
+    gpu = ResultSet(
+        run=RunInfo(
+            run_id=run_id, shard_id="unsatisfied", repo="o/r", commit=commit, branch="main"
+        ),
+        tests=(
+            TestCase(
+                id="t::gpu",
+                name="gpu",
+                outcome=Outcome.SKIPPED,
+                message=f"{NOT_RUN_PREFIX} [gpu-mem-ge-24g, gpu-nvidia]",
+            ),
+            TestCase(id="t::plain_skip", name="plain_skip", outcome=Outcome.SKIPPED, message="no"),
+        ),
+    )
+    return [cpu, gpu]
+
+
+def test_not_run_section_and_json() -> None:
+    with open_store(":memory:") as store:
+        for rs in _run("r1", "a" * 40) + _run("r2", "b" * 40):
+            store.ingest(rs)
+        report = build_report(store, "r2")
+    assert report.comparison.not_run == (
+        ("t::gpu", "not run: no runner with [gpu-mem-ge-24g, gpu-nvidia]"),
+    )
+    assert report.to_dict()["not_run"] == [
+        {"test": "t::gpu", "reason": "not run: no runner with [gpu-mem-ge-24g, gpu-nvidia]"}
+    ]
+    comment = render_comment(report)
+    assert "Not run: no online runner has the hardware (1)" in comment
+    assert "`t::gpu` — no runner with [gpu-mem-ge-24g, gpu-nvidia]" in comment
+    assert "plain_skip" not in comment.split("Not run")[1].split("###")[0]
+
+
+def test_short_runner_class_keeps_the_distinctive_labels() -> None:
+    from ci_app.reporting.data import short_class
+
+    assert short_class("gpu,x64") == "gpu,x64"
+    many = "cpu-avx2,cpus-ge-2,gpu,gpu-model-h100,mem-ge-16g,sm-ge-90,x64"
+    assert short_class(many) == "gpu,gpu-model-h100,x64 +4"
+    assert short_class("cpu-avx2,cpus-ge-1,cpus-ge-2,mem-ge-4g,mem-ge-8g") == "cpu-avx2 +4"
