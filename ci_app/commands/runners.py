@@ -99,7 +99,8 @@ def create(args: argparse.Namespace) -> int:
     print(token)
     print(
         f"token for runner {args.name!r} (shown once); on the machine run:\n"
-        f"  runner-probe run --server <URL> --token-file <file holding the token>",
+        f"  runner-probe install --server <URL> --name {args.name} "
+        "--token-file <file holding the token>",
         file=sys.stderr,
     )
     return 0
