@@ -121,6 +121,8 @@ def _github_context(env: Mapping[str, str], cwd: Path) -> CiContext:
             loaded = json.loads(Path(path).read_text(encoding="utf-8"))
             event = loaded if isinstance(loaded, dict) else {}
     pr = event.get("pull_request") if isinstance(event.get("pull_request"), dict) else None
+    # app-driven dispatch (``dispatch-workflow``): workflow_dispatch inputs ``pr`` and ``sha``
+    inputs: dict[str, Any] = event["inputs"] if isinstance(event.get("inputs"), dict) else {}
     attempt = env.get("GITHUB_RUN_ATTEMPT", "1")
     run_id = env.get(RUN_ID_ENV) or env.get("GITHUB_RUN_ID", "") or "local"
     if attempt not in ("", "1") and not env.get(RUN_ID_ENV):
@@ -133,12 +135,15 @@ def _github_context(env: Mapping[str, str], cwd: Path) -> CiContext:
         root=Path(env.get("GITHUB_WORKSPACE") or cwd),
         repo=env.get("GITHUB_REPOSITORY") or None,
         pipeline_id=env.get("GITHUB_RUN_ID") or None,
-        commit=(pr or {}).get("head", {}).get("sha") or env.get("GITHUB_SHA") or None,
+        commit=(pr or {}).get("head", {}).get("sha")
+        or inputs.get("sha")
+        or env.get("GITHUB_SHA")
+        or None,
         branch=env.get("GITHUB_HEAD_REF") or env.get("GITHUB_REF_NAME") or None,
         base_branch=env.get("GITHUB_BASE_REF") or None,
         base_commit=(pr or {}).get("base", {}).get("sha") or None,
         default_branch=(repo_info or {}).get("default_branch") or None,
-        pr=_int((pr or {}).get("number")),
+        pr=_int((pr or {}).get("number")) if pr else _int(inputs.get("pr")),
         job_url=(
             f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
             if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID")
@@ -346,6 +351,7 @@ def step_plan(step: Step) -> int:
     if matrix.mode == "queue":
         matrix = _create_queue(step, matrix)
     (out / MATRIX_FILE).write_text(render_json(matrix), encoding="utf-8")
+    _send_not_run(step, matrix)
 
     github = render_github(matrix)
     io.set_output("matrix", json.dumps(github, separators=(",", ":")))
@@ -368,6 +374,48 @@ def step_plan(step: Step) -> int:
             )
     io.info(f"ci-fanout: {len(matrix.shards)} shard(s) planned -> {out / MATRIX_FILE}")
     return 0
+
+
+def _send_not_run(step: Step, matrix: Matrix) -> None:
+    """Tell the app which tests no runner can take (skipped cases whose message starts with
+    ``NOT_RUN_PREFIX``), so that its report lists them: no shard ever sees those tests."""
+    from ci_app.model.results import TestCase
+    from ci_app.reporting.compare import NOT_RUN_PREFIX
+
+    if not step.server or not matrix.unsatisfied:
+        return
+    ctx = step.ctx
+    cases = tuple(
+        TestCase(
+            id=test,
+            name=test.rsplit("::", 1)[-1],
+            file=test.split("::", 1)[0],
+            outcome=Outcome.SKIPPED,
+            message=f"{NOT_RUN_PREFIX} [{', '.join(u.requires)}]",
+            details=u.reason or "",
+        )
+        for u in matrix.unsatisfied
+        for test in u.tests
+    )
+    run = RunInfo(
+        run_id=ctx.run_id,
+        shard_id="unsatisfied",
+        repo=ctx.repo,
+        provider=ctx.provider,
+        pipeline_id=ctx.pipeline_id,
+        commit=ctx.commit,
+        branch=ctx.branch,
+        base_commit=ctx.base_commit,
+        pr=ctx.pr,
+    )
+    try:
+        _http_json(
+            f"{step.server}/api/v1/results",
+            token=step.server_token,
+            body=ResultSet(run=run, tests=cases).to_dict(),
+        )
+    except ProviderError as exc:
+        step.io.annotate("warning", f"not-run tests not sent to the app: {exc}")
 
 
 def _create_queue(step: Step, matrix: Matrix) -> Matrix:

@@ -9,6 +9,7 @@ import itertools
 import re
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,6 +78,9 @@ class FakeGitHub(FakeServer):
         self.blobs: dict[int, bytes] = {}
         self.runners: dict[int, dict[str, Any]] = {}
         self.return_run_details = True
+        #: called (under the fake's lock) with each dispatched run and the request body;
+        #: tests/fakes/workflows.py uses it to "run" the workflow
+        self.on_dispatch: Callable[[FakeRun, dict[str, Any]], None] | None = None
         self._install_routes()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -451,6 +455,8 @@ class FakeGitHub(FakeServer):
         body = request.json()
         self.dispatches.append({"workflow_id": wf_id, **body})
         run = self.new_run(wf_id, "deadbeef", dict(body.get("inputs") or {}))
+        if self.on_dispatch is not None:
+            self.on_dispatch(run, body)
         if body.get("return_run_details") and self.return_run_details:
             base = self._repo_url(m)
             return Response(

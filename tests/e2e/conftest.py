@@ -1,0 +1,115 @@
+"""The app (``ci-app serve``, real gunicorn) as a subprocess against the provider fakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contracts.validate import GitHubContract
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "examples" / "sample-project"
+ADMIN = "e2e-admin-token"
+GH_SECRET = "e2e-webhook-secret"
+GL_TOKEN = "e2e-gitlab-hook-token"
+
+
+@pytest.fixture(scope="session")
+def github_contract() -> GitHubContract:
+    return GitHubContract()
+
+
+@dataclass
+class App:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def get(self, path: str) -> Any:
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {ADMIN}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until the job worker has nothing queued or leased (and nothing parked/failed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            counts = self.get("/api/v1/jobs").get("counts", {})
+            if not counts.get("queued") and not counts.get("leased"):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"app jobs still busy: {counts}; log:\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def start_app(tmp: Path, **settings: str) -> Iterator[App]:
+    """``ci-app serve --port 0`` with ``CI_FANOUT_*`` settings; yields once /healthz answers."""
+    log = tmp / "app.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CI_FANOUT_", "GITHUB_"))},
+        "CI_FANOUT_API_TOKEN": ADMIN,
+        "CI_FANOUT_JOB_POLL_S": "0.05",
+        **{f"CI_FANOUT_{k.upper()}": v for k, v in settings.items()},
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ci_app",
+                "serve",
+                "--port",
+                "0",
+                "--db",
+                str(tmp / "app.duckdb"),
+                "--log-level",
+                "info",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+        )
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"ci-app serve exited {proc.returncode}:\n{log.read_text()}")
+            m = re.search(
+                r"listening at (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace")
+            )
+            url = m.group(1) if m else None
+            time.sleep(0.05)
+        assert url, f"ci-app serve did not start:\n{log.read_text()}"
+        app = App(url, proc, log)
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as r:
+                    if json.loads(r.read()).get("worker"):
+                        break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        yield app
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,176 @@
+"""End to end on GitHub: the fake plays GitHub, real gunicorn serves the app, local processes
+play the runners. pull_request webhook -> app dispatches ci.yml -> the fake runs it (plan in
+queue mode against the app, two shard processes pulling from the app's queue) -> artifacts +
+workflow_run webhook -> the app collects, ingests, reports -> one sticky comment."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.contracts.validate import GitHubContract
+from tests.fakes.github import FakeGitHub
+from tests.fakes.workflows import GitHubWorkflow, WorkflowRun, github_signature, post_json
+
+from .conftest import ADMIN, GH_SECRET, SAMPLE, App, start_app
+
+pytestmark = pytest.mark.slow
+
+REPO = "octo/sample-project"
+PR = 7
+BRANCH = "feature/faster-slugify"
+RUNNERS = [
+    {"name": "runner-1", "labels": ["self-hosted", "linux", "x64"]},
+    {"name": "runner-2", "labels": ["self-hosted", "linux", "x64"]},
+]
+TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider --reruns 1 --fanout-heartbeat 1"
+MARKER = "<!-- ci-fanout:report"
+GPU_TEST = "tests/test_gpu.py::test_matmul_on_gpu"
+NEW_FAILURE = "tests/test_strings.py::test_title_case"
+
+
+def sha(n: int) -> str:
+    return f"{n:02d}" + "c0ffee" * 6 + f"{n:02d}"
+
+
+@dataclass
+class Flow:
+    fake: FakeGitHub
+    app: App
+    workflow: GitHubWorkflow
+
+    def pull_request(self, action: str, commit: int) -> None:
+        self.workflow.env["CI_FANOUT_DEMO_COMMIT"] = str(commit)
+        payload = {
+            "action": action,
+            "number": PR,
+            "pull_request": {
+                "number": PR,
+                "draft": False,
+                "head": {"ref": BRANCH, "sha": sha(commit)},
+                "base": {"ref": "main", "sha": sha(commit - 1)},
+            },
+            "repository": {"full_name": REPO},
+        }
+        body = json.dumps(payload).encode()
+        status, answer = post_json(
+            f"{self.app.url}/webhooks/github",
+            body,
+            {
+                "X-GitHub-Event": "pull_request",
+                "X-GitHub-Delivery": str(uuid.uuid4()),
+                "X-Hub-Signature-256": github_signature(body, GH_SECRET),
+            },
+        )
+        assert status == 202, answer
+
+    def settle(self, runs: int) -> list[WorkflowRun]:
+        done = self.workflow.wait(runs, timeout=120)
+        for run in done:
+            assert run.error is None, f"{run.error}\n{self.app.tail()}"
+        self.app.wait_idle()
+        return done
+
+    def comments(self) -> list[dict[str, Any]]:
+        return list(self.fake.comments.get(PR, []))
+
+
+@pytest.fixture
+def flow(tmp_path: Path, github_contract: GitHubContract) -> Iterator[Flow]:
+    with FakeGitHub(github_contract, token="ghp_e2e") as fake:
+        assert isinstance(fake, FakeGitHub)
+        for app in start_app(
+            tmp_path,
+            github_api_url=fake.api,
+            github_token="ghp_e2e",
+            github_throttle="0",
+            github_webhook_secret=GH_SECRET,
+            dispatch_workflow="ci.yml",
+            queue_lease_timeout_s="3",
+            report_on_results="false",
+        ):
+            work = tmp_path / "runs"
+            work.mkdir()
+            workflow = GitHubWorkflow(
+                fake,
+                project=SAMPLE,
+                work=work,
+                repo=REPO,
+                app_url=app.url,
+                app_token=ADMIN,
+                webhook_secret=GH_SECRET,
+                runners=RUNNERS,
+                test_command=TEST_COMMAND,
+            )
+            yield Flow(fake, app, workflow)
+
+
+def sample_tests() -> set[str]:
+    """Every test id of the sample project (collected the way the plan step does)."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
+        cwd=SAMPLE,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.strip() for line in out.splitlines() if "::" in line}
+
+
+def ran_tests(run: WorkflowRun) -> list[str]:
+    return [t["id"] for rs in run.results.values() for t in rs["tests"]]
+
+
+def test_pull_request_to_one_sticky_comment(flow: Flow) -> None:
+    t0 = time.monotonic()
+    flow.pull_request("opened", commit=6)
+    (run,) = flow.settle(1)
+    # the app dispatched the workflow with the PR and head sha
+    (dispatch,) = flow.fake.dispatches
+    assert dispatch["ref"] == BRANCH
+    assert dispatch["inputs"] == {"pr": str(PR), "sha": sha(6)}
+    # the plan ran in queue mode against the app; both shards pulled from its queue
+    assert run.matrix["mode"] == "queue" and len(run.matrix["shards"]) == 2
+    assert [u["tests"] for u in run.matrix["unsatisfied"]] == [[GPU_TEST]]
+    ran = ran_tests(run)
+    assert sorted(ran) == sorted(sample_tests() - {GPU_TEST}), "each test ran exactly once"
+    assert all(rs["tests"] for rs in run.results.values()), "both shards took work"
+    # a pending status at plan time, then the final one from the report
+    states = [s["state"] for s in flow.fake.statuses if s["sha"] == sha(6)]
+    assert states[0] == "pending" and states[-1] == "failure"
+    (comment,) = flow.comments()
+    body = comment["body"]
+    assert body.splitlines()[0].startswith(MARKER)
+    assert NEW_FAILURE in body
+    assert GPU_TEST in body and "Not run" in body
+    assert "gpu-mem-ge-24g" in body  # the label the hw marker "gpu-mem>=24g" maps to
+    total = len(sample_tests())
+    assert f"{total} tests: {total - 3} passed, 1 failed, 2 skipped" in body
+    assert "1 new failure" in body.splitlines()[2]
+    first = time.monotonic() - t0
+
+    # a new push to the PR: the same comment is edited in place, not posted twice
+    flow.pull_request("synchronize", commit=7)
+    runs = flow.settle(2)
+    assert len(flow.fake.dispatches) == 2
+    (again,) = flow.comments()
+    assert again["id"] == comment["id"]
+    assert again["updated_at"] != comment["created_at"] or again["body"] != body
+    assert NEW_FAILURE in again["body"]
+    assert sorted(ran_tests(runs[1])) == sorted(ran)
+    edits = flow.fake.calls("PATCH", r"/issues/comments/\d+$")
+    posts = flow.fake.calls("POST", rf"/issues/{PR}/comments$")
+    assert len(posts) == 1 and len(edits) >= 1
+    assert all(status == 202 for _event, status in flow.workflow.webhooks)
+    assert flow.fake.violations == []
+    print(f"first round {first:.1f}s, both {time.monotonic() - t0:.1f}s")
