@@ -104,11 +104,12 @@ def _duration(value: str | None) -> float:
         return to_float(value)
 
 
-def _line(value: str | None) -> int | None:
+def _line(value: str | None, zero_based: bool = False) -> int | None:
+    """Line number; pytest writes 0-based lines (its ``item.location``), others 1-based."""
     if value is None:
         return None
     try:
-        return int(value)
+        return int(value) + 1 if zero_based else int(value)
     except ValueError:
         return None
 
@@ -201,7 +202,7 @@ def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCas
         suite.name,
         classname,
         el.get("file") or suite.file,
-        _line(el.get("line")),
+        _line(el.get("line"), suite.pytest),
         _duration(el.get("time") or el.get("duration")),
         clip("\n".join(messages)) if messages else None,
         clip("\n\n".join(details)) if details else None,
@@ -304,7 +305,7 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                         suite.name,
                         classname,
                         file if file is not None else suite.file,
-                        _line(el.get("line")),
+                        _line(el.get("line"), suite.pytest),
                         _duration(el.get("time")),
                     )
             el.clear()

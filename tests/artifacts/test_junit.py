@@ -223,3 +223,12 @@ def test_pytest_reports_get_pytest_node_ids(tmp_path: Path, family: str) -> None
     node_ids = sorted(line for line in collected.stdout.splitlines() if "::" in line)
     assert len(node_ids) == 3
     assert sorted(t.id for t in ingest_paths([report]).tests) == node_ids
+
+
+def test_pytest_line_numbers_are_one_based(tmp_path: Path) -> None:
+    """pytest writes 0-based ``line`` attributes; annotations need the real line."""
+    report = _run_pytest(tmp_path, "\n\ndef test_here():\n    assert False\n")
+    case = ingest_paths([report]).tests[0]
+    source = (tmp_path / "test_sample.py").read_text().splitlines()
+    assert case.line is not None
+    assert source[case.line - 1].startswith("def test_here")
