@@ -6,6 +6,8 @@ workflow_run webhook -> the app collects, ingests, reports -> one sticky comment
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -83,8 +85,39 @@ class Flow:
         return list(self.fake.comments.get(PR, []))
 
 
+BLOCKER = """
+import os
+import time
+from pathlib import Path
+
+
+def test_blocks_the_first_runner_once() -> None:
+    \"\"\"The first shard to run this hangs (and is SIGKILLed); the re-run elsewhere passes.\"\"\"
+    marker = Path(os.environ["E2E_KILL_MARKER"])
+    try:
+        fd = os.open(f"{marker}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    Path(f"{marker}.tmp").write_text(f"{os.getpid()} {os.environ['RUNNER_NAME']}")
+    os.replace(f"{marker}.tmp", marker)
+    time.sleep(120)
+"""
+
+
 @pytest.fixture
-def flow(tmp_path: Path, github_contract: GitHubContract) -> Iterator[Flow]:
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """The sample project; with the parameter ``"blocker"``, plus a test that hangs its first
+    runner."""
+    dest = tmp_path / "project"
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    if getattr(request, "param", None) == "blocker":
+        (dest / "tests" / "test_0_blocker.py").write_text(BLOCKER)
+    return dest
+
+
+@pytest.fixture
+def flow(tmp_path: Path, github_contract: GitHubContract, project: Path) -> Iterator[Flow]:
     with FakeGitHub(github_contract, token="ghp_e2e") as fake:
         assert isinstance(fake, FakeGitHub)
         for app in start_app(
@@ -99,9 +132,10 @@ def flow(tmp_path: Path, github_contract: GitHubContract) -> Iterator[Flow]:
         ):
             work = tmp_path / "runs"
             work.mkdir()
+            marker = tmp_path / "kill-me"
             workflow = GitHubWorkflow(
                 fake,
-                project=SAMPLE,
+                project=project,
                 work=work,
                 repo=REPO,
                 app_url=app.url,
@@ -109,17 +143,17 @@ def flow(tmp_path: Path, github_contract: GitHubContract) -> Iterator[Flow]:
                 webhook_secret=GH_SECRET,
                 runners=RUNNERS,
                 test_command=TEST_COMMAND,
+                env={"E2E_KILL_MARKER": str(marker)},
+                kill_marker=marker,
             )
             yield Flow(fake, app, workflow)
 
 
-def sample_tests() -> set[str]:
+def sample_tests(project: Path = SAMPLE) -> set[str]:
     """Every test id of the sample project (collected the way the plan step does)."""
-    import subprocess
-
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
-        cwd=SAMPLE,
+        cwd=project,
         capture_output=True,
         text=True,
         check=True,
@@ -174,3 +208,31 @@ def test_pull_request_to_one_sticky_comment(flow: Flow) -> None:
     assert all(status == 202 for _event, status in flow.workflow.webhooks)
     assert flow.fake.violations == []
     print(f"first round {first:.1f}s, both {time.monotonic() - t0:.1f}s")
+
+
+@pytest.mark.parametrize("project", ["blocker"], indirect=True)
+def test_killed_shard_tests_rerun_elsewhere(flow: Flow, project: Path) -> None:
+    """One shard's test process is SIGKILLed in its first batch; with a 3 s queue lease its
+    leased tests go back to the queue, the other shard runs them, the comment is still right."""
+    t0 = time.monotonic()
+    flow.pull_request("opened", commit=6)
+    (run,) = flow.settle(1)
+    assert len(run.killed) == 1, "the blocker test asked for its runner to be killed"
+    (victim,) = [s for s, runner in run.runner_of.items() if runner in run.killed]
+    (survivor,) = [s for s in run.runner_of if s != victim]
+    assert not run.results.get(victim, {}).get("tests"), "the killed shard reported nothing"
+    assert run.shards[victim] != 0
+    everything = sample_tests(project)
+    ran = ran_tests(run)
+    assert sorted(ran) == sorted(everything - {GPU_TEST}), "every test exactly once"
+    assert "tests/test_0_blocker.py::test_blocks_the_first_runner_once" in {
+        t["id"] for t in run.results[survivor]["tests"]
+    }
+    (comment,) = flow.comments()
+    body = comment["body"]
+    assert body.splitlines()[0].startswith(MARKER)
+    total = len(everything)
+    assert f"{total} tests: {total - 3} passed, 1 failed, 2 skipped" in body
+    assert NEW_FAILURE in body and GPU_TEST in body
+    assert flow.fake.violations == []
+    print(f"killed-shard round {time.monotonic() - t0:.1f}s")

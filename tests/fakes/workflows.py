@@ -89,6 +89,7 @@ class WorkflowRun:
     sha: str
     matrix: dict[str, Any] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)  # shard -> exit code
+    runner_of: dict[str, str] = field(default_factory=dict)  # shard -> runner name
     killed: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard -> results.json
     error: str | None = None
@@ -111,7 +112,7 @@ class GitHubWorkflow:
         runners: list[dict[str, Any]],
         test_command: str,
         env: Mapping[str, str] | None = None,
-        kill_marker: str | None = None,
+        kill_marker: Path | None = None,
     ) -> None:
         self.fake = fake
         self.project = project
@@ -123,8 +124,8 @@ class GitHubWorkflow:
         self.runners = runners
         self.test_command = test_command
         self.env = dict(env or {})
-        #: file name (in the run's directory) a test writes ``<pid> <runner>`` to when it wants
-        #: its shard killed: the emulator SIGKILLs that pytest process, as a runner dying would
+        #: file a test writes ``<pid> <runner>`` to (atomically) when it wants its shard killed:
+        #: the emulator SIGKILLs that pytest process, as a runner dying mid-batch would
         self.kill_marker = kill_marker
         self.runs: dict[int, WorkflowRun] = {}
         self.webhooks: list[tuple[str, int]] = []  # (event, HTTP status)
@@ -243,9 +244,10 @@ class GitHubWorkflow:
                         "runner_name": runner,
                     }
                 )
-        self._watch(wdir, procs, state)
+        self._watch(procs, state)
         for sp in procs:
             state.shards[sp.shard] = sp.proc.returncode
+            state.runner_of[sp.shard] = sp.runner
             out = wdir / ARTIFACT / f"shard-{sp.shard}"
             files = {p.name: p.read_bytes() for p in sorted(out.glob("*")) if p.is_file()}
             if "results.json" in files:
@@ -258,9 +260,9 @@ class GitHubWorkflow:
             self._webhook("workflow_job", self._job_payload(run, job))
         self._webhook("workflow_run", self._run_payload(run, ref, state))
 
-    def _watch(self, wdir: Path, procs: list[ShardProc], state: WorkflowRun) -> None:
+    def _watch(self, procs: list[ShardProc], state: WorkflowRun) -> None:
         deadline = time.monotonic() + 180
-        marker = wdir / self.kill_marker if self.kill_marker else None
+        marker = self.kill_marker
         while any(sp.proc.poll() is None for sp in procs):
             if time.monotonic() > deadline:
                 for sp in procs:
