@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
@@ -41,6 +42,25 @@ from ci_app.web.context import AppContext, runner_scope
 log = logging.getLogger(__name__)
 
 REPORT = "report"
+
+# Report jobs of one PR may be leased by two job workers at once (two shards' results
+# arrive together); finding and upserting the sticky comment must not interleave, or
+# both would miss the comment and post one each. The app is one process (DuckDB has
+# one writer), so a lock per PR is enough; a redone job after a crash finds the comment.
+_report_locks: dict[str, threading.Lock] = {}
+_report_locks_guard = threading.Lock()
+
+
+def _report_lock(run_id: str) -> threading.Lock:
+    with _report_locks_guard:
+        lock = _report_locks.get(run_id)
+        if lock is None:
+            if len(_report_locks) > 10_000:
+                _report_locks.clear()
+            lock = _report_locks[run_id] = threading.Lock()
+        return lock
+
+
 LABELS = "runner.labels"
 STATUS_CONTEXT = "ci-fanout"
 #: labels the provider sets at registration and will not let us delete (GitHub) — never touched
@@ -194,7 +214,8 @@ def handle_report(ctx: AppContext, job: Job) -> None:
     if prov.forge is None:
         return
     if run.pr is not None:
-        prov.forge.upsert_comment(int(run.pr), render_comment(report))
+        with _report_lock(f"{run.provider}:{run.repo}:{run.pr}"):
+            prov.forge.upsert_comment(int(run.pr), render_comment(report))
     if run.commit:
         h = report.head
         prov.forge.set_commit_status(
