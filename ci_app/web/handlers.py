@@ -26,7 +26,7 @@ from typing import Any
 from ci_app.errors import CiFanoutError, InputError
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import reconcile_profile
-from ci_app.model.results import ResultSet
+from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.store import Job
 from ci_app.store.web import (
@@ -184,6 +184,7 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
         ctx.store.ingest(filled)
         runs.add(filled.run.run_id or fallback)
     for rid in sorted(runs):
+        _recover_from_queue(ctx, rid)
         ctx.store.enqueue_job(
             REPORT,
             {"run_id": rid},
@@ -193,6 +194,57 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
     log.info(
         "job %s: collected %d result sets from %s run %s", job.id, len(sets), p["provider"], run_id
     )
+
+
+RECOVERED_SHARD = "queue-recovered"
+
+
+def _recover_from_queue(ctx: AppContext, run_id: str) -> int:
+    """Store the queue's results for tests no uploaded ``results.json`` holds.
+
+    A shard that is killed after it completed some batches never writes its report,
+    but the queue accepted those batches' results (once). When the pipeline has
+    finished (this runs from the collect job) such tests are stored as shard
+    ``queue-recovered`` so that none is dropped; redoing the job stores nothing twice.
+    """
+    try:
+        done = ctx.queue.results(run_id)
+    except CiFanoutError:
+        return 0  # not a queue-mode run
+    if not done:
+        return 0
+    stored = set(ctx.store.cases([run_id], details=False).test_id)
+    missing = [r for t, r in sorted(done.items()) if t not in stored]
+    meta = ctx.store.run(run_id)
+    if not missing or meta is None:
+        return 0
+    valid = {o.value for o in Outcome}
+    cases = tuple(
+        TestCase(
+            id=r.id,
+            name=r.id.rsplit("::", 1)[-1],
+            file=r.id.split("::", 1)[0] if "::" in r.id else None,
+            outcome=Outcome(r.outcome) if r.outcome in valid else Outcome.ERROR,
+            duration_s=r.duration_s,
+            message="recovered from the test queue: the shard that ran it stopped "
+            "before uploading its report",
+        )
+        for r in missing
+    )
+    run = RunInfo(
+        run_id=run_id,
+        shard_id=RECOVERED_SHARD,
+        repo=meta.repo,
+        provider=meta.provider,
+        commit=meta.commit,
+        branch=meta.branch,
+        base_commit=meta.base_commit,
+        pr=meta.pr,
+    )
+    inserted = ctx.store.ingest(ResultSet(run=run, tests=cases))
+    if inserted:
+        log.warning("run %s: %d test result(s) recovered from the queue", run_id, inserted)
+    return inserted
 
 
 # ---------------------------------------------------------------------------------- report
