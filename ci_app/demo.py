@@ -42,7 +42,7 @@ from ci_app.errors import CiFanoutError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import DispatchRequest, JobState
 from ci_app.providers.local import LocalProvider
-from ci_app.reporting.compare import NOT_RUN_PREFIX
+from ci_app.reporting.compare import NOT_RUN_PREFIX, NOT_RUN_SHARD
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "sample-project"
@@ -189,7 +189,7 @@ def _unsatisfied_results(matrix: Mapping[str, Any], run: RunInfo) -> ResultSet |
     ]
     if not cases:
         return None
-    return ResultSet(run=_with(run, shard_id="unsatisfied"), tests=tuple(cases))
+    return ResultSet(run=_with(run, shard_id=NOT_RUN_SHARD), tests=tuple(cases))
 
 
 def _with(run: RunInfo, **changes: Any) -> RunInfo:

@@ -154,6 +154,9 @@ def _github_context(env: Mapping[str, str], cwd: Path) -> CiContext:
 
 
 def _gitlab_context(env: Mapping[str, str], cwd: Path) -> CiContext:
+    # app-driven dispatch (``dispatch-workflow``) creates a branch pipeline through the API with
+    # the variables ``pr`` and ``sha`` (no CI_MERGE_REQUEST_* there); the plan job hands the MR
+    # on to the shard child pipeline as CI_FANOUT_PR (child pipelines see no MR variables)
     return CiContext(
         provider="gitlab",
         run_id=env.get(RUN_ID_ENV) or env.get("CI_PIPELINE_ID", "") or "local",
@@ -161,12 +164,14 @@ def _gitlab_context(env: Mapping[str, str], cwd: Path) -> CiContext:
         repo=env.get("CI_PROJECT_PATH") or None,
         project=env.get("CI_PROJECT_ID") or None,
         pipeline_id=env.get("CI_PIPELINE_ID") or None,
-        commit=env.get("CI_COMMIT_SHA") or None,
+        commit=env.get("CI_COMMIT_SHA") or env.get("sha") or None,
         branch=env.get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME") or env.get("CI_COMMIT_REF_NAME"),
         base_branch=env.get("CI_MERGE_REQUEST_TARGET_BRANCH_NAME") or None,
         base_commit=env.get("CI_MERGE_REQUEST_DIFF_BASE_SHA") or None,
         default_branch=env.get("CI_DEFAULT_BRANCH") or None,
-        pr=_int(env.get("CI_MERGE_REQUEST_IID")),
+        pr=_int(env.get("CI_MERGE_REQUEST_IID"))
+        or _int(env.get("CI_FANOUT_PR"))
+        or _int(env.get("pr")),
         job_url=env.get("CI_JOB_URL") or None,
         runner_name=env.get("CI_RUNNER_DESCRIPTION") or None,
     )
@@ -380,7 +385,7 @@ def _send_not_run(step: Step, matrix: Matrix) -> None:
     """Tell the app which tests no runner can take (skipped cases whose message starts with
     ``NOT_RUN_PREFIX``), so that its report lists them: no shard ever sees those tests."""
     from ci_app.model.results import TestCase
-    from ci_app.reporting.compare import NOT_RUN_PREFIX
+    from ci_app.reporting.compare import NOT_RUN_PREFIX, NOT_RUN_SHARD
 
     if not step.server or not matrix.unsatisfied:
         return
@@ -399,7 +404,7 @@ def _send_not_run(step: Step, matrix: Matrix) -> None:
     )
     run = RunInfo(
         run_id=ctx.run_id,
-        shard_id="unsatisfied",
+        shard_id=NOT_RUN_SHARD,
         repo=ctx.repo,
         provider=ctx.provider,
         pipeline_id=ctx.pipeline_id,
@@ -482,6 +487,8 @@ def render_child_pipeline(step: Step, matrix: Matrix) -> str:
         render_gitlab(matrix, matrix_path=f"{out_rel}/{MATRIX_FILE}", plan_job=GITLAB_PLAN_JOB)
     )
     variables: dict[str, str] = {RUN_ID_ENV: step.ctx.run_id}
+    if step.ctx.pr is not None:
+        variables["CI_FANOUT_PR"] = str(step.ctx.pr)
     for o in CI_OPTIONS:
         if o.secret or o.name == "shard":
             continue

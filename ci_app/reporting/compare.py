@@ -19,6 +19,8 @@ _RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 
 #: message of a skipped case the planner could not place (see ``ci-app plan --unsatisfied``)
 NOT_RUN_PREFIX = "not run: no runner with"
+#: shard id under which those not-run cases are stored (no runner ran them)
+NOT_RUN_SHARD = "unsatisfied"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from ci_app.errors import StoreError
 from ci_app.reporting.changepoint import check_value, detect_change_points
 from ci_app.reporting.compare import (
+    NOT_RUN_SHARD,
     Comparison,
     FailureItem,
     FlakyItem,
@@ -358,7 +359,8 @@ def build_report(
 
     by_class: dict[str, list[ShardMeta]] = {}
     for s in shards:
-        by_class.setdefault(s.runner_class, []).append(s)
+        if s.shard_id != NOT_RUN_SHARD:  # planned but not run: not a runner class
+            by_class.setdefault(s.runner_class, []).append(s)
     slowest = [
         (t, d, comparison.base_durations.get(t))
         for t, d in heapq.nlargest(10, comparison.head_durations.items(), key=lambda kv: kv[1])

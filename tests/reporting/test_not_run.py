@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
-from ci_app.reporting.compare import NOT_RUN_PREFIX
+from ci_app.reporting.compare import NOT_RUN_PREFIX, NOT_RUN_SHARD
 from ci_app.reporting.render import render_comment
 from ci_app.reporting.report import build_report
 from ci_app.store import open_store
@@ -17,7 +17,7 @@ def _run(run_id: str, commit: str) -> list[ResultSet]:
     )
     gpu = ResultSet(
         run=RunInfo(
-            run_id=run_id, shard_id="unsatisfied", repo="o/r", commit=commit, branch="main"
+            run_id=run_id, shard_id=NOT_RUN_SHARD, repo="o/r", commit=commit, branch="main"
         ),
         tests=(
             TestCase(
@@ -56,3 +56,11 @@ def test_short_runner_class_keeps_the_distinctive_labels() -> None:
     many = "cpu-avx2,cpus-ge-2,gpu,gpu-model-h100,mem-ge-16g,sm-ge-90,x64"
     assert short_class(many) == "gpu,gpu-model-h100,x64 +4"
     assert short_class("cpu-avx2,cpus-ge-1,cpus-ge-2,mem-ge-4g,mem-ge-8g") == "cpu-avx2 +4"
+
+
+def test_not_run_shard_is_not_a_runner_class() -> None:
+    with open_store(":memory:") as store:
+        for rs in _run("r1", "a" * 40):
+            store.ingest(rs)
+        report = build_report(store, "r1")
+    assert [k for k, _ in report.runner_classes] == ["x64"]
