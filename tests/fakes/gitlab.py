@@ -11,6 +11,7 @@ import email.policy
 import itertools
 import json
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode
 
@@ -79,6 +80,9 @@ class FakeGitLab(FakeServer):
         self.artifacts: dict[int, bytes] = {}
         self.runners: dict[int, dict[str, Any]] = {}
         self.shape_violations: list[str] = []
+        #: called (under the fake's lock) with each pipeline created through the API or a
+        #: trigger and the request body: a test can "run" it (tests/fakes/workflows.py)
+        self.on_pipeline: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
         self._install_routes()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -454,6 +458,8 @@ class FakeGitLab(FakeServer):
         ):
             return self._bad(request, "trigger variables must be an object of strings")
         pipeline = self.new_pipeline(body["ref"], variables)
+        if self.on_pipeline is not None:
+            self.on_pipeline(pipeline, body)
         return Response(201, self._pipeline_json(pipeline))
 
     def _create_pipeline(self, request: Request, m: re.Match[str]) -> Response:
@@ -469,6 +475,8 @@ class FakeGitLab(FakeServer):
         ):
             return self._bad(request, "pipeline variables must be an array of {key, value}")
         pipeline = self.new_pipeline(body["ref"], {v["key"]: v["value"] for v in variables})
+        if self.on_pipeline is not None:
+            self.on_pipeline(pipeline, body)
         return Response(201, self._pipeline_json(pipeline))
 
     def _list_jobs(self, request: Request, m: re.Match[str]) -> Response:

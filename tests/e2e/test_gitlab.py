@@ -1,0 +1,205 @@
+"""End to end on GitLab: the fake plays GitLab, real gunicorn serves the app, local processes
+play the runners. Merge Request Hook -> the app creates a pipeline (``dispatch-workflow``) ->
+the fake runs the template's jobs (plan in queue mode against the app, a child pipeline of two
+shard jobs pulling from the app's queue, artifacts on the jobs) -> Pipeline Hook -> the app
+collects through the API (bridge -> child pipeline), ingests, reports -> one sticky MR note."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.gitlab import FakeGitLab
+from tests.fakes.workflows import GitLabPipeline, PipelineRun, post_json
+
+from .conftest import ADMIN, GL_TOKEN, SAMPLE, App, start_app
+
+pytestmark = pytest.mark.slow
+
+PROJECT = "grp/sub/proj"  # FakeGitLab's project (id 42)
+MR = 7
+BRANCH = "feature/faster-slugify"
+API_TOKEN = "glpat-e2e"
+RUNNERS = [
+    {"name": "runner-1", "labels": ["self-hosted", "linux", "x64"]},
+    {"name": "runner-2", "labels": ["self-hosted", "linux", "x64"]},
+]
+TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider --reruns 1 --fanout-heartbeat 1"
+MARKER = "<!-- ci-fanout:report"
+GPU_TEST = "tests/test_gpu.py::test_matmul_on_gpu"
+NEW_FAILURE = "tests/test_strings.py::test_title_case"
+
+
+def sha(n: int) -> str:
+    return f"{n:02d}" + "c0ffee" * 6 + f"{n:02d}"
+
+
+@dataclass
+class Flow:
+    fake: FakeGitLab
+    app: App
+    pipeline: GitLabPipeline
+
+    def merge_request(self, action: str, commit: int) -> None:
+        self.pipeline.env["CI_FANOUT_DEMO_COMMIT"] = str(commit)
+        attrs: dict[str, Any] = {
+            "iid": MR,
+            "action": action,
+            "state": "opened",
+            "draft": False,
+            "work_in_progress": False,
+            "source_branch": BRANCH,
+            "target_branch": "main",
+            "last_commit": {"id": sha(commit)},
+        }
+        if action == "update":
+            attrs["oldrev"] = sha(commit - 1)
+        payload = {
+            "object_kind": "merge_request",
+            "event_type": "merge_request",
+            "project": {"id": 42, "path_with_namespace": PROJECT},
+            "object_attributes": attrs,
+        }
+        status, answer = post_json(
+            f"{self.app.url}/webhooks/gitlab",
+            json.dumps(payload).encode(),
+            {
+                "X-Gitlab-Event": "Merge Request Hook",
+                "X-Gitlab-Token": GL_TOKEN,
+                "X-Gitlab-Event-UUID": str(uuid.uuid4()),
+            },
+        )
+        assert status == 202, answer
+
+    def settle(self, runs: int) -> list[PipelineRun]:
+        done = self.pipeline.wait(runs, timeout=120)
+        for run in done:
+            assert run.error is None, f"{run.error}\n{self.app.tail()}"
+        self.app.wait_idle()
+        return done
+
+    def notes(self) -> list[dict[str, Any]]:
+        return [n for n in self.fake.notes.get(MR, []) if not n["system"]]
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Iterator[Flow]:
+    project = tmp_path / "project"
+    shutil.copytree(SAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    with FakeGitLab(token=API_TOKEN) as fake:
+        assert isinstance(fake, FakeGitLab)
+        for app in start_app(
+            tmp_path,
+            gitlab_url=fake.url,
+            gitlab_token=API_TOKEN,
+            gitlab_webhook_token=GL_TOKEN,
+            dispatch_workflow=".gitlab-ci.yml",
+            queue_lease_timeout_s="3",
+            report_on_results="false",
+        ):
+            work = tmp_path / "runs"
+            work.mkdir()
+            pipeline = GitLabPipeline(
+                fake,
+                project=project,
+                work=work,
+                project_path=PROJECT,
+                app_url=app.url,
+                app_token=ADMIN,
+                hook_token=GL_TOKEN,
+                gitlab_token=API_TOKEN,
+                runners=RUNNERS,
+                test_command=TEST_COMMAND,
+            )
+            yield Flow(fake, app, pipeline)
+
+
+def sample_tests() -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
+        cwd=SAMPLE,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.strip() for line in out.splitlines() if "::" in line}
+
+
+def ran_tests(run: PipelineRun) -> list[str]:
+    return [t["id"] for rs in run.results.values() for t in rs["tests"]]
+
+
+def test_merge_request_to_one_sticky_note(flow: Flow) -> None:
+    t0 = time.monotonic()
+    flow.merge_request("open", commit=6)
+    (run,) = flow.settle(1)
+    # the app created a branch pipeline with the MR and head sha as variables
+    (created,) = flow.fake.calls("POST", r"/projects/\d+/pipeline$")
+    body = created.json()
+    assert body["ref"] == BRANCH
+    assert {v["key"]: v["value"] for v in body["variables"]} == {
+        "pr": str(MR),
+        "sha": sha(6),
+        "CI_FANOUT_SHARD": "plan",
+    }
+    # plan in queue mode; a child pipeline behind the bridge ran one job per shard
+    assert run.matrix["mode"] == "queue" and len(run.matrix["shards"]) == 2
+    assert [u["tests"] for u in run.matrix["unsatisfied"]] == [[GPU_TEST]]
+    parent = flow.fake.pipelines[run.pipeline_id]
+    (bridge,) = parent["bridges"]
+    assert run.child_id is not None and bridge["downstream_pipeline"]["id"] == run.child_id
+    child = flow.fake.pipelines[run.child_id]
+    assert child["source"] == "parent_pipeline" and len(child["job_ids"]) == 2
+    for job_id in child["job_ids"]:
+        job = flow.fake.jobs[job_id]
+        assert job["tag_list"] and set(job["tag_list"]) <= set(RUNNERS[0]["labels"])
+        assert flow.fake.artifacts[job_id], "each shard job has its artifacts"
+    assert sorted(run.runner_of.values()) == ["runner-1", "runner-2"]
+    # the MR reached the shard jobs of the child pipeline (it has no CI_MERGE_REQUEST_*)
+    assert all(rs["run"]["pr"] == MR for rs in run.results.values())
+    assert all(rs["run"]["commit"] == sha(6) for rs in run.results.values())
+    ran = ran_tests(run)
+    assert sorted(ran) == sorted(sample_tests() - {GPU_TEST}), "each test ran exactly once"
+    assert all(rs["tests"] for rs in run.results.values()), "both shards took work"
+    # the app read the artifacts through the API, following the bridge into the child
+    assert flow.fake.calls("GET", rf"/pipelines/{run.pipeline_id}/bridges$")
+    assert len(flow.fake.calls("GET", r"/jobs/\d+/artifacts$")) >= 2
+    # pending at plan time, the final state from the report
+    states = [s["state"] for s in flow.fake.statuses if s["sha"] == sha(6)]
+    assert states[0] == "pending" and states[-1] == "failed"
+    (note,) = flow.notes()
+    text = note["body"]
+    assert text.splitlines()[0].startswith(MARKER)
+    assert NEW_FAILURE in text
+    assert GPU_TEST in text and "Not run" in text
+    assert "gpu-mem-ge-24g" in text
+    total = len(sample_tests())
+    assert f"{total} tests: {total - 3} passed, 1 failed, 2 skipped" in text
+    assert "1 new failure" in text.splitlines()[2]
+    first = time.monotonic() - t0
+
+    # new commits on the MR: the same note is edited in place, not posted twice
+    flow.merge_request("update", commit=7)
+    runs = flow.settle(2)
+    assert len(flow.fake.calls("POST", r"/projects/\d+/pipeline$")) == 2
+    (again,) = flow.notes()
+    assert again["id"] == note["id"]
+    assert again["updated_at"] != note["created_at"] or again["body"] != text
+    assert NEW_FAILURE in again["body"]
+    assert sorted(ran_tests(runs[1])) == sorted(ran)
+    assert len(flow.fake.calls("POST", rf"/merge_requests/{MR}/notes$")) == 1
+    assert len(flow.fake.calls("PUT", rf"/merge_requests/{MR}/notes/\d+$")) >= 1
+    assert flow.pipeline.webhooks == [("Pipeline Hook", 202)] * 2
+    assert flow.fake.violations == []
+    assert flow.fake.shape_violations == []
+    print(f"first round {first:.1f}s, both {time.monotonic() - t0:.1f}s")
