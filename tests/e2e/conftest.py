@@ -25,6 +25,22 @@ ADMIN = "e2e-admin-token"
 GH_SECRET = "e2e-webhook-secret"
 GL_TOKEN = "e2e-gitlab-hook-token"
 
+# The sample project and what both provider flows assert about it.
+BRANCH = "feature/faster-slugify"
+RUNNERS = [
+    {"name": "runner-1", "labels": ["self-hosted", "linux", "x64"]},
+    {"name": "runner-2", "labels": ["self-hosted", "linux", "x64"]},
+]
+TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider --reruns 1 --fanout-heartbeat 1"
+MARKER = "<!-- ci-fanout:report"
+GPU_TEST = "tests/test_gpu.py::test_matmul_on_gpu"
+NEW_FAILURE = "tests/test_strings.py::test_title_case"
+
+
+def sha(n: int) -> str:
+    """The fake commit SHA of simulated commit ``n``."""
+    return f"{n:02d}" + "c0ffee" * 6 + f"{n:02d}"
+
 
 @pytest.fixture(scope="session")
 def github_contract() -> GitHubContract:

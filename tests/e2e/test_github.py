@@ -22,25 +22,25 @@ from tests.contracts.validate import GitHubContract
 from tests.fakes.github import FakeGitHub
 from tests.fakes.workflows import GitHubWorkflow, WorkflowRun, github_signature, post_json
 
-from .conftest import ADMIN, GH_SECRET, SAMPLE, App, start_app
+from .conftest import (
+    ADMIN,
+    BRANCH,
+    GH_SECRET,
+    GPU_TEST,
+    MARKER,
+    NEW_FAILURE,
+    RUNNERS,
+    SAMPLE,
+    TEST_COMMAND,
+    App,
+    sha,
+    start_app,
+)
 
 pytestmark = pytest.mark.slow
 
 REPO = "octo/sample-project"
 PR = 7
-BRANCH = "feature/faster-slugify"
-RUNNERS = [
-    {"name": "runner-1", "labels": ["self-hosted", "linux", "x64"]},
-    {"name": "runner-2", "labels": ["self-hosted", "linux", "x64"]},
-]
-TEST_COMMAND = f"{sys.executable} -m pytest -q -p no:cacheprovider --reruns 1 --fanout-heartbeat 1"
-MARKER = "<!-- ci-fanout:report"
-GPU_TEST = "tests/test_gpu.py::test_matmul_on_gpu"
-NEW_FAILURE = "tests/test_strings.py::test_title_case"
-
-
-def sha(n: int) -> str:
-    return f"{n:02d}" + "c0ffee" * 6 + f"{n:02d}"
 
 
 @dataclass
