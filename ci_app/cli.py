@@ -17,7 +17,21 @@ from ci_app import __version__, commands
 from ci_app.errors import CiFanoutError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_modules(argv: Sequence[str]) -> list[str]:
+    """The command modules to import: only the named one when argv names one.
+
+    Each module registers the subcommand of its own name; importing just that one
+    keeps ``ci-app ingest`` from loading numpy, DuckDB and the web stack.
+    """
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
+    )
+    first = next((w for w in argv if not w.startswith("-")), None)
+    return [first] if first in names else names
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ci-app`` parser; with ``argv``, only the subcommand it names is loaded."""
     parser = argparse.ArgumentParser(
         prog="ci-app",
         description="ci-fanout: plan hardware-aware shards, ingest and report test results.",
@@ -25,16 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ci-fanout {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+    for name in _command_modules(argv or []):
+        module = importlib.import_module(f"{commands.__name__}.{name}")
         module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
+from ci_app.artifacts import native
 from ci_app.artifacts.base import ParseContext, ReportParseError
 from ci_app.artifacts.detect import HEAD_BYTES, detect_format
 from ci_app.artifacts.formats import FORMATS, get_parser
@@ -271,6 +272,51 @@ def ingest_paths(
     )
 
 
+def _write_native(
+    cases: Iterable[TestCase],
+    counter: SummaryCounter,
+    out: IO[str],
+    first: bool,
+    fast: native.Speedups,
+) -> bool:
+    """Encode and count cases in batches with the native encoder; returns ``first``.
+
+    The UTF-8 it makes goes straight to the file's byte buffer when ``out`` is a
+    UTF-8 text file (flushed first, so the order of writes is kept).
+    """
+    raw: IO[bytes] | None = None
+    if isinstance(out, io.TextIOWrapper) and out.encoding.lower().replace("_", "-") in (
+        "utf-8",
+        "utf8",
+    ):
+        out.flush()
+        raw = out.buffer
+    batch: list[TestCase] = []
+    append = batch.append
+    encode = fast.encode_cases
+    for case in cases:
+        append(case)
+        if len(batch) >= 4096:
+            data, skipped, passed, failed, errors, flaky, total = encode(batch, counter.duration_s)
+            counter.add_counts(skipped, passed, failed, errors, flaky, total)
+            _write_utf8(out, raw, (b"\n" if first else b",\n") + data)
+            first = False
+            batch.clear()
+    if batch:
+        data, skipped, passed, failed, errors, flaky, total = encode(batch, counter.duration_s)
+        counter.add_counts(skipped, passed, failed, errors, flaky, total)
+        _write_utf8(out, raw, (b"\n" if first else b",\n") + data)
+        first = False
+    return first
+
+
+def _write_utf8(out: IO[str], raw: IO[bytes] | None, data: bytes) -> None:
+    if raw is not None:
+        raw.write(data)
+    else:
+        out.write(data.decode("utf-8"))
+
+
 def ingest_to_json(
     paths: Iterable[str | Path],
     out: IO[str],
@@ -297,18 +343,22 @@ def ingest_to_json(
                 continue
             cases, finish = parse_input(item, fmt, limits)
             counter = SummaryCounter()
-            add = counter.add
-            batch: list[str] = []
-            for case in cases:
-                add(case)
-                batch.append(case_to_json(case))
-                if len(batch) >= 4096:
+            fast = native.speedups()
+            if fast is not None:
+                first = _write_native(cases, counter, out, first, fast)
+            else:
+                add = counter.add
+                batch: list[str] = []
+                for case in cases:
+                    add(case)
+                    batch.append(case_to_json(case))
+                    if len(batch) >= 4096:
+                        out.write(("\n" if first else ",\n") + ",\n".join(batch))
+                        first = False
+                        batch.clear()
+                if batch:
                     out.write(("\n" if first else ",\n") + ",\n".join(batch))
                     first = False
-                    batch.clear()
-            if batch:
-                out.write(("\n" if first else ",\n") + ",\n".join(batch))
-                first = False
             files.append(finish(counter.summary()))
     summary = sum((f.summary for f in files), Summary())
     write = out.write

@@ -185,6 +185,19 @@ class SummaryCounter:
         self.flaky += case.flaky
         self.duration_s += case.duration_s
 
+    def add_counts(
+        self, skipped: int, passed: int, failed: int, errors: int, flaky: int, duration_s: float
+    ) -> None:
+        """Add a batch counted elsewhere; ``duration_s`` is the new running total
+        (summed in case order from this counter's total, so it is the same float)."""
+        counts = self._counts
+        counts[0] += skipped
+        counts[1] += passed
+        counts[2] += failed
+        counts[3] += errors
+        self.flaky += flaky
+        self.duration_s = duration_s
+
     def summary(self, duration_s: float | None = None) -> Summary:
         skipped, passed, failed, errors = self._counts
         return Summary(

@@ -1,0 +1,1585 @@
+/*
+ * ci_app.artifacts._speedups: optional native fast paths for the two hottest
+ * loops of ingest. The pure-Python code in junit.py / ingest.py is the
+ * reference; this module must give exactly the same results (tests compare
+ * the two on the whole corpus and on generated reports).
+ *
+ *  - JUnitParser: streams JUnit XML through expat (the one CPython already
+ *    carries, reached through pyexpat's C API capsule, so nothing extra is
+ *    linked) and builds the final TestCase objects directly. Anything it does
+ *    not mirror exactly (DOCTYPE, namespaces, comments or PIs inside a case,
+ *    nested cases, deep nesting, any XML error) raises FallbackError, and the
+ *    caller re-reads the file with the lxml reference parser.
+ *  - encode_cases: a batch of TestCase objects -> ResultSet JSON lines (UTF-8) plus
+ *    the summary counts (what case_to_json and SummaryCounter.add do).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+/* ---- expat, as exported by pyexpat (see CPython's Include/pyexpat.h) ---- */
+
+typedef struct XML_ParserStruct *XML_Parser;
+typedef char XML_Char;
+typedef void (*StartHandler)(void *, const XML_Char *, const XML_Char **);
+typedef void (*EndHandler)(void *, const XML_Char *);
+typedef void (*CharHandler)(void *, const XML_Char *, int);
+typedef void (*CommentHandler)(void *, const XML_Char *);
+typedef void (*PIHandler)(void *, const XML_Char *, const XML_Char *);
+typedef void (*DoctypeHandler)(void *, const XML_Char *, const XML_Char *,
+                               const XML_Char *, int);
+
+struct ExpatCAPI {
+    char *magic;
+    int size;
+    int MAJOR_VERSION;
+    int MINOR_VERSION;
+    int MICRO_VERSION;
+    const char *(*ErrorString)(int code);
+    int (*GetErrorCode)(XML_Parser parser);
+    unsigned long (*GetErrorColumnNumber)(XML_Parser parser);
+    unsigned long (*GetErrorLineNumber)(XML_Parser parser);
+    int (*Parse)(XML_Parser parser, const char *s, int len, int isFinal);
+    XML_Parser (*ParserCreate_MM)(const XML_Char *encoding, const void *memsuite,
+                                  const XML_Char *namespaceSeparator);
+    void (*ParserFree)(XML_Parser parser);
+    void (*SetCharacterDataHandler)(XML_Parser parser, CharHandler handler);
+    void (*SetCommentHandler)(XML_Parser parser, CommentHandler handler);
+    void (*SetDefaultHandlerExpand)(XML_Parser parser, void *handler);
+    void (*SetElementHandler)(XML_Parser parser, StartHandler start, EndHandler end);
+    void (*SetNamespaceDeclHandler)(XML_Parser parser, void *start, void *end);
+    void (*SetProcessingInstructionHandler)(XML_Parser parser, PIHandler handler);
+    void (*SetUnknownEncodingHandler)(XML_Parser parser, void *handler, void *data);
+    void (*SetUserData)(XML_Parser parser, void *userData);
+    void (*SetStartDoctypeDeclHandler)(XML_Parser parser, DoctypeHandler start);
+};
+
+static struct ExpatCAPI *expat = NULL;
+
+/* ---- configuration handed over by Python (native.configure) ---- */
+
+enum { F_ID, F_NAME, F_OUTCOME, F_SUITE, F_CLASSNAME, F_FILE, F_LINE, F_DURATION,
+       F_MESSAGE, F_DETAILS, F_STDOUT, F_STDERR, F_RETRIES, F_FLAKY, N_FIELDS };
+static const char *field_names[N_FIELDS] = {
+    "id", "name", "outcome", "suite", "classname", "file", "line", "duration_s",
+    "message", "details", "stdout", "stderr", "retries", "flaky"};
+
+enum { O_SKIPPED, O_PASSED, O_FAILED, O_ERROR, N_OUTCOMES }; /* = severity */
+static const char *outcome_json[N_OUTCOMES] = {"\"skipped\"", "\"passed\"", "\"failed\"",
+                                               "\"error\""};
+
+static int configured = 0;
+static PyTypeObject *case_type = NULL;
+static Py_ssize_t field_offset[N_FIELDS];
+static PyObject *outcomes[N_OUTCOMES];
+static PyObject *skip_status = NULL;  /* frozenset of lower-case status values */
+static PyObject *line_fn = NULL;      /* _line(value, zero_based) */
+static PyObject *duration_fn = NULL;  /* _duration(value) */
+static PyObject *prefix_fn = NULL;    /* pytest_node_prefix(classname, file) */
+static PyObject *merge_fn = NULL;     /* _merge_rerun(previous, final) */
+static PyObject *case_json_fn = NULL; /* case_to_json(case), for foreign objects */
+static PyObject *FallbackError = NULL;
+
+static PyObject *s_nl, *s_nlnl, *s_colons, *s_unnamed, *s_lower;
+
+#define SLOT(obj, f) (*(PyObject **)((char *)(obj) + field_offset[f]))
+
+static PyObject *
+configure(PyObject *self, PyObject *args)
+{
+    PyObject *type, *outs, *skip, *fl, *fd, *fp, *fm, *fj;
+    if (!PyArg_ParseTuple(args, "OOOOOOOO", &type, &outs, &skip, &fl, &fd, &fp, &fm, &fj))
+        return NULL;
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "TestCase type expected");
+        return NULL;
+    }
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttrString(type, field_names[i]);
+        if (descr == NULL)
+            return NULL;
+        if (Py_TYPE(descr) != &PyMemberDescr_Type) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "TestCase.%s is not a slot", field_names[i]);
+            return NULL;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            Py_DECREF(descr);
+            PyErr_Format(PyExc_TypeError, "TestCase.%s has an unexpected layout", field_names[i]);
+            return NULL;
+        }
+        field_offset[i] = m->offset;
+        Py_DECREF(descr);
+    }
+    if (!PyTuple_Check(outs) || PyTuple_GET_SIZE(outs) != N_OUTCOMES) {
+        PyErr_SetString(PyExc_TypeError, "outcomes: (skipped, passed, failed, error) expected");
+        return NULL;
+    }
+    if (!PyFrozenSet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip statuses: frozenset expected");
+        return NULL;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(case_type, (PyTypeObject *)type);
+    for (int i = 0; i < N_OUTCOMES; i++) {
+        Py_INCREF(PyTuple_GET_ITEM(outs, i));
+        Py_XSETREF(outcomes[i], PyTuple_GET_ITEM(outs, i));
+    }
+    Py_INCREF(skip);
+    Py_XSETREF(skip_status, skip);
+    Py_INCREF(fl);
+    Py_XSETREF(line_fn, fl);
+    Py_INCREF(fd);
+    Py_XSETREF(duration_fn, fd);
+    Py_INCREF(fp);
+    Py_XSETREF(prefix_fn, fp);
+    Py_INCREF(fm);
+    Py_XSETREF(merge_fn, fm);
+    Py_INCREF(fj);
+    Py_XSETREF(case_json_fn, fj);
+    configured = 1;
+    Py_RETURN_NONE;
+}
+
+/* ---- small helpers ---- */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_grow(Buf *b, Py_ssize_t need)
+{
+    if (b->len + need <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + need) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *p = PyMem_Realloc(b->data, cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+buf_put(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (b->len + n > b->cap && buf_grow(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int
+buf_puts(Buf *b, const char *s)
+{
+    return buf_put(b, s, (Py_ssize_t)strlen(s));
+}
+
+static PyObject *
+str_of(const char *s)
+{
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), NULL);
+}
+
+/* Python truthiness of an optional str. */
+static inline int
+nonempty(PyObject *s)
+{
+    return s != NULL && s != Py_None && PyUnicode_GET_LENGTH(s) > 0;
+}
+
+/* ``body and body.strip()``: any character str.strip() would keep. */
+static int
+has_content(PyObject *s)
+{
+    if (s == NULL || s == Py_None)
+        return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i)))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- JUnitParser ---- */
+
+enum { K_OTHER, K_SUITE };
+enum { C_OTHER, C_RESULT, C_RETRY, C_STDOUT, C_STDERR };
+#define MAX_DEPTH 200
+#define MAX_PREFIXES 64
+
+typedef struct {
+    PyObject *name;   /* suite name (testsuite only) or NULL */
+    PyObject *file;   /* testsuite file/filepath or NULL */
+    PyObject *seen;   /* id -> count, for the cases held here */
+    int pytest;
+} Suite;
+
+typedef struct {
+    int kind;
+    int pytest;       /* this element or an ancestor marks a pytest report */
+    int held_cases;
+    int child_suite;
+    PyObject *decl;   /* testsuite: (tests, failures, errors, skipped, disabled, time) */
+    PyObject *name;
+    PyObject *file;
+    Suite *suite;     /* created when the first case below it is seen */
+} Frame;
+
+typedef struct {
+    PyObject_HEAD
+    XML_Parser xp;
+    PyObject *clip;
+    PyObject *out;       /* finished cases of the current feed */
+    PyObject *pending;   /* last case, held back for pytest rerun merging */
+    PyObject *declared;  /* list of declared-count tuples, in document order */
+    PyObject *id_prefix; /* classname/suite -> "prefix::" */
+    PyObject *pytest_prefix; /* (classname, file) -> node-id prefix or None */
+    int failed;          /* a Python exception is set */
+    const char *bail;    /* reason to hand over to the reference parser */
+    int finished;
+    int depth;
+    Frame frames[MAX_DEPTH + 2];
+    Suite root_suite;
+    Suite *cur_suite;
+    /* prefixes declared with xmlns:p, by depth */
+    int n_prefixes;
+    int prefix_depth[MAX_PREFIXES];
+    char prefix_name[MAX_PREFIXES][32];
+    /* the open test case */
+    int in_case, case_depth;
+    PyObject *c_name, *c_classname, *c_file, *c_status, *c_failure, *c_error, *c_line;
+    double c_duration;
+    int c_outcome, c_severity, c_got_result, c_retries;
+    PyObject *c_messages, *c_details, *c_stdout, *c_stderr;
+    Suite *c_suite;
+    /* the open direct child of the case */
+    int ch_kind, ch_outcome, st_state;
+    PyObject *ch_message;
+    Buf text, st_text;
+} JUnitParser;
+
+static void
+suite_free(Suite *s)
+{
+    Py_CLEAR(s->name);
+    Py_CLEAR(s->file);
+    Py_CLEAR(s->seen);
+}
+
+static void
+frame_clear(Frame *f)
+{
+    Py_CLEAR(f->decl);
+    Py_CLEAR(f->name);
+    Py_CLEAR(f->file);
+    if (f->suite != NULL) {
+        suite_free(f->suite);
+        PyMem_Free(f->suite);
+        f->suite = NULL;
+    }
+}
+
+static void
+case_clear(JUnitParser *p)
+{
+    Py_CLEAR(p->c_name);
+    Py_CLEAR(p->c_classname);
+    Py_CLEAR(p->c_file);
+    Py_CLEAR(p->c_status);
+    Py_CLEAR(p->c_failure);
+    Py_CLEAR(p->c_error);
+    Py_CLEAR(p->c_line);
+    Py_CLEAR(p->c_messages);
+    Py_CLEAR(p->c_details);
+    Py_CLEAR(p->c_stdout);
+    Py_CLEAR(p->c_stderr);
+    Py_CLEAR(p->ch_message);
+}
+
+static inline int
+stopped(JUnitParser *p)
+{
+    return p->failed || p->bail != NULL;
+}
+
+static const char *
+attr(const XML_Char **atts, const char *key)
+{
+    for (; atts[0] != NULL; atts += 2) {
+        if (strcmp(atts[0], key) == 0)
+            return atts[1];
+    }
+    return NULL;
+}
+
+static PyObject *
+attr_str(const XML_Char **atts, const char *key, int *err)
+{
+    const char *v = attr(atts, key);
+    if (v == NULL)
+        return NULL;
+    PyObject *s = str_of(v);
+    if (s == NULL)
+        *err = 1;
+    return s;
+}
+
+/* Namespace handling the reference parser (lxml) would do differently: hand over. */
+static int
+check_names(JUnitParser *p, const XML_Char *name, const XML_Char **atts)
+{
+    if (strchr(name, ':') != NULL) {
+        p->bail = "namespaced element";
+        return -1;
+    }
+    for (const XML_Char **a = atts; a[0] != NULL; a += 2) {
+        const char *k = a[0];
+        if (k[0] != 'x' || strncmp(k, "xmlns", 5) != 0)
+            continue;
+        if (k[5] == '\0') {
+            p->bail = "default namespace";
+            return -1;
+        }
+        if (k[5] == ':') {
+            if (a[1][0] == '\0' || strlen(k + 6) >= 32 || p->n_prefixes >= MAX_PREFIXES) {
+                p->bail = "namespace declaration";
+                return -1;
+            }
+            strcpy(p->prefix_name[p->n_prefixes], k + 6);
+            p->prefix_depth[p->n_prefixes] = p->depth;
+            p->n_prefixes++;
+        }
+    }
+    for (const XML_Char **a = atts; a[0] != NULL; a += 2) {
+        const char *k = a[0];
+        const char *colon = strchr(k, ':');
+        if (colon == NULL || strncmp(k, "xmlns:", 6) == 0)
+            continue;
+        size_t n = (size_t)(colon - k);
+        if (n == 3 && strncmp(k, "xml", 3) == 0)
+            continue;
+        int found = 0;
+        for (int i = 0; i < p->n_prefixes && !found; i++)
+            found = strlen(p->prefix_name[i]) == n && strncmp(p->prefix_name[i], k, n) == 0;
+        if (!found) {
+            p->bail = "undeclared namespace prefix";
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* _duration(el.get("time") or el.get("duration")) */
+static int
+parse_duration(JUnitParser *p, const XML_Char **atts, double *out)
+{
+    const char *v = attr(atts, "time");
+    if (v == NULL || v[0] == '\0')
+        v = attr(atts, "duration");
+    if (v == NULL || v[0] == '\0') {
+        *out = 0.0;
+        return 0;
+    }
+    const char *c = v;
+    int digits = 0, dots = 0;
+    for (; *c; c++) {
+        if (*c >= '0' && *c <= '9')
+            digits++;
+        else if (*c == '.')
+            dots++;
+        else
+            break;
+    }
+    if (*c == '\0' && digits > 0 && dots <= 1 && c - v < 64) {
+        char *end = NULL;
+        double d = PyOS_string_to_double(v, &end, NULL);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        if (end != NULL && *end == '\0') {
+            *out = d;
+            return 0;
+        }
+    }
+    PyObject *s = str_of(v);
+    if (s == NULL)
+        return -1;
+    PyObject *r = PyObject_CallOneArg(duration_fn, s);
+    Py_DECREF(s);
+    if (r == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* _line(el.get("line"), zero_based) */
+static PyObject *
+parse_line(const XML_Char **atts, int zero_based)
+{
+    const char *v = attr(atts, "line");
+    if (v == NULL)
+        Py_RETURN_NONE;
+    long n = 0;
+    const char *c = v;
+    for (; *c >= '0' && *c <= '9' && c - v < 12; c++)
+        n = n * 10 + (*c - '0');
+    if (*c == '\0' && c != v && c - v < 12)
+        return PyLong_FromLong(n + (zero_based ? 1 : 0));
+    PyObject *s = str_of(v);
+    if (s == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallFunctionObjArgs(line_fn, s, zero_based ? Py_True : Py_False, NULL);
+    Py_DECREF(s);
+    return r;
+}
+
+static Suite *
+frame_suite(JUnitParser *p, Frame *f)
+{
+    if (f->suite != NULL)
+        return f->suite;
+    Suite *s = PyMem_Calloc(1, sizeof(Suite));
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    s->seen = PyDict_New();
+    if (s->seen == NULL) {
+        PyMem_Free(s);
+        return NULL;
+    }
+    if (f->kind == K_SUITE) {
+        Py_XINCREF(f->name);
+        s->name = f->name;
+        Py_XINCREF(f->file);
+        s->file = f->file;
+    }
+    s->pytest = f->pytest;
+    f->suite = s;
+    return s;
+}
+
+static int
+declare(JUnitParser *p, Frame *f)
+{
+    return f->decl == NULL ? 0 : PyList_Append(p->declared, f->decl);
+}
+
+static void
+start_case(JUnitParser *p, const XML_Char **atts)
+{
+    int err = 0;
+    Frame *parent = p->depth > 1 ? &p->frames[p->depth - 1] : NULL;
+    if (parent != NULL) {
+        Suite *s = frame_suite(p, parent);
+        if (s == NULL)
+            goto fail;
+        if (!parent->held_cases) {
+            parent->held_cases = 1;
+            if (parent->kind == K_SUITE && declare(p, parent) < 0)
+                goto fail;
+        }
+        p->cur_suite = s;
+    }
+    p->in_case = 1;
+    p->case_depth = p->depth;
+    p->c_suite = p->cur_suite;
+    p->c_name = attr_str(atts, "name", &err);
+    p->c_classname = attr_str(atts, "classname", &err);
+    if (!err && !nonempty(p->c_classname)) {
+        PyObject *alt = attr_str(atts, "class", &err);
+        if (alt != NULL || !err) {
+            Py_XSETREF(p->c_classname, alt);
+        }
+    }
+    p->c_file = attr_str(atts, "file", &err);
+    p->c_status = attr_str(atts, "status", &err);
+    if (!err && !nonempty(p->c_status)) {
+        PyObject *alt = attr_str(atts, "result", &err);
+        if (alt != NULL || !err) {
+            Py_XSETREF(p->c_status, alt);
+        }
+    }
+    p->c_failure = attr_str(atts, "failure", &err);
+    p->c_error = attr_str(atts, "error", &err);
+    if (err)
+        goto fail;
+    p->c_line = parse_line(atts, p->c_suite->pytest);
+    if (p->c_line == NULL)
+        goto fail;
+    if (parse_duration(p, atts, &p->c_duration) < 0)
+        goto fail;
+    p->c_outcome = O_PASSED;
+    p->c_severity = -1;
+    p->c_got_result = 0;
+    p->c_retries = 0;
+    return;
+fail:
+    p->failed = 1;
+}
+
+static int
+list_add(PyObject **list, PyObject *item)
+{
+    if (*list == NULL) {
+        *list = PyList_New(0);
+        if (*list == NULL)
+            return -1;
+    }
+    return PyList_Append(*list, item);
+}
+
+static PyObject *
+buf_text(Buf *b)
+{
+    if (b->len == 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(b->data, b->len, NULL);
+}
+
+static void
+end_child(JUnitParser *p)
+{
+    PyObject *body = NULL;
+    int kind = p->ch_kind;
+    if (kind == C_OTHER)
+        goto done;
+    if (kind == C_RESULT) {
+        p->c_got_result = 1;
+        if (p->ch_outcome > p->c_severity) {
+            p->c_outcome = p->ch_outcome;
+            p->c_severity = p->ch_outcome;
+        }
+        if (nonempty(p->ch_message) && list_add(&p->c_messages, p->ch_message) < 0)
+            goto fail;
+        body = buf_text(&p->text);
+        if (body == NULL)
+            goto fail;
+        if (has_content(body) && list_add(&p->c_details, body) < 0)
+            goto fail;
+    }
+    else if (kind == C_RETRY) {
+        p->c_retries++;
+        if (p->c_details == NULL || PyList_GET_SIZE(p->c_details) == 0) {
+            /* child.findtext("stackTrace") or _text(child) */
+            body = p->st_text.len > 0 ? buf_text(&p->st_text) : buf_text(&p->text);
+            if (body == NULL)
+                goto fail;
+            if (nonempty(p->ch_message) && list_add(&p->c_messages, p->ch_message) < 0)
+                goto fail;
+            if (has_content(body) && list_add(&p->c_details, body) < 0)
+                goto fail;
+        }
+    }
+    else {
+        body = buf_text(&p->text);
+        if (body == NULL)
+            goto fail;
+        if (kind == C_STDOUT) {
+            Py_INCREF(body);
+            Py_XSETREF(p->c_stdout, body);
+        }
+        else {
+            Py_INCREF(body);
+            Py_XSETREF(p->c_stderr, body);
+        }
+    }
+done:
+    Py_XDECREF(body);
+    Py_CLEAR(p->ch_message);
+    return;
+fail:
+    Py_XDECREF(body);
+    Py_CLEAR(p->ch_message);
+    p->failed = 1;
+}
+
+static PyObject *
+clipped(JUnitParser *p, PyObject *text)
+{
+    if (text == NULL || text == Py_None)
+        Py_RETURN_NONE;
+    return PyObject_CallOneArg(p->clip, text);
+}
+
+static PyObject *
+joined(JUnitParser *p, PyObject *sep, PyObject *list)
+{
+    if (list == NULL || PyList_GET_SIZE(list) == 0)
+        Py_RETURN_NONE;
+    PyObject *s = PyUnicode_Join(sep, list);
+    if (s == NULL)
+        return NULL;
+    PyObject *r = clipped(p, s);
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *
+case_id(JUnitParser *p, Suite *suite, PyObject *classname, PyObject *name)
+{
+    PyObject *prefix;
+    if (suite->pytest) {
+        /* pytest_node_id(classname, name, file) == prefix + "::" + name */
+        PyObject *cls = nonempty(classname) ? classname : Py_None;
+        PyObject *file = p->c_file != NULL ? p->c_file : Py_None;
+        PyObject *key = PyTuple_Pack(2, cls, file);
+        if (key == NULL)
+            return NULL;
+        prefix = PyDict_GetItemWithError(p->pytest_prefix, key);
+        if (prefix == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            PyObject *bare = PyObject_CallFunctionObjArgs(prefix_fn, cls, file, NULL);
+            if (bare == NULL) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            prefix = bare == Py_None ? Py_None : PyUnicode_Concat(bare, s_colons);
+            if (prefix == Py_None)
+                Py_INCREF(prefix);
+            Py_DECREF(bare);
+            if (prefix == NULL) {
+                Py_DECREF(key);
+                return NULL;
+            }
+            if (PyDict_GET_SIZE(p->pytest_prefix) > 100000)
+                PyDict_Clear(p->pytest_prefix);
+            int rc = PyDict_SetItem(p->pytest_prefix, key, prefix);
+            Py_DECREF(prefix); /* the dict holds it */
+            if (rc < 0) {
+                Py_DECREF(key);
+                return NULL;
+            }
+        }
+        Py_DECREF(key);
+    }
+    else {
+        /* make_id(classname, name, suite): (classname or suite) + "::" + name */
+        PyObject *bare = nonempty(classname) ? classname
+                         : nonempty(suite->name) ? suite->name
+                                                 : NULL;
+        if (bare == NULL)
+            prefix = Py_None;
+        else {
+            prefix = PyDict_GetItemWithError(p->id_prefix, bare);
+            if (prefix == NULL) {
+                if (PyErr_Occurred())
+                    return NULL;
+                prefix = PyUnicode_Concat(bare, s_colons);
+                if (prefix == NULL)
+                    return NULL;
+                if (PyDict_GET_SIZE(p->id_prefix) > 100000)
+                    PyDict_Clear(p->id_prefix);
+                int rc = PyDict_SetItem(p->id_prefix, bare, prefix);
+                Py_DECREF(prefix);
+                if (rc < 0)
+                    return NULL;
+            }
+        }
+    }
+    if (prefix == Py_None) {
+        Py_INCREF(name);
+        return name;
+    }
+    return PyUnicode_Concat(prefix, name);
+}
+
+static PyObject *
+new_case(PyObject *values[N_FIELDS])
+{
+    PyObject *obj = case_type->tp_alloc(case_type, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < N_FIELDS; i++) {
+        SLOT(obj, i) = values[i]; /* steals */
+        values[i] = NULL;
+    }
+    /* Only strings, numbers and the Outcome members: never part of a cycle. */
+    if (PyObject_GC_IsTracked(obj))
+        PyObject_GC_UnTrack(obj);
+    return obj;
+}
+
+static int
+status_in(PyObject *status, const char *const *values)
+{
+    for (; *values; values++) {
+        if (PyUnicode_CompareWithASCIIString(status, *values) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void
+end_case(JUnitParser *p)
+{
+    PyObject *v[N_FIELDS] = {NULL};
+    PyObject *classname = p->c_classname, *name = p->c_name;
+    Suite *suite = p->c_suite;
+    p->in_case = 0;
+    if (name == NULL && classname == NULL)
+        goto done; /* no identity at all: dropped, like the reference */
+    if (nonempty(name))
+        Py_INCREF(name);
+    else if (nonempty(classname)) {
+        name = classname;
+        Py_INCREF(name);
+    }
+    else {
+        name = s_unnamed;
+        Py_INCREF(name);
+    }
+    v[F_NAME] = name;
+    int outcome = p->c_outcome;
+    if (!p->c_got_result) {
+        if (nonempty(p->c_status)) {
+            PyObject *low = PyObject_CallMethodNoArgs(p->c_status, s_lower);
+            if (low == NULL)
+                goto fail;
+            int skip = PySet_Contains(skip_status, low);
+            static const char *const failed[] = {"failed", "failure", "fail", NULL};
+            static const char *const error[] = {"error", NULL};
+            if (skip < 0) {
+                Py_DECREF(low);
+                goto fail;
+            }
+            if (skip)
+                outcome = O_SKIPPED;
+            else if (status_in(low, failed))
+                outcome = O_FAILED;
+            else if (status_in(low, error))
+                outcome = O_ERROR;
+            Py_DECREF(low);
+        }
+        if (p->c_failure != NULL) {
+            outcome = O_FAILED;
+            if (list_add(&p->c_messages, p->c_failure) < 0)
+                goto fail;
+        }
+        if (p->c_error != NULL) {
+            outcome = O_ERROR;
+            if (list_add(&p->c_messages, p->c_error) < 0)
+                goto fail;
+        }
+    }
+    v[F_ID] = case_id(p, suite, classname, name);
+    if (v[F_ID] == NULL)
+        goto fail;
+    v[F_OUTCOME] = outcomes[outcome];
+    Py_INCREF(v[F_OUTCOME]);
+    v[F_SUITE] = suite->name != NULL ? suite->name : Py_None;
+    Py_INCREF(v[F_SUITE]);
+    v[F_CLASSNAME] = classname != NULL ? classname : Py_None;
+    Py_INCREF(v[F_CLASSNAME]);
+    v[F_FILE] = nonempty(p->c_file) ? p->c_file : suite->file != NULL ? suite->file : Py_None;
+    Py_INCREF(v[F_FILE]);
+    v[F_LINE] = p->c_line;
+    Py_INCREF(v[F_LINE]);
+    v[F_DURATION] = PyFloat_FromDouble(p->c_duration);
+    if (v[F_DURATION] == NULL)
+        goto fail;
+    if ((v[F_MESSAGE] = joined(p, s_nl, p->c_messages)) == NULL)
+        goto fail;
+    if ((v[F_DETAILS] = joined(p, s_nlnl, p->c_details)) == NULL)
+        goto fail;
+    if ((v[F_STDOUT] = clipped(p, p->c_stdout)) == NULL)
+        goto fail;
+    if ((v[F_STDERR] = clipped(p, p->c_stderr)) == NULL)
+        goto fail;
+    v[F_RETRIES] = PyLong_FromLong(p->c_retries);
+    if (v[F_RETRIES] == NULL)
+        goto fail;
+    v[F_FLAKY] = (p->c_retries > 0 && outcome == O_PASSED) ? Py_True : Py_False;
+    Py_INCREF(v[F_FLAKY]);
+    PyObject *c = new_case(v);
+    if (c == NULL)
+        goto fail;
+
+    /* pytest-rerunfailures merging and duplicate ids, as in junit._iter_cases */
+    if (p->pending != NULL) {
+        if (suite->pytest) {
+            int same = PyObject_RichCompareBool(SLOT(p->pending, F_ID), SLOT(c, F_ID), Py_EQ);
+            if (same < 0) {
+                Py_DECREF(c);
+                goto fail;
+            }
+            if (same) {
+                PyObject *merged = PyObject_CallFunctionObjArgs(merge_fn, p->pending, c, NULL);
+                Py_DECREF(c);
+                if (merged == NULL)
+                    goto fail;
+                Py_SETREF(p->pending, merged);
+                goto done;
+            }
+        }
+        int rc = PyList_Append(p->out, p->pending);
+        Py_CLEAR(p->pending);
+        if (rc < 0) {
+            Py_DECREF(c);
+            goto fail;
+        }
+    }
+    PyObject *one = PyLong_FromLong(1);
+    Py_ssize_t known = PyDict_GET_SIZE(suite->seen);
+    PyObject *prev = one == NULL ? NULL : PyDict_SetDefault(suite->seen, SLOT(c, F_ID), one);
+    Py_XDECREF(one);
+    if (prev == NULL) {
+        Py_DECREF(c);
+        goto fail;
+    }
+    if (PyDict_GET_SIZE(suite->seen) == known) { /* seen before */
+        long n = PyLong_AsLong(prev) + 1;
+        PyObject *count = PyLong_FromLong(n);
+        if (count == NULL || PyDict_SetItem(suite->seen, SLOT(c, F_ID), count) < 0) {
+            Py_XDECREF(count);
+            Py_DECREF(c);
+            goto fail;
+        }
+        Py_DECREF(count);
+        PyObject *renamed = PyUnicode_FromFormat("%U#%ld", SLOT(c, F_ID), n);
+        if (renamed == NULL) {
+            Py_DECREF(c);
+            goto fail;
+        }
+        Py_SETREF(SLOT(c, F_ID), renamed);
+    }
+    p->pending = c;
+done:
+    case_clear(p);
+    return;
+fail:
+    for (int i = 0; i < N_FIELDS; i++)
+        Py_XDECREF(v[i]);
+    case_clear(p);
+    p->failed = 1;
+}
+
+static void
+on_start(void *data, const XML_Char *tag, const XML_Char **atts)
+{
+    JUnitParser *p = data;
+    p->depth++;
+    if (stopped(p))
+        return;
+    if (p->depth > MAX_DEPTH) {
+        p->bail = "deep nesting";
+        return;
+    }
+    if (check_names(p, tag, atts) < 0)
+        return;
+    int is_case = strcmp(tag, "testcase") == 0;
+    int is_suite = !is_case && strcmp(tag, "testsuite") == 0;
+    if (p->in_case) {
+        if (is_case || is_suite) {
+            p->bail = "test case or suite inside a test case";
+            return;
+        }
+        int rel = p->depth - p->case_depth;
+        if (rel == 1) {
+            p->text.len = 0;
+            p->st_text.len = 0;
+            p->st_state = 0;
+            p->ch_kind = C_OTHER;
+            if (strcmp(tag, "failure") == 0) {
+                p->ch_kind = C_RESULT;
+                p->ch_outcome = O_FAILED;
+            }
+            else if (strcmp(tag, "error") == 0) {
+                p->ch_kind = C_RESULT;
+                p->ch_outcome = O_ERROR;
+            }
+            else if (strcmp(tag, "skipped") == 0) {
+                p->ch_kind = C_RESULT;
+                p->ch_outcome = O_SKIPPED;
+            }
+            else if (strcmp(tag, "flakyFailure") == 0 || strcmp(tag, "flakyError") == 0 ||
+                     strcmp(tag, "rerunFailure") == 0 || strcmp(tag, "rerunError") == 0)
+                p->ch_kind = C_RETRY;
+            else if (strcmp(tag, "system-out") == 0)
+                p->ch_kind = C_STDOUT;
+            else if (strcmp(tag, "system-err") == 0)
+                p->ch_kind = C_STDERR;
+            if (p->ch_kind == C_RESULT || p->ch_kind == C_RETRY) {
+                int err = 0;
+                p->ch_message = attr_str(atts, "message", &err);
+                if (err)
+                    p->failed = 1;
+            }
+        }
+        else if (p->ch_kind == C_RETRY) {
+            if (rel == 2 && p->st_state == 0 && strcmp(tag, "stackTrace") == 0)
+                p->st_state = 1;
+            else if (rel == 3 && p->st_state == 1)
+                p->st_state = 2; /* findtext() reads only the text before a child */
+        }
+        return;
+    }
+    Frame *parent = p->depth > 1 ? &p->frames[p->depth - 1] : NULL;
+    if (is_case) {
+        start_case(p, atts);
+        return;
+    }
+    Frame *f = &p->frames[p->depth];
+    memset(f, 0, sizeof(Frame));
+    const char *name = attr(atts, "name");
+    f->kind = is_suite ? K_SUITE : K_OTHER;
+    f->pytest = (parent != NULL && parent->pytest) ||
+                (name != NULL && ((is_suite && strcmp(name, "pytest") == 0) ||
+                                  strcmp(name, "pytest tests") == 0));
+    if (!is_suite)
+        return;
+    if (parent != NULL)
+        parent->child_suite = 1;
+    int err = 0;
+    f->name = attr_str(atts, "name", &err);
+    f->file = attr_str(atts, "file", &err);
+    if (!err && !nonempty(f->file)) {
+        PyObject *alt = attr_str(atts, "filepath", &err);
+        if (alt != NULL || !err) {
+            Py_XSETREF(f->file, alt);
+        }
+    }
+    static const char *const keys[6] = {"tests", "failures", "errors", "skipped", "disabled",
+                                        "time"};
+    PyObject *decl = err ? NULL : PyTuple_New(6);
+    if (decl == NULL) {
+        p->failed = 1;
+        return;
+    }
+    for (int i = 0; i < 6; i++) {
+        PyObject *v = attr_str(atts, keys[i], &err);
+        if (err) {
+            Py_DECREF(decl);
+            p->failed = 1;
+            return;
+        }
+        if (v == NULL) {
+            v = Py_None;
+            Py_INCREF(v);
+        }
+        PyTuple_SET_ITEM(decl, i, v);
+    }
+    f->decl = decl;
+}
+
+static void
+on_end(void *data, const XML_Char *tag)
+{
+    JUnitParser *p = data;
+    int depth = p->depth--;
+    while (p->n_prefixes > 0 && p->prefix_depth[p->n_prefixes - 1] >= depth)
+        p->n_prefixes--;
+    if (stopped(p) || depth > MAX_DEPTH)
+        return;
+    if (p->in_case) {
+        int rel = depth - p->case_depth;
+        if (rel == 0)
+            end_case(p);
+        else if (rel == 1)
+            end_child(p);
+        else if (rel == 2 && p->st_state == 1)
+            p->st_state = 2;
+        return;
+    }
+    Frame *f = &p->frames[depth];
+    if (f->kind == K_SUITE && !f->held_cases && !f->child_suite && declare(p, f) < 0)
+        p->failed = 1;
+    frame_clear(f);
+}
+
+static void
+on_text(void *data, const XML_Char *s, int len)
+{
+    JUnitParser *p = data;
+    if (!p->in_case || stopped(p))
+        return;
+    int rel = p->depth - p->case_depth;
+    if (rel < 1 || p->ch_kind == C_OTHER)
+        return;
+    if (buf_put(&p->text, s, len) < 0) {
+        p->failed = 1;
+        return;
+    }
+    if (p->st_state == 1 && rel == 2 && buf_put(&p->st_text, s, len) < 0)
+        p->failed = 1;
+}
+
+static void
+on_comment(void *data, const XML_Char *text)
+{
+    JUnitParser *p = data;
+    if (p->in_case && !stopped(p))
+        p->bail = "comment inside a test case";
+}
+
+static void
+on_pi(void *data, const XML_Char *target, const XML_Char *text)
+{
+    JUnitParser *p = data;
+    if (p->in_case && !stopped(p))
+        p->bail = "processing instruction inside a test case";
+}
+
+static void
+on_doctype(void *data, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+           int internal)
+{
+    JUnitParser *p = data;
+    if (!stopped(p))
+        p->bail = "DOCTYPE";
+}
+
+static int
+parser_traverse(JUnitParser *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->clip);
+    Py_VISIT(p->out);
+    Py_VISIT(p->pending);
+    Py_VISIT(p->declared);
+    return 0;
+}
+
+static void
+parser_release(JUnitParser *p)
+{
+    if (p->xp != NULL) {
+        expat->ParserFree(p->xp);
+        p->xp = NULL;
+    }
+    for (int i = 0; i <= MAX_DEPTH + 1; i++)
+        frame_clear(&p->frames[i]);
+    suite_free(&p->root_suite);
+    case_clear(p);
+    PyMem_Free(p->text.data);
+    PyMem_Free(p->st_text.data);
+    p->text = (Buf){0};
+    p->st_text = (Buf){0};
+}
+
+static void
+parser_dealloc(JUnitParser *p)
+{
+    PyObject_GC_UnTrack(p);
+    parser_release(p);
+    Py_CLEAR(p->clip);
+    Py_CLEAR(p->out);
+    Py_CLEAR(p->pending);
+    Py_CLEAR(p->declared);
+    Py_CLEAR(p->id_prefix);
+    Py_CLEAR(p->pytest_prefix);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static int
+parser_clear(JUnitParser *p)
+{
+    Py_CLEAR(p->clip);
+    Py_CLEAR(p->out);
+    Py_CLEAR(p->pending);
+    Py_CLEAR(p->declared);
+    return 0;
+}
+
+static PyObject *
+parser_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"clip", NULL};
+    PyObject *clip;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:JUnitParser", kwlist, &clip))
+        return NULL;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    JUnitParser *p = (JUnitParser *)type->tp_alloc(type, 0);
+    if (p == NULL)
+        return NULL;
+    Py_INCREF(clip);
+    p->clip = clip;
+    p->out = PyList_New(0);
+    p->declared = PyList_New(0);
+    p->id_prefix = PyDict_New();
+    p->pytest_prefix = PyDict_New();
+    p->root_suite.seen = PyDict_New();
+    p->cur_suite = &p->root_suite;
+    if (!p->out || !p->declared || !p->id_prefix || !p->pytest_prefix || !p->root_suite.seen) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    p->xp = expat->ParserCreate_MM(NULL, NULL, NULL);
+    if (p->xp == NULL) {
+        Py_DECREF(p);
+        return PyErr_NoMemory();
+    }
+    expat->SetUserData(p->xp, p);
+    expat->SetElementHandler(p->xp, on_start, on_end);
+    expat->SetCharacterDataHandler(p->xp, on_text);
+    expat->SetCommentHandler(p->xp, on_comment);
+    expat->SetProcessingInstructionHandler(p->xp, on_pi);
+    expat->SetStartDoctypeDeclHandler(p->xp, on_doctype);
+    return (PyObject *)p;
+}
+
+static PyObject *
+parser_feed(JUnitParser *p, PyObject *args)
+{
+    Py_buffer data;
+    int final = 0;
+    if (!PyArg_ParseTuple(args, "y*|p:feed", &data, &final))
+        return NULL;
+    if (p->finished || p->xp == NULL) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "parser already finished");
+        return NULL;
+    }
+    if (data.len > INT_MAX) {
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "feed at most 2 GiB at a time");
+        return NULL;
+    }
+    int ok = expat->Parse(p->xp, data.buf, (int)data.len, final);
+    PyBuffer_Release(&data);
+    if (p->failed) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "JUnitParser failed");
+        parser_release(p);
+        p->finished = 1;
+        return NULL;
+    }
+    if (p->bail != NULL || ok == 0) {
+        if (p->bail != NULL)
+            PyErr_SetString(FallbackError, p->bail);
+        else
+            PyErr_Format(FallbackError, "XML error at line %lu: %s",
+                         expat->GetErrorLineNumber(p->xp),
+                         expat->ErrorString(expat->GetErrorCode(p->xp)));
+        parser_release(p);
+        p->finished = 1;
+        return NULL;
+    }
+    if (final) {
+        if (p->pending != NULL) {
+            int rc = PyList_Append(p->out, p->pending);
+            Py_CLEAR(p->pending);
+            if (rc < 0)
+                return NULL;
+        }
+        parser_release(p);
+        p->finished = 1;
+    }
+    PyObject *batch = p->out;
+    p->out = PyList_New(0);
+    if (p->out == NULL) {
+        p->out = batch;
+        return NULL;
+    }
+    return batch;
+}
+
+static PyObject *
+parser_get_declared(JUnitParser *p, void *closure)
+{
+    Py_INCREF(p->declared);
+    return p->declared;
+}
+
+static PyMethodDef parser_methods[] = {
+    {"feed", (PyCFunction)parser_feed, METH_VARARGS,
+     "feed(data, final=False) -> list of finished TestCase objects"},
+    {NULL}};
+
+static PyGetSetDef parser_getset[] = {
+    {"declared", (getter)parser_get_declared, NULL,
+     "(tests, failures, errors, skipped, disabled, time) of each counted testsuite", NULL},
+    {NULL}};
+
+static PyTypeObject JUnitParserType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ci_app.artifacts._speedups.JUnitParser",
+    .tp_basicsize = sizeof(JUnitParser),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = parser_new,
+    .tp_dealloc = (destructor)parser_dealloc,
+    .tp_traverse = (traverseproc)parser_traverse,
+    .tp_clear = (inquiry)parser_clear,
+    .tp_methods = parser_methods,
+    .tp_getset = parser_getset,
+    .tp_doc = "Streaming JUnit parser (expat); see junit.py for the rules it mirrors.",
+};
+
+/* ---- encode_cases ---- */
+
+static const char hexdigits[] = "0123456789abcdef";
+
+/* JSON string, as json's c_encode_basestring (ensure_ascii=False) writes it;
+ * a lone surrogate (which UTF-8 cannot carry) is written as a \\u escape. */
+static int
+put_json_str(Buf *b, PyObject *s)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_SetString(PyExc_TypeError, "str expected");
+        return -1;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    if (buf_grow(b, n * 4 + 2) < 0)
+        return -1;
+    char *o = b->data + b->len;
+    *o++ = '"';
+    if (kind == PyUnicode_1BYTE_KIND && PyUnicode_IS_ASCII(s)) {
+        const unsigned char *c = data;
+        Py_ssize_t i = 0;
+        while (i < n) {
+            Py_ssize_t start = i;
+            while (i < n && c[i] >= 0x20 && c[i] != '"' && c[i] != '\\')
+                i++;
+            memcpy(o, c + start, i - start);
+            o += i - start;
+            if (i == n)
+                break;
+            b->len = o - b->data;
+            if (buf_grow(b, 6 + (n - i) * 4 + 1) < 0)
+                return -1;
+            o = b->data + b->len;
+            unsigned char ch = c[i++];
+            *o++ = '\\';
+            switch (ch) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u'; *o++ = '0'; *o++ = '0';
+                *o++ = hexdigits[ch >> 4]; *o++ = hexdigits[ch & 15];
+            }
+        }
+    }
+    else {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+            b->len = o - b->data;
+            if (b->len + 8 + (n - i) * 4 > b->cap) {
+                if (buf_grow(b, 8 + (n - i) * 4) < 0)
+                    return -1;
+                o = b->data + b->len;
+            }
+            if (ch < 0x80) {
+                if (ch >= 0x20 && ch != '"' && ch != '\\') {
+                    *o++ = (char)ch;
+                    continue;
+                }
+                *o++ = '\\';
+                switch (ch) {
+                case '"': *o++ = '"'; break;
+                case '\\': *o++ = '\\'; break;
+                case '\n': *o++ = 'n'; break;
+                case '\r': *o++ = 'r'; break;
+                case '\t': *o++ = 't'; break;
+                case '\b': *o++ = 'b'; break;
+                case '\f': *o++ = 'f'; break;
+                default:
+                    *o++ = 'u'; *o++ = '0'; *o++ = '0';
+                    *o++ = hexdigits[ch >> 4]; *o++ = hexdigits[ch & 15];
+                }
+            }
+            else if (ch < 0x800) {
+                *o++ = (char)(0xc0 | (ch >> 6));
+                *o++ = (char)(0x80 | (ch & 0x3f));
+            }
+            else if (ch >= 0xd800 && ch <= 0xdfff) {
+                *o++ = '\\'; *o++ = 'u';
+                *o++ = hexdigits[(ch >> 12) & 15]; *o++ = hexdigits[(ch >> 8) & 15];
+                *o++ = hexdigits[(ch >> 4) & 15]; *o++ = hexdigits[ch & 15];
+            }
+            else if (ch < 0x10000) {
+                *o++ = (char)(0xe0 | (ch >> 12));
+                *o++ = (char)(0x80 | ((ch >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (ch & 0x3f));
+            }
+            else {
+                *o++ = (char)(0xf0 | (ch >> 18));
+                *o++ = (char)(0x80 | ((ch >> 12) & 0x3f));
+                *o++ = (char)(0x80 | ((ch >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (ch & 0x3f));
+            }
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->data;
+    return 0;
+}
+
+static int
+put_opt_str(Buf *b, PyObject *s)
+{
+    return s == Py_None ? buf_put(b, "null", 4) : put_json_str(b, s);
+}
+
+static int
+put_int(Buf *b, PyObject *v)
+{
+    if (v == Py_None)
+        return buf_put(b, "null", 4);
+    if (v == Py_True || v == Py_False || !PyLong_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "int expected");
+        return -1;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow) {
+        char tmp[32];
+        int len = snprintf(tmp, sizeof tmp, "%lld", n);
+        return buf_put(b, tmp, len);
+    }
+    PyObject *s = PyObject_Str(v);
+    if (s == NULL)
+        return -1;
+    Py_ssize_t len;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &len);
+    int rc = u == NULL ? -1 : buf_put(b, u, len);
+    Py_DECREF(s);
+    return rc;
+}
+
+static int
+put_float(Buf *b, double d)
+{
+    if (!isfinite(d))
+        return buf_put(b, "0.0", 3);
+    char *r = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    int rc = buf_puts(b, r);
+    PyMem_Free(r);
+    return rc;
+}
+
+static int
+put_case(Buf *b, PyObject *c, int outcome)
+{
+#define KEY(k) if (buf_put(b, k, sizeof(k) - 1) < 0) return -1
+    KEY("{\"id\":");
+    if (put_json_str(b, SLOT(c, F_ID)) < 0) return -1;
+    KEY(",\"suite\":");
+    if (put_opt_str(b, SLOT(c, F_SUITE)) < 0) return -1;
+    KEY(",\"classname\":");
+    if (put_opt_str(b, SLOT(c, F_CLASSNAME)) < 0) return -1;
+    KEY(",\"name\":");
+    if (put_json_str(b, SLOT(c, F_NAME)) < 0) return -1;
+    KEY(",\"file\":");
+    if (put_opt_str(b, SLOT(c, F_FILE)) < 0) return -1;
+    KEY(",\"line\":");
+    if (put_int(b, SLOT(c, F_LINE)) < 0) return -1;
+    KEY(",\"outcome\":");
+    if (buf_puts(b, outcome_json[outcome]) < 0) return -1;
+    KEY(",\"duration_s\":");
+    if (put_float(b, PyFloat_AsDouble(SLOT(c, F_DURATION))) < 0) return -1;
+    KEY(",\"message\":");
+    if (put_opt_str(b, SLOT(c, F_MESSAGE)) < 0) return -1;
+    KEY(",\"details\":");
+    if (put_opt_str(b, SLOT(c, F_DETAILS)) < 0) return -1;
+    KEY(",\"stdout\":");
+    if (put_opt_str(b, SLOT(c, F_STDOUT)) < 0) return -1;
+    KEY(",\"stderr\":");
+    if (put_opt_str(b, SLOT(c, F_STDERR)) < 0) return -1;
+    KEY(",\"retries\":");
+    if (put_int(b, SLOT(c, F_RETRIES)) < 0) return -1;
+    if (SLOT(c, F_FLAKY) == Py_True) {
+        KEY(",\"flaky\":true}");
+    }
+    else {
+        KEY(",\"flaky\":false}");
+    }
+    return 0;
+#undef KEY
+}
+
+static int
+outcome_index(PyObject *o)
+{
+    for (int i = 0; i < N_OUTCOMES; i++) {
+        if (o == outcomes[i])
+            return i;
+    }
+    for (int i = 0; i < N_OUTCOMES; i++) {
+        int eq = PyObject_RichCompareBool(o, outcomes[i], Py_EQ);
+        if (eq < 0)
+            return -1;
+        if (eq)
+            return i;
+    }
+    PyErr_SetString(PyExc_ValueError, "unknown outcome");
+    return -1;
+}
+
+/* A TestCase whose fields have exactly the types the fast encoder writes. */
+static int
+plain_case(PyObject *c)
+{
+    if (Py_TYPE(c) != case_type)
+        return 0;
+    for (int f = 0; f < N_FIELDS; f++) {
+        if (SLOT(c, f) == NULL)
+            return 0;
+    }
+    static const int strs[] = {F_ID, F_NAME};
+    static const int opt_strs[] = {F_SUITE, F_CLASSNAME, F_FILE, F_MESSAGE, F_DETAILS,
+                                   F_STDOUT, F_STDERR};
+    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+        if (!PyUnicode_CheckExact(SLOT(c, strs[i])))
+            return 0;
+    }
+    for (size_t i = 0; i < sizeof opt_strs / sizeof *opt_strs; i++) {
+        PyObject *v = SLOT(c, opt_strs[i]);
+        if (v != Py_None && !PyUnicode_CheckExact(v))
+            return 0;
+    }
+    PyObject *line = SLOT(c, F_LINE), *flaky = SLOT(c, F_FLAKY), *o = SLOT(c, F_OUTCOME);
+    return (line == Py_None || PyLong_CheckExact(line)) && PyLong_CheckExact(SLOT(c, F_RETRIES)) &&
+           PyFloat_CheckExact(SLOT(c, F_DURATION)) && (flaky == Py_True || flaky == Py_False) &&
+           (o == outcomes[0] || o == outcomes[1] || o == outcomes[2] || o == outcomes[3]);
+}
+
+static PyObject *
+encode_cases(PyObject *self, PyObject *args)
+{
+    PyObject *cases;
+    double duration;
+    if (!PyArg_ParseTuple(args, "O!d:encode_cases", &PyList_Type, &cases, &duration))
+        return NULL;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    static Buf b = {0}; /* kept between calls: no page faults for every batch */
+    b.len = 0;
+    long counts[N_OUTCOMES] = {0};
+    long flaky = 0;
+    Py_ssize_t n = PyList_GET_SIZE(cases);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *c = PyList_GET_ITEM(cases, i);
+        if (i > 0 && buf_put(&b, ",\n", 2) < 0)
+            goto fail;
+        if (!plain_case(c)) {
+            /* not a plain TestCase: the reference encoder and counter rules */
+            PyObject *js = PyObject_CallOneArg(case_json_fn, c);
+            if (js == NULL)
+                goto fail;
+            Py_ssize_t len;
+            const char *u = PyUnicode_AsUTF8AndSize(js, &len);
+            int rc = u == NULL ? -1 : buf_put(&b, u, len);
+            Py_DECREF(js);
+            if (rc < 0)
+                goto fail;
+            PyObject *o = PyObject_GetAttrString(c, "outcome");
+            PyObject *fl = o ? PyObject_GetAttrString(c, "flaky") : NULL;
+            PyObject *du = fl ? PyObject_GetAttrString(c, "duration_s") : NULL;
+            int oi = du ? outcome_index(o) : -1;
+            double d = oi >= 0 ? PyFloat_AsDouble(du) : -1.0;
+            int t = (oi >= 0 && !(d == -1.0 && PyErr_Occurred())) ? PyObject_IsTrue(fl) : -1;
+            Py_XDECREF(o);
+            Py_XDECREF(fl);
+            Py_XDECREF(du);
+            if (t < 0)
+                goto fail;
+            counts[oi]++;
+            flaky += t;
+            duration += d;
+            continue;
+        }
+        int oi = outcome_index(SLOT(c, F_OUTCOME));
+        if (oi < 0 || put_case(&b, c, oi) < 0)
+            goto fail;
+        counts[oi]++;
+        flaky += SLOT(c, F_FLAKY) == Py_True;
+        duration += PyFloat_AS_DOUBLE(SLOT(c, F_DURATION));
+    }
+    PyObject *text = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    if (b.cap > (1 << 24)) { /* an outsized batch: give the memory back */
+        PyMem_Free(b.data);
+        b = (Buf){0};
+    }
+    if (text == NULL)
+        return NULL;
+    return Py_BuildValue("(Nllllld)", text, counts[O_SKIPPED], counts[O_PASSED],
+                         counts[O_FAILED], counts[O_ERROR], flaky, duration);
+fail:
+    return NULL;
+}
+
+/* ---- module ---- */
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(TestCase, outcomes, skip_statuses, line_fn, duration_fn, pytest_prefix_fn, "
+     "merge_fn, case_to_json)"},
+    {"encode_cases", encode_cases, METH_VARARGS,
+     "encode_cases(cases, duration) -> (utf8_json_lines, skipped, passed, failed, errors, "
+     "flaky, duration)"},
+    {NULL}};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_speedups",
+    "Native fast paths for JUnit parsing and results.json encoding.", -1, module_methods};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    expat = PyCapsule_Import("pyexpat.expat_CAPI", 0);
+    if (expat == NULL)
+        return NULL;
+    if (strncmp(expat->magic, "pyexpat.expat_CAPI 1.", 21) != 0 ||
+        (size_t)expat->size < offsetof(struct ExpatCAPI, SetStartDoctypeDeclHandler) +
+                                  sizeof(expat->SetStartDoctypeDeclHandler)) {
+        PyErr_SetString(PyExc_ImportError, "pyexpat C API has an unexpected layout");
+        return NULL;
+    }
+    if (PyType_Ready(&JUnitParserType) < 0)
+        return NULL;
+    s_nl = PyUnicode_InternFromString("\n");
+    s_nlnl = PyUnicode_InternFromString("\n\n");
+    s_colons = PyUnicode_InternFromString("::");
+    s_unnamed = PyUnicode_InternFromString("(unnamed)");
+    s_lower = PyUnicode_InternFromString("lower");
+    if (!s_nl || !s_nlnl || !s_colons || !s_unnamed || !s_lower)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    FallbackError = PyErr_NewExceptionWithDoc(
+        "ci_app.artifacts._speedups.FallbackError",
+        "The native parser met something only the reference parser handles exactly.",
+        PyExc_Exception, NULL);
+    if (FallbackError == NULL || PyModule_AddObjectRef(m, "FallbackError", FallbackError) < 0 ||
+        PyModule_AddObjectRef(m, "JUnitParser", (PyObject *)&JUnitParserType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
