@@ -2,8 +2,9 @@
 
 Side by side in one run (each method in its own child process, so each peak RSS
 is its own): our streaming parser, the full ``ci-app ingest`` (results.json
-written), raw ``lxml.etree.iterparse`` (classify + clear: the practical ceiling
-of a Python streaming parser), and ``junitparser`` (the anchor library).
+written), both with the native speedups (the default where the C extension is
+built) and on the pure-Python reference code (``CI_FANOUT_PURE_PYTHON=1``), raw
+``lxml.etree.iterparse`` (classify + clear: the anchor), and ``junitparser``.
 Prints MB/s, peak RSS and the ratios the issue names.
 
     python bench/parse_throughput.py [--cases 1000000] [--repeats 2] [--skip-junitparser]
@@ -29,6 +30,12 @@ CHILD = r"""
 import json, sys, time
 method, path = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
+pure = method.endswith("-pure")  # the parent set CI_FANOUT_PURE_PYTHON=1 for these
+method = method.removesuffix("-pure")
+if method in ("ours", "ingest") and not pure:
+    from ci_app.artifacts import native
+    if not native.available():
+        raise SystemExit("native speedups not built: pip install -e . with a C compiler")
 counts = {}
 if method == "lxml":
     from lxml import etree
@@ -79,10 +86,15 @@ print(json.dumps({"seconds": elapsed, "counts": counts}))
 
 def run_child(method: str, path: Path, out: Path) -> tuple[float, float, dict[str, int]]:
     """(seconds, peak RSS MiB, counts) for one method in a fresh interpreter."""
+    env = dict(os.environ)
+    env.pop("CI_FANOUT_PURE_PYTHON", None)
+    if method.endswith("-pure"):
+        env["CI_FANOUT_PURE_PYTHON"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, method, str(path), str(out)],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
     output = proc.stdout.read()
@@ -99,6 +111,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-junitparser", action="store_true", help="it needs ~2 GB and ~20 s")
+    ap.add_argument("--skip-pure", action="store_true", help="skip the pure-Python runs")
     ap.add_argument("--keep", type=Path, help="reuse/keep the generated file at this path")
     args = ap.parse_args()
 
@@ -111,7 +124,11 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     print(f"input: {size_mb:.1f} MB, {args.cases:,} testcases")
 
-    methods = ["lxml", "ours", "ingest"] + ([] if args.skip_junitparser else ["junitparser"])
+    methods = ["lxml", "ours", "ingest"]
+    if not args.skip_pure:
+        methods += ["ours-pure", "ingest-pure"]
+    if not args.skip_junitparser:
+        methods.append("junitparser")
     best: dict[str, tuple[float, float]] = {}
     for rep in range(args.repeats):
         for method in methods:  # interleaved, so load changes hit every method alike
@@ -139,6 +156,12 @@ def main() -> None:
         f"ci-app ingest (results.json written) vs raw lxml: {raw / ingest[0]:.2f}x (target >= 0.5x)"
     )
     print(f"peak RSS: parser {ours[1]:.0f} MB, ingest {ingest[1]:.0f} MB (target < 100 MB)")
+    if "ours-pure" in best:
+        pure, pure_ingest = best["ours-pure"][0], best["ingest-pure"][0]
+        print(
+            f"pure-Python reference (no C extension): parser {raw / pure:.2f}x, "
+            f"ingest {raw / pure_ingest:.2f}x"
+        )
     if "junitparser" in best:
         jp = best["junitparser"]
         print(f"junitparser: {size_mb / jp[0]:.1f} MB/s at {jp[1]:.0f} MB peak RSS")

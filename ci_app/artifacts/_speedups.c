@@ -220,6 +220,42 @@ has_content(PyObject *s)
 
 /* ---- JUnitParser ---- */
 
+/* The last value of one attribute, kept as a str: consecutive cases usually share
+ * their classname and file, so they also share one str (and its cached hash). */
+typedef struct {
+    Buf bytes;
+    PyObject *obj;
+} LastStr;
+
+static PyObject *
+last_str(LastStr *c, const char *v)
+{
+    Py_ssize_t n = (Py_ssize_t)strlen(v);
+    if (c->obj != NULL && n == c->bytes.len && memcmp(c->bytes.data, v, n) == 0) {
+        Py_INCREF(c->obj);
+        return c->obj;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8(v, n, NULL);
+    if (s == NULL)
+        return NULL;
+    c->bytes.len = 0;
+    if (buf_put(&c->bytes, v, n) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    Py_INCREF(s);
+    Py_XSETREF(c->obj, s);
+    return s;
+}
+
+static void
+last_str_free(LastStr *c)
+{
+    Py_CLEAR(c->obj);
+    PyMem_Free(c->bytes.data);
+    c->bytes = (Buf){0};
+}
+
 enum { K_OTHER, K_SUITE };
 enum { C_OTHER, C_RESULT, C_RETRY, C_STDOUT, C_STDERR };
 #define MAX_DEPTH 200
@@ -263,6 +299,8 @@ typedef struct {
     int n_prefixes;
     int prefix_depth[MAX_PREFIXES];
     char prefix_name[MAX_PREFIXES][32];
+    LastStr last_classname, last_file;
+    PyObject *last_key[2], *last_prefix; /* (classname, file) -> id prefix, last case */
     /* the open test case */
     int in_case, case_depth;
     PyObject *c_name, *c_classname, *c_file, *c_status, *c_failure, *c_error, *c_line;
@@ -387,13 +425,10 @@ check_names(JUnitParser *p, const XML_Char *name, const XML_Char **atts)
     return 0;
 }
 
-/* _duration(el.get("time") or el.get("duration")) */
+/* parse_duration(el.get("time") or el.get("duration")) */
 static int
-parse_duration(JUnitParser *p, const XML_Char **atts, double *out)
+parse_duration(const char *v, double *out)
 {
-    const char *v = attr(atts, "time");
-    if (v == NULL || v[0] == '\0')
-        v = attr(atts, "duration");
     if (v == NULL || v[0] == '\0') {
         *out = 0.0;
         return 0;
@@ -430,11 +465,10 @@ parse_duration(JUnitParser *p, const XML_Char **atts, double *out)
     return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* _line(el.get("line"), zero_based) */
+/* parse_line(el.get("line"), zero_based) */
 static PyObject *
-parse_line(const XML_Char **atts, int zero_based)
+parse_line(const char *v, int zero_based)
 {
-    const char *v = attr(atts, "line");
     if (v == NULL)
         Py_RETURN_NONE;
     long n = 0;
@@ -486,7 +520,6 @@ declare(JUnitParser *p, Frame *f)
 static void
 start_case(JUnitParser *p, const XML_Char **atts)
 {
-    int err = 0;
     Frame *parent = p->depth > 1 ? &p->frames[p->depth - 1] : NULL;
     if (parent != NULL) {
         Suite *s = frame_suite(p, parent);
@@ -502,30 +535,50 @@ start_case(JUnitParser *p, const XML_Char **atts)
     p->in_case = 1;
     p->case_depth = p->depth;
     p->c_suite = p->cur_suite;
-    p->c_name = attr_str(atts, "name", &err);
-    p->c_classname = attr_str(atts, "classname", &err);
-    if (!err && !nonempty(p->c_classname)) {
-        PyObject *alt = attr_str(atts, "class", &err);
-        if (alt != NULL || !err) {
-            Py_XSETREF(p->c_classname, alt);
+    /* one pass over the attributes (first occurrence wins, as el.get() reads) */
+    const char *name = NULL, *classname = NULL, *klass = NULL, *file = NULL, *status = NULL,
+               *result = NULL, *failure = NULL, *error = NULL, *line = NULL, *time = NULL,
+               *duration = NULL;
+    for (const XML_Char **a = atts; a[0] != NULL; a += 2) {
+        const char *k = a[0], *v = a[1];
+        const char **slot = NULL;
+        switch (k[0]) {
+        case 'n': if (strcmp(k, "name") == 0) slot = &name; break;
+        case 'c':
+            if (strcmp(k, "classname") == 0) slot = &classname;
+            else if (strcmp(k, "class") == 0) slot = &klass;
+            break;
+        case 'f':
+            if (strcmp(k, "file") == 0) slot = &file;
+            else if (strcmp(k, "failure") == 0) slot = &failure;
+            break;
+        case 's': if (strcmp(k, "status") == 0) slot = &status; break;
+        case 'r': if (strcmp(k, "result") == 0) slot = &result; break;
+        case 'e': if (strcmp(k, "error") == 0) slot = &error; break;
+        case 'l': if (strcmp(k, "line") == 0) slot = &line; break;
+        case 't': if (strcmp(k, "time") == 0) slot = &time; break;
+        case 'd': if (strcmp(k, "duration") == 0) slot = &duration; break;
         }
+        if (slot != NULL && *slot == NULL)
+            *slot = v;
     }
-    p->c_file = attr_str(atts, "file", &err);
-    p->c_status = attr_str(atts, "status", &err);
-    if (!err && !nonempty(p->c_status)) {
-        PyObject *alt = attr_str(atts, "result", &err);
-        if (alt != NULL || !err) {
-            Py_XSETREF(p->c_status, alt);
-        }
-    }
-    p->c_failure = attr_str(atts, "failure", &err);
-    p->c_error = attr_str(atts, "error", &err);
-    if (err)
+    if (classname == NULL || classname[0] == '\0')
+        classname = klass; /* el.get("classname") or el.get("class") */
+    if (status == NULL || status[0] == '\0')
+        status = result;
+    if (time == NULL || time[0] == '\0')
+        time = duration;
+    if ((name != NULL && (p->c_name = str_of(name)) == NULL) ||
+        (classname != NULL && (p->c_classname = last_str(&p->last_classname, classname)) == NULL) ||
+        (file != NULL && (p->c_file = last_str(&p->last_file, file)) == NULL) ||
+        (status != NULL && (p->c_status = str_of(status)) == NULL) ||
+        (failure != NULL && (p->c_failure = str_of(failure)) == NULL) ||
+        (error != NULL && (p->c_error = str_of(error)) == NULL))
         goto fail;
-    p->c_line = parse_line(atts, p->c_suite->pytest);
+    p->c_line = parse_line(line, p->c_suite->pytest);
     if (p->c_line == NULL)
         goto fail;
-    if (parse_duration(p, atts, &p->c_duration) < 0)
+    if (parse_duration(time, &p->c_duration) < 0)
         goto fail;
     p->c_outcome = O_PASSED;
     p->c_severity = -1;
@@ -641,6 +694,10 @@ case_id(JUnitParser *p, Suite *suite, PyObject *classname, PyObject *name)
         /* pytest_node_id(classname, name, file) == prefix + "::" + name */
         PyObject *cls = nonempty(classname) ? classname : Py_None;
         PyObject *file = p->c_file != NULL ? p->c_file : Py_None;
+        if (p->last_prefix != NULL && p->last_key[0] == cls && p->last_key[1] == file) {
+            prefix = p->last_prefix;
+            goto concat;
+        }
         PyObject *key = PyTuple_Pack(2, cls, file);
         if (key == NULL)
             return NULL;
@@ -673,6 +730,12 @@ case_id(JUnitParser *p, Suite *suite, PyObject *classname, PyObject *name)
             }
         }
         Py_DECREF(key);
+        Py_INCREF(cls);
+        Py_XSETREF(p->last_key[0], cls);
+        Py_INCREF(file);
+        Py_XSETREF(p->last_key[1], file);
+        Py_INCREF(prefix);
+        Py_XSETREF(p->last_prefix, prefix);
     }
     else {
         /* make_id(classname, name, suite): (classname or suite) + "::" + name */
@@ -698,6 +761,7 @@ case_id(JUnitParser *p, Suite *suite, PyObject *classname, PyObject *name)
             }
         }
     }
+concat:
     if (prefix == Py_None) {
         Py_INCREF(name);
         return name;
@@ -1071,6 +1135,11 @@ parser_release(JUnitParser *p)
         frame_clear(&p->frames[i]);
     suite_free(&p->root_suite);
     case_clear(p);
+    last_str_free(&p->last_classname);
+    last_str_free(&p->last_file);
+    Py_CLEAR(p->last_key[0]);
+    Py_CLEAR(p->last_key[1]);
+    Py_CLEAR(p->last_prefix);
     PyMem_Free(p->text.data);
     PyMem_Free(p->st_text.data);
     p->text = (Buf){0};
@@ -1466,6 +1535,17 @@ plain_case(PyObject *c)
            (o == outcomes[0] || o == outcomes[1] || o == outcomes[2] || o == outcomes[3]);
 }
 
+static void
+encode_done(Buf *bp, Buf *kept, int *kept_busy)
+{
+    if (bp != kept || bp->cap > (1 << 24)) { /* its own, or outsized: give it back */
+        PyMem_Free(bp->data);
+        *bp = (Buf){0};
+    }
+    if (bp == kept)
+        *kept_busy = 0;
+}
+
 static PyObject *
 encode_cases(PyObject *self, PyObject *args)
 {
@@ -1477,14 +1557,21 @@ encode_cases(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
         return NULL;
     }
-    static Buf b = {0}; /* kept between calls: no page faults for every batch */
-    b.len = 0;
+    /* One buffer kept between calls (no fresh pages for every batch); a nested or
+     * concurrent call (another thread while case_to_json runs) gets its own. */
+    static Buf kept = {0};
+    static int kept_busy = 0;
+    Buf own = {0};
+    Buf *bp = kept_busy ? &own : &kept;
+    if (bp == &kept)
+        kept_busy = 1;
+    bp->len = 0;
     long counts[N_OUTCOMES] = {0};
     long flaky = 0;
     Py_ssize_t n = PyList_GET_SIZE(cases);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *c = PyList_GET_ITEM(cases, i);
-        if (i > 0 && buf_put(&b, ",\n", 2) < 0)
+        if (i > 0 && buf_put(bp, ",\n", 2) < 0)
             goto fail;
         if (!plain_case(c)) {
             /* not a plain TestCase: the reference encoder and counter rules */
@@ -1493,7 +1580,7 @@ encode_cases(PyObject *self, PyObject *args)
                 goto fail;
             Py_ssize_t len;
             const char *u = PyUnicode_AsUTF8AndSize(js, &len);
-            int rc = u == NULL ? -1 : buf_put(&b, u, len);
+            int rc = u == NULL ? -1 : buf_put(bp, u, len);
             Py_DECREF(js);
             if (rc < 0)
                 goto fail;
@@ -1514,22 +1601,20 @@ encode_cases(PyObject *self, PyObject *args)
             continue;
         }
         int oi = outcome_index(SLOT(c, F_OUTCOME));
-        if (oi < 0 || put_case(&b, c, oi) < 0)
+        if (oi < 0 || put_case(bp, c, oi) < 0)
             goto fail;
         counts[oi]++;
         flaky += SLOT(c, F_FLAKY) == Py_True;
         duration += PyFloat_AS_DOUBLE(SLOT(c, F_DURATION));
     }
-    PyObject *text = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
-    if (b.cap > (1 << 24)) { /* an outsized batch: give the memory back */
-        PyMem_Free(b.data);
-        b = (Buf){0};
-    }
+    PyObject *text = PyBytes_FromStringAndSize(bp->data ? bp->data : "", bp->len);
+    encode_done(bp, &kept, &kept_busy);
     if (text == NULL)
         return NULL;
     return Py_BuildValue("(Nllllld)", text, counts[O_SKIPPED], counts[O_PASSED],
                          counts[O_FAILED], counts[O_ERROR], flaky, duration);
 fail:
+    encode_done(bp, &kept, &kept_busy);
     return NULL;
 }
 
