@@ -378,3 +378,27 @@ def test_encode_cases_matches_case_to_json(cases: list[TestCase], start: float) 
     for c in cases:
         expected += c.duration_s
     assert total == expected or (math.isnan(total) and math.isnan(expected))
+
+
+@needs_native
+def test_native_reader_folds_pytest_reruns_and_numbers_duplicates() -> None:
+    data = (
+        b'<testsuites><testsuite name="pytest" tests="3">'
+        b'<testcase classname="tests.test_a" name="test_f" time="1.0">'
+        b'<failure message="first">boom</failure></testcase>'
+        b'<testcase classname="tests.test_a" name="test_f" time="2.0"/>'
+        b'<testcase classname="tests.test_a" name="test_g" time="0.5"/>'
+        b'</testsuite><testsuite name="mocha" tests="2">'
+        b'<testcase classname="spec" name="same" time="0.1"/>'
+        b'<testcase classname="spec" name="same" time="0.2"/>'
+        b"</testsuite></testsuites>"
+    )
+    cases = _native_only(data)
+    assert [(c.id, c.outcome, c.retries, c.flaky, c.duration_s) for c in cases] == [
+        ("tests/test_a.py::test_f", Outcome.PASSED, 1, True, 3.0),
+        ("tests/test_a.py::test_g", Outcome.PASSED, 0, False, 0.5),
+        ("spec::same", Outcome.PASSED, 0, False, 0.1),
+        ("spec::same#2", Outcome.PASSED, 0, False, 0.2),
+    ]
+    assert cases[0].message == "first"
+    _same(data)
