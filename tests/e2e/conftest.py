@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,50 @@ NEW_FAILURE = "tests/test_strings.py::test_title_case"
 def sha(n: int) -> str:
     """The fake commit SHA of simulated commit ``n``."""
     return f"{n:02d}" + "c0ffee" * 6 + f"{n:02d}"
+
+
+# A test that hangs the first runner to reach it: the emulators SIGKILL that test process
+# (a runner dying mid-batch); its re-run on the other shard passes.
+BLOCKER = """
+import os
+import time
+from pathlib import Path
+
+
+def test_blocks_the_first_runner_once() -> None:
+    \"\"\"The first shard to run this hangs (and is SIGKILLed); the re-run elsewhere passes.\"\"\"
+    marker = Path(os.environ["E2E_KILL_MARKER"])
+    try:
+        fd = os.open(f"{marker}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    runner = os.environ.get("RUNNER_NAME") or os.environ["CI_RUNNER_DESCRIPTION"]
+    Path(f"{marker}.tmp").write_text(f"{os.getpid()} {runner}")
+    os.replace(f"{marker}.tmp", marker)
+    time.sleep(120)
+"""
+BLOCKER_TEST = "tests/test_0_blocker.py::test_blocks_the_first_runner_once"
+
+
+def copy_project(dest: Path, *, blocker: bool = False) -> Path:
+    """The sample project at ``dest``; with ``blocker``, plus the test that hangs a runner."""
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+    if blocker:
+        (dest / "tests" / "test_0_blocker.py").write_text(BLOCKER)
+    return dest
+
+
+def sample_tests(project: Path = SAMPLE) -> set[str]:
+    """Every test id of the sample project (collected the way the plan step does)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.strip() for line in out.splitlines() if "::" in line}
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,6 @@ workflow_run webhook -> the app collects, ingests, reports -> one sticky comment
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,15 +21,17 @@ from tests.fakes.workflows import GitHubWorkflow, WorkflowRun, github_signature,
 
 from .conftest import (
     ADMIN,
+    BLOCKER_TEST,
     BRANCH,
     GH_SECRET,
     GPU_TEST,
     MARKER,
     NEW_FAILURE,
     RUNNERS,
-    SAMPLE,
     TEST_COMMAND,
     App,
+    copy_project,
+    sample_tests,
     sha,
     start_app,
 )
@@ -85,35 +84,11 @@ class Flow:
         return list(self.fake.comments.get(PR, []))
 
 
-BLOCKER = """
-import os
-import time
-from pathlib import Path
-
-
-def test_blocks_the_first_runner_once() -> None:
-    \"\"\"The first shard to run this hangs (and is SIGKILLed); the re-run elsewhere passes.\"\"\"
-    marker = Path(os.environ["E2E_KILL_MARKER"])
-    try:
-        fd = os.open(f"{marker}.claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.close(fd)
-    Path(f"{marker}.tmp").write_text(f"{os.getpid()} {os.environ['RUNNER_NAME']}")
-    os.replace(f"{marker}.tmp", marker)
-    time.sleep(120)
-"""
-
-
 @pytest.fixture
 def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """The sample project; with the parameter ``"blocker"``, plus a test that hangs its first
     runner."""
-    dest = tmp_path / "project"
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
-    if getattr(request, "param", None) == "blocker":
-        (dest / "tests" / "test_0_blocker.py").write_text(BLOCKER)
-    return dest
+    return copy_project(tmp_path / "project", blocker=getattr(request, "param", None) == "blocker")
 
 
 @pytest.fixture
@@ -147,18 +122,6 @@ def flow(tmp_path: Path, github_contract: GitHubContract, project: Path) -> Iter
                 kill_marker=marker,
             )
             yield Flow(fake, app, workflow)
-
-
-def sample_tests(project: Path = SAMPLE) -> set[str]:
-    """Every test id of the sample project (collected the way the plan step does)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {line.strip() for line in out.splitlines() if "::" in line}
 
 
 def ran_tests(run: WorkflowRun) -> list[str]:
@@ -225,9 +188,7 @@ def test_killed_shard_tests_rerun_elsewhere(flow: Flow, project: Path) -> None:
     everything = sample_tests(project)
     ran = ran_tests(run)
     assert sorted(ran) == sorted(everything - {GPU_TEST}), "every test exactly once"
-    assert "tests/test_0_blocker.py::test_blocks_the_first_runner_once" in {
-        t["id"] for t in run.results[survivor]["tests"]
-    }
+    assert BLOCKER_TEST in {t["id"] for t in run.results[survivor]["tests"]}
     (comment,) = flow.comments()
     body = comment["body"]
     assert body.splitlines()[0].startswith(MARKER)

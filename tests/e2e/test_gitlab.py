@@ -7,9 +7,6 @@ collects through the API (bridge -> child pipeline), ingests, reports -> one sti
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,15 +21,17 @@ from tests.fakes.workflows import GitLabPipeline, PipelineRun, post_json
 
 from .conftest import (
     ADMIN,
+    BLOCKER_TEST,
     BRANCH,
     GL_TOKEN,
     GPU_TEST,
     MARKER,
     NEW_FAILURE,
     RUNNERS,
-    SAMPLE,
     TEST_COMMAND,
     App,
+    copy_project,
+    sample_tests,
     sha,
     start_app,
 )
@@ -93,9 +92,14 @@ class Flow:
 
 
 @pytest.fixture
-def flow(tmp_path: Path) -> Iterator[Flow]:
-    project = tmp_path / "project"
-    shutil.copytree(SAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """The sample project; with the parameter ``"blocker"``, plus a test that hangs its first
+    runner."""
+    return copy_project(tmp_path / "project", blocker=getattr(request, "param", None) == "blocker")
+
+
+@pytest.fixture
+def flow(tmp_path: Path, project: Path) -> Iterator[Flow]:
     with FakeGitLab(token=API_TOKEN) as fake:
         assert isinstance(fake, FakeGitLab)
         for app in start_app(
@@ -120,19 +124,10 @@ def flow(tmp_path: Path) -> Iterator[Flow]:
                 gitlab_token=API_TOKEN,
                 runners=RUNNERS,
                 test_command=TEST_COMMAND,
+                env={"E2E_KILL_MARKER": str(tmp_path / "kill-me")},
+                kill_marker=tmp_path / "kill-me",
             )
             yield Flow(fake, app, pipeline)
-
-
-def sample_tests() -> set[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", "tests"],
-        cwd=SAMPLE,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return {line.strip() for line in out.splitlines() if "::" in line}
 
 
 def ran_tests(run: PipelineRun) -> list[str]:
@@ -203,3 +198,35 @@ def test_merge_request_to_one_sticky_note(flow: Flow) -> None:
     assert flow.fake.violations == []
     assert flow.fake.shape_violations == []
     print(f"first round {first:.1f}s, both {time.monotonic() - t0:.1f}s")
+
+
+@pytest.mark.parametrize("project", ["blocker"], indirect=True)
+def test_killed_shard_job_tests_rerun_elsewhere(flow: Flow, project: Path) -> None:
+    """One shard job's test process is SIGKILLed in its first batch: the job fails, its leased
+    tests go back to the app's queue after the 3 s lease, the other shard job runs them, and
+    the MR note still counts every test exactly once."""
+    t0 = time.monotonic()
+    flow.merge_request("open", commit=6)
+    (run,) = flow.settle(1)
+    assert len(run.killed) == 1, "the blocker test asked for its runner to be killed"
+    (victim,) = [s for s, runner in run.runner_of.items() if runner in run.killed]
+    (survivor,) = [s for s in run.runner_of if s != victim]
+    assert run.shards[victim] != 0 and run.shards[survivor] == 0
+    assert not run.results.get(victim, {}).get("tests"), "the killed shard reported nothing"
+    everything = sample_tests(project)
+    assert sorted(ran_tests(run)) == sorted(everything - {GPU_TEST}), "every test exactly once"
+    assert BLOCKER_TEST in {t["id"] for t in run.results[survivor]["tests"]}
+    # GitLab saw the failed job and the failed pipeline; the app still reported
+    assert run.child_id is not None
+    child = flow.fake.pipelines[run.child_id]
+    assert sorted(flow.fake.jobs[j]["status"] for j in child["job_ids"]) == ["failed", "success"]
+    assert flow.pipeline.webhooks == [("Pipeline Hook", 202)]
+    (note,) = flow.notes()
+    text = note["body"]
+    assert text.splitlines()[0].startswith(MARKER)
+    total = len(everything)
+    assert f"{total} tests: {total - 3} passed, 1 failed, 2 skipped" in text
+    assert NEW_FAILURE in text and GPU_TEST in text
+    assert flow.fake.violations == []
+    assert flow.fake.shape_violations == []
+    print(f"killed-shard round {time.monotonic() - t0:.1f}s")

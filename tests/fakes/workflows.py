@@ -269,12 +269,7 @@ class GitHubWorkflow:
                     with contextlib.suppress(ProcessLookupError):
                         sp.proc.kill()
                 raise TimeoutError("shards still running after 180 s")
-            if marker is not None and marker.exists() and not state.killed:
-                text = marker.read_text().split()
-                if len(text) == 2:  # "<pid> <runner>" fully written
-                    pid, runner = int(text[0]), text[1]
-                    os.kill(pid, signal.SIGKILL)  # the runner's test process dies mid-batch
-                    state.killed.append(runner)
+            kill_if_asked(marker, state.killed)
             time.sleep(0.05)
 
     # -- artifacts and webhooks -----------------------------------------------------------
@@ -354,6 +349,7 @@ class PipelineRun:
     child_yaml: dict[str, Any] = field(default_factory=dict)
     shards: dict[str, int] = field(default_factory=dict)  # shard -> exit code
     runner_of: dict[str, str] = field(default_factory=dict)  # shard -> runner description
+    killed: list[str] = field(default_factory=list)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard -> results.json
     job_env: dict[str, dict[str, str]] = field(default_factory=dict)  # job name -> its CI_* env
     error: str | None = None
@@ -393,11 +389,14 @@ class GitLabPipeline:
         runners: list[dict[str, Any]],
         test_command: str,
         env: Mapping[str, str] | None = None,
+        kill_marker: Path | None = None,
     ) -> None:
         self.fake = fake
         self.project = project
         self.work = work
         self.project_path = project_path
+        #: as GitHubWorkflow's: a test asks for its runner's test process to be SIGKILLed
+        self.kill_marker = kill_marker
         self.app_url = app_url
         self.app_token = app_token
         self.hook_token = hook_token
@@ -589,7 +588,7 @@ class GitLabPipeline:
                     [*ci, "shard"], cwd=job_dir, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
             procs.append((name, ShardProc(shard, runner["name"], proc, log_path), job))
-        self._watch([sp for _n, sp, _j in procs])
+        self._watch([sp for _n, sp, _j in procs], state)
         failed = False
         for name, sp, job in procs:
             state.shards[sp.shard] = sp.proc.returncode
@@ -634,8 +633,7 @@ class GitLabPipeline:
         self._turn = getattr(self, "_turn", -1) + 1
         return fits[self._turn % len(fits)]
 
-    @staticmethod
-    def _watch(procs: list[ShardProc]) -> None:
+    def _watch(self, procs: list[ShardProc], state: PipelineRun) -> None:
         deadline = time.monotonic() + 180
         while any(sp.proc.poll() is None for sp in procs):
             if time.monotonic() > deadline:
@@ -643,6 +641,7 @@ class GitLabPipeline:
                     with contextlib.suppress(ProcessLookupError):
                         sp.proc.kill()
                 raise TimeoutError("shard jobs still running after 180 s")
+            kill_if_asked(self.kill_marker, state.killed)
             time.sleep(0.05)
 
     # -- the webhook ----------------------------------------------------------------------
@@ -693,6 +692,17 @@ class GitLabPipeline:
         self.webhooks.append((event, status))
         if status != 202:
             raise RuntimeError(f"{event} answered {status}: {answer[:300]!r}")
+
+
+def kill_if_asked(marker: Path | None, killed: list[str]) -> None:
+    """SIGKILL the test process that wrote ``<pid> <runner>`` to ``marker`` (once)."""
+    if marker is None or killed or not marker.exists():
+        return
+    text = marker.read_text().split()
+    if len(text) == 2:  # fully written
+        pid, runner = int(text[0]), text[1]
+        os.kill(pid, signal.SIGKILL)  # the runner's test process dies mid-batch
+        killed.append(runner)
 
 
 def safe_job(name: str) -> str:
