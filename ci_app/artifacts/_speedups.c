@@ -1300,6 +1300,26 @@ static PyTypeObject JUnitParserType = {
 
 static const char hexdigits[] = "0123456789abcdef";
 
+/* The escape of an ASCII character json must escape: '"', '\\' or a control character. */
+static inline char *
+put_escape(char *o, unsigned int ch)
+{
+    *o++ = '\\';
+    switch (ch) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '\n': *o++ = 'n'; break;
+    case '\r': *o++ = 'r'; break;
+    case '\t': *o++ = 't'; break;
+    case '\b': *o++ = 'b'; break;
+    case '\f': *o++ = 'f'; break;
+    default:
+        *o++ = 'u'; *o++ = '0'; *o++ = '0';
+        *o++ = hexdigits[ch >> 4]; *o++ = hexdigits[ch & 15];
+    }
+    return o;
+}
+
 /* JSON string, as json's c_encode_basestring (ensure_ascii=False) writes it;
  * a lone surrogate (which UTF-8 cannot carry) is written as a \\u escape. */
 static int
@@ -1331,20 +1351,7 @@ put_json_str(Buf *b, PyObject *s)
             if (buf_grow(b, 6 + (n - i) * 4 + 1) < 0)
                 return -1;
             o = b->data + b->len;
-            unsigned char ch = c[i++];
-            *o++ = '\\';
-            switch (ch) {
-            case '"': *o++ = '"'; break;
-            case '\\': *o++ = '\\'; break;
-            case '\n': *o++ = 'n'; break;
-            case '\r': *o++ = 'r'; break;
-            case '\t': *o++ = 't'; break;
-            case '\b': *o++ = 'b'; break;
-            case '\f': *o++ = 'f'; break;
-            default:
-                *o++ = 'u'; *o++ = '0'; *o++ = '0';
-                *o++ = hexdigits[ch >> 4]; *o++ = hexdigits[ch & 15];
-            }
+            o = put_escape(o, c[i++]);
         }
     }
     else {
@@ -1361,19 +1368,7 @@ put_json_str(Buf *b, PyObject *s)
                     *o++ = (char)ch;
                     continue;
                 }
-                *o++ = '\\';
-                switch (ch) {
-                case '"': *o++ = '"'; break;
-                case '\\': *o++ = '\\'; break;
-                case '\n': *o++ = 'n'; break;
-                case '\r': *o++ = 'r'; break;
-                case '\t': *o++ = 't'; break;
-                case '\b': *o++ = 'b'; break;
-                case '\f': *o++ = 'f'; break;
-                default:
-                    *o++ = 'u'; *o++ = '0'; *o++ = '0';
-                    *o++ = hexdigits[ch >> 4]; *o++ = hexdigits[ch & 15];
-                }
+                o = put_escape(o, ch);
             }
             else if (ch < 0x800) {
                 *o++ = (char)(0xc0 | (ch >> 6));

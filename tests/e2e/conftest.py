@@ -75,6 +75,24 @@ def copy_project(dest: Path, *, blocker: bool = False) -> Path:
     return dest
 
 
+def killed_and_survivor(run: Any) -> tuple[str, str]:
+    """(victim, survivor) shards of a blocker run (a WorkflowRun or a PipelineRun)."""
+    assert len(run.killed) == 1, "the blocker test asked for its runner to be killed"
+    (victim,) = [s for s, runner in run.runner_of.items() if runner in run.killed]
+    (survivor,) = [s for s in run.runner_of if s != victim]
+    assert not run.results.get(victim, {}).get("tests"), "the killed shard reported nothing"
+    assert run.shards[victim] != 0
+    return victim, survivor
+
+
+def check_report(body: str, tests: set[str]) -> None:
+    """The sticky report on the sample project: marker, counts, the failure, the GPU test."""
+    assert body.splitlines()[0].startswith(MARKER)
+    total = len(tests)
+    assert f"{total} tests: {total - 3} passed, 1 failed, 2 skipped" in body
+    assert NEW_FAILURE in body and GPU_TEST in body
+
+
 def sample_tests(project: Path = SAMPLE) -> set[str]:
     """Every test id of the sample project (collected the way the plan step does)."""
     out = subprocess.run(
