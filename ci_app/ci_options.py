@@ -218,8 +218,8 @@ OPTIONS: Final[tuple[CiOption, ...]] = (
     CiOption(
         name="shard",
         default="",
-        description="This job's shard id: `${{ matrix.shard }}` (GitLab's generated shard "
-        "jobs set it themselves)",
+        description="This job's shard id: the `shard` field of the plan's matrix entry "
+        "(GitLab's generated shard jobs set it themselves)",
         commands=("shard",),
         surfaces=_ACTION_ONLY,
     ),
@@ -309,15 +309,20 @@ OPTIONS: Final[tuple[CiOption, ...]] = (
     CiOption(
         name="python",
         default="python3",
-        description="Python interpreter ci-fanout is installed into and run with (the one "
-        "that has your test dependencies)",
+        description="The Python that has your test dependencies: the plan step collects the "
+        "tests with it and shards run the test command with it (a leading `python` or `pytest` "
+        "in test-command means this interpreter). ci-fanout itself installs into its own "
+        "virtual environment made from it (cached in the runner's tool cache), so nothing is "
+        "installed into this interpreter",
         surfaces=_NOT_TOML,
     ),
     CiOption(
         name="package",
         default="",
-        description="pip requirement ci-fanout is installed from; empty: the action's own "
-        "checkout (GitHub) or `ci-fanout[app]` from the package index (GitLab)",
+        description="Where ci-fanout installs from (a pip requirement: a path, a wheel, "
+        "`ci-fanout @ git+https://host/group/ci-fanout.git@v1.0.0`); empty: the action's own "
+        "checkout (GitHub); on GitLab set it (or the CI/CD variable CI_FANOUT_PACKAGE) to the "
+        "component's project at the included ref or a wheel from your package registry",
         surfaces=_NOT_TOML,
     ),
     CiOption(
@@ -464,7 +469,10 @@ def resolve(env: Mapping[str, str], *, base_dir: Path | None = None) -> CiValues
             sources[o.name] = o.env
     workdir = Path(base_dir or Path.cwd()) / str(values["working-directory"] or ".")
     cfg = workdir / str(values["config"] or "ci-fanout.toml")
-    if env.get(option("config").env) and not cfg.exists():
+    named = env.get(option("config").env, "")
+    if named and named != option("config").default and not cfg.exists():
+        # a missing default file is fine (the action and the template always pass the input);
+        # a file the user named must exist
         raise ConfigError(f"config file {cfg} does not exist (from {option('config').env})")
     for key, raw in read_ci_table(cfg).items():
         values[key] = _convert(_BY_NAME[key], raw, f"{cfg} [ci]")

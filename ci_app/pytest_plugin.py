@@ -27,7 +27,6 @@ from typing import Any
 import pytest
 
 from ci_app.commands.shard import (
-    TOKEN_ENV,
     Heartbeat,
     QueueClient,
     QueueUnavailableError,
@@ -35,6 +34,7 @@ from ci_app.commands.shard import (
     default_runner_name,
     static_slice,
 )
+from ci_app.credentials import take_token
 from ci_app.errors import CiFanoutError
 from ci_app.matrix.inventory import Inventory, TestSpec
 
@@ -168,7 +168,7 @@ class _QueueRunner:
             runner=opt.fanout_runner or default_runner_name(env),
             labels=default_labels(env),
             pool=self.pool,
-            token=env.get(TOKEN_ENV),
+            token=take_token(env),
         )
         self.heartbeat_s = float(opt.fanout_heartbeat)
         self._reports: dict[str, dict[str, Any]] = {}

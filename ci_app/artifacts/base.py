@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ci_app.model.results import Outcome, Summary, TestCase
+from ci_app.model.results import Outcome, Summary, TestCase, strip_ansi
 
 
 class ReportParseError(Exception):
@@ -36,10 +36,11 @@ class ParseContext:
             self.warnings.append(message)
 
     def clip(self, text: str | None) -> str | None:
-        """Cap stored texts (messages, stdout) so one huge case cannot blow memory."""
+        """Cap stored texts (messages, stdout) so one huge case cannot blow memory; terminal
+        escape sequences (colour codes) are removed."""
         if text is None:
             return None
-        text = text.strip("\n")
+        text = strip_ansi(text).strip("\n")
         if not text:
             return None
         if len(text) > self.max_message_chars:

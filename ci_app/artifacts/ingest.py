@@ -8,6 +8,7 @@ bounded whatever the input size. A file that cannot be parsed becomes a
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import glob
 import io
@@ -35,6 +36,7 @@ from ci_app.model.results import (
     SummaryCounter,
     TestCase,
     case_to_json,
+    strip_ansi,
 )
 
 _REPORT_SUFFIXES = (".xml", ".json", ".trx", ".tap", ".jsonl", ".ndjson", ".log", ".txt")
@@ -200,7 +202,11 @@ def parse_input(
                     state["error"] = _unknown_message(detected)
                     return
                 parser = get_parser(detected)
-                yield from parser(stream, ctx)
+                if detected == "junit":  # both JUnit readers clean texts in ctx.clip
+                    yield from parser(stream, ctx)
+                else:
+                    for case in parser(stream, ctx):
+                        yield _without_escapes(case)
         except ReportParseError as exc:
             state["error"] = str(exc)
         except OSError as exc:
@@ -217,6 +223,20 @@ def parse_input(
         )
 
     return cases(), finish
+
+
+def _without_escapes(case: TestCase) -> TestCase:
+    """The case with terminal escape sequences (colour codes) removed from its texts."""
+    texts = (case.message, case.details, case.stdout, case.stderr)
+    if not any(t and ("\x1b" in t or "\x9b" in t) for t in texts):
+        return case
+    return dataclasses.replace(
+        case,
+        message=strip_ansi(case.message) if case.message else case.message,
+        details=strip_ansi(case.details) if case.details else case.details,
+        stdout=strip_ansi(case.stdout) if case.stdout else case.stdout,
+        stderr=strip_ansi(case.stderr) if case.stderr else case.stderr,
+    )
 
 
 def _unknown_message(fmt: str) -> str:

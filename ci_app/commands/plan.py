@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,26 +74,43 @@ def load_history(paths: list[str]) -> DurationHistory:
     return hist
 
 
-def collect_inventory(path: str) -> Inventory:
-    """Run ``pytest --collect-only`` with the ci-fanout plugin and read its inventory."""
+def collect_inventory(
+    path: str,
+    *,
+    python: str | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    plugin: str | None = None,
+) -> Inventory:
+    """Run ``pytest --collect-only`` with the ci-fanout plugin and read its inventory.
+
+    ``python`` is the interpreter that has the tests' dependencies (default: this one), ``args``
+    the pytest arguments the shards will run with (``--doctest-modules``, ``-p no:randomly``),
+    ``plugin`` the plugin module to load with ``-p`` when it is not installed there.
+    """
+    paths = shlex.split(path) or ["."]
     with tempfile.TemporaryDirectory(prefix="ci-fanout-") as tmp:
         out = Path(tmp) / "inventory.json"
+        argv = [
+            python or sys.executable,
+            "-m",
+            "pytest",
+            *args,
+            *(["-p", plugin] if plugin else []),
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--fanout-inventory",
+            str(out),
+            *paths,
+        ]
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "--collect-only",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--fanout-inventory",
-                str(out),
-                path,
-            ],
+            argv,
             capture_output=True,
             text=True,
             check=False,
+            env=dict(env) if env is not None else None,
         )
         if proc.returncode not in (0, 5) or not out.exists():
             tail = (proc.stdout + proc.stderr)[-2000:]

@@ -29,12 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ci_app.credentials import scrub, take_token
 from ci_app.errors import CiFanoutError, ConfigError, InputError
 from ci_app.matrix.planner import Matrix
 
 log = logging.getLogger(__name__)
-
-TOKEN_ENV = "CI_FANOUT_QUEUE_TOKEN"  # noqa: S105 - the variable name, not a secret
 
 
 class QueueUnavailableError(CiFanoutError):
@@ -207,7 +206,7 @@ def _run_command(
 ) -> list[dict[str, Any]]:
     argv = expand_command(command, tests)
     start = time.monotonic()
-    rc = subprocess.call(argv)
+    rc = subprocess.call(argv, env=scrub(os.environ))  # the tests never see a credential
     wall = time.monotonic() - start
     if rc != 0:
         failures.append(rc)
@@ -251,7 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner=args.runner or default_runner_name(env),
             labels=args.labels.split(",") if args.labels else default_labels(env),
             pool=pool,
-            token=env.get(TOKEN_ENV),
+            token=take_token(env),
         )
         try:
             with Heartbeat(client, args.heartbeat) as hb:

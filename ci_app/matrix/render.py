@@ -20,7 +20,15 @@ import yaml
 
 from ci_app.matrix.planner import Matrix
 
-__all__ = ["render", "render_github", "render_gitlab", "render_json"]
+__all__ = [
+    "dump_yaml",
+    "gitlab_child_pipeline",
+    "gitlab_job_name",
+    "render",
+    "render_github",
+    "render_gitlab",
+    "render_json",
+]
 
 
 def render_json(matrix: Matrix) -> str:
@@ -45,22 +53,26 @@ def render_github(matrix: Matrix) -> dict[str, Any]:
     return {"include": include}
 
 
-def render_gitlab(
+def gitlab_child_pipeline(
     matrix: Matrix,
     *,
     matrix_path: str = "matrix.json",
     plan_job: str = "plan",
     stage: str = "test",
     command: str | None = None,
-) -> str:
-    """Child pipeline YAML. ``command`` may use ``{shard}`` and ``{matrix}``."""
+) -> dict[str, Any]:
+    """The child pipeline as data: ``{"stages": [...], "<shard job>": {...}, ...}``.
+
+    Each shard job has ``tags:`` = its labels, the matrix artifact from the parent's plan job
+    and ``CI_FANOUT_SHARD``. ``command`` may use ``{shard}`` and ``{matrix}``.
+    """
     if command is None:
         command = "python -m pytest --fanout-matrix {matrix} --fanout-shard {shard}"
         if matrix.mode == "queue":
             command += ' --fanout-queue "$CI_FANOUT_QUEUE_URL"'
     doc: dict[str, Any] = {"stages": [stage]}
     for s in matrix.shards:
-        doc[f"shard {s.id}"] = {
+        doc[gitlab_job_name(s.id)] = {
             "stage": stage,
             "tags": list(s.runs_on),
             "needs": [{"pipeline": "$PARENT_PIPELINE_ID", "job": plan_job}],
@@ -70,6 +82,29 @@ def render_gitlab(
             },
             "script": [command.format(shard=shlex.quote(s.id), matrix=shlex.quote(matrix_path))],
         }
+    return doc
+
+
+def gitlab_job_name(shard_id: str) -> str:
+    return f"shard {shard_id}"
+
+
+def render_gitlab(
+    matrix: Matrix,
+    *,
+    matrix_path: str = "matrix.json",
+    plan_job: str = "plan",
+    stage: str = "test",
+    command: str | None = None,
+) -> str:
+    """Child pipeline YAML (:func:`gitlab_child_pipeline` dumped)."""
+    doc = gitlab_child_pipeline(
+        matrix, matrix_path=matrix_path, plan_job=plan_job, stage=stage, command=command
+    )
+    return dump_yaml(doc)
+
+
+def dump_yaml(doc: Any) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
 
 

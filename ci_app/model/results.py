@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -487,3 +488,31 @@ def case_to_json(case: TestCase) -> str:
         f'"stderr":{"null" if stderr is None else enc(stderr)},'
         f'"retries":{case.retries},"flaky":{"true" if case.flaky else "false"}}}'
     )
+
+
+# -- synthetic shards of the accounting (every planned test ends reported exactly once) --------
+#: message prefix of a skipped case the planner could not place (no runner has its hardware)
+NOT_RUN_PREFIX = "not run: no runner with"
+#: shard id under which those not-run cases are stored (no runner ran them)
+NOT_RUN_SHARD = "unsatisfied"
+#: message prefix of an error case for a planned test no shard reported (its shard died)
+LOST_PREFIX = "lost:"
+#: shard id under which lost cases are stored
+LOST_SHARD = "lost"
+#: shard ids that no runner ran; never a runner class, never test flakiness
+SYNTHETIC_SHARDS = frozenset({NOT_RUN_SHARD, LOST_SHARD})
+
+
+#: terminal escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), and 2-byte escapes
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[@-Z\\-_]"
+)
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes and other escape sequences (``PY_COLORS=1``,
+    ``FORCE_COLOR``, pty runners)."""
+    if "\x1b" not in text and "\x9b" not in text:
+        return text
+    return _ANSI.sub("", text)

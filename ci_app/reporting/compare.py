@@ -11,16 +11,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ci_app.model.results import (
+    LOST_PREFIX,
+    LOST_SHARD,
+    NOT_RUN_PREFIX,
+    NOT_RUN_SHARD,
+    SYNTHETIC_SHARDS,
+)
 from ci_app.reporting.data import FAILING, CaseRows, ShardMeta
 from ci_app.reporting.flaky import FLAKY, HARDWARE, Evidence, Verdict
 
 _RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 
 
-#: message of a skipped case the planner could not place (see ``ci-app plan --unsatisfied``)
-NOT_RUN_PREFIX = "not run: no runner with"
-#: shard id under which those not-run cases are stored (no runner ran them)
-NOT_RUN_SHARD = "unsatisfied"
+__all__ = [
+    "LOST_PREFIX",
+    "LOST_SHARD",
+    "NOT_RUN_PREFIX",
+    "NOT_RUN_SHARD",
+    "Comparison",
+    "FailureItem",
+    "FlakyItem",
+    "HardwareItem",
+    "compare_runs",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,6 +132,9 @@ class Comparison:
     newly_skipped: tuple[str, ...] = ()
     #: tests the planner could not place: no online runner has their hardware (test, why)
     not_run: tuple[tuple[str, str], ...] = ()
+    #: planned tests no shard reported: their shard died (test, why); infrastructure errors
+    lost: tuple[tuple[str, str], ...] = ()
+    #: shards that failed as a whole (not the synthetic ``lost``/``unsatisfied`` shards)
     infra_shards: tuple[ShardMeta, ...] = ()
     head_durations: Mapping[str, float] = field(default_factory=dict)
     base_durations: Mapping[str, float] = field(default_factory=dict)
@@ -205,9 +222,10 @@ def compare_runs(
     verdicts = verdicts or {}
     shard_by_id = {s.shard_id: s for s in head_shards}
     shard_class = {s.shard_id: s.runner_class for s in head_shards}
-    infra = tuple(s for s in head_shards if s.infra_failure)
-    agg, passed, head_durations = _aggregate(head, shard_class, {s.shard_id for s in infra})
-    base_infra = {s.shard_id for s in base_shards if s.infra_failure}
+    infra = tuple(s for s in head_shards if s.infra_failure and s.shard_id not in SYNTHETIC_SHARDS)
+    skip = {s.shard_id for s in infra} | {LOST_SHARD}
+    agg, passed, head_durations = _aggregate(head, shard_class, skip)
+    base_infra = {s.shard_id for s in base_shards if s.infra_failure or s.shard_id == LOST_SHARD}
     if base is not None and base_infra:
         keep = [i for i, s in enumerate(base.shard_id) if s not in base_infra]
         base = CaseRows(
@@ -296,8 +314,15 @@ def compare_runs(
     fixed.extend(t for t, o in base_map.items() if o in FAILING and t in passed)
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    lost = sorted(
+        {
+            (head.test_id[i], (head.message[i] or "").splitlines()[0])
+            for i, sid in enumerate(head.shard_id)
+            if sid == LOST_SHARD
+        }
+    )
     if base is not None:
-        head_ids = passed | set(agg)
+        head_ids = passed | set(agg) | {t for t, _ in lost}
         added = tuple(sorted(head_ids - base_map.keys()))
         removed = tuple(sorted(base_map.keys() - head_ids))
     not_run = sorted(
@@ -309,6 +334,7 @@ def compare_runs(
     )
     return Comparison(
         not_run=tuple(not_run),
+        lost=tuple(lost),
         new_failures=tuple(sorted(new_failures, key=lambda f: f.test_id)),
         still_failing=tuple(sorted(still, key=lambda f: f.test_id)),
         fixed=tuple(sorted(fixed)),

@@ -147,7 +147,14 @@ class _Section:
 def _headline(report: Report) -> list[str]:
     c = report.comparison
     h = report.head
-    if c.new_failures:
+    if report.empty:
+        icon, word = (
+            "🛑",
+            (f"no test ran: {h.lost:,} planned test(s) lost" if h.lost else "no test ran"),
+        )
+    elif c.lost:
+        icon, word = "🛑", f"{len(c.lost):,} test(s) lost: their shard died"
+    elif c.new_failures:
         icon, word = (
             "❌",
             f"{len(c.new_failures):,} new failure" + ("s" if len(c.new_failures) > 1 else ""),
@@ -161,6 +168,8 @@ def _headline(report: Report) -> list[str]:
     else:
         icon, word = "✅", "all tests passed" if not (h.failed or h.errors) else "no new failures"
     parts = [word, f"{h.passed:,} passed"]
+    if h.not_run:
+        parts.append(f"{h.not_run:,} not run")
     if c.flaky:
         parts.append(f"{len(c.flaky)} flaky")
     if c.hardware_specific:
@@ -186,6 +195,11 @@ def _headline(report: Report) -> list[str]:
             f"{h.tests:,} tests: {h.passed:,} passed, {h.failed + h.errors:,} failed, "
             f"{h.skipped:,} skipped in {_dur(h.wall_s)} (no base run to compare with yet)."
         )
+    if h.lost or h.not_run:
+        lines.append(
+            f"Planned: {h.tests + h.not_run + h.lost:,} — ran {h.tests:,}, "
+            f"not run for want of hardware {h.not_run:,}, lost {h.lost:,}."
+        )
     return lines
 
 
@@ -202,6 +216,18 @@ def _link(url: str | None, text: str = "job") -> str:
 def _sections(report: Report) -> list[_Section]:
     c = report.comparison
     secs: list[_Section] = []
+    if c.lost:  # infrastructure errors first: these tests have no result at all
+        secs.append(
+            _Section(
+                "lost",
+                f"🛑 Lost: planned, no result ({len(c.lost):,}) — infrastructure error",
+                [
+                    f"- {_code(t)} — {_esc(why.removeprefix('lost: '))}"
+                    for t, why in c.lost[:_INITIAL_CAP]
+                ],
+                total=len(c.lost),
+            )
+        )
     nf = [
         f"| {_code(f.test_id)}{' 🆕' if f.new_test else ''} | {_esc(f.shard_id)} "
         f"| {_esc(f.runner_name or short_class(f.runner_class))} | {_link(f.job_url)} "
@@ -483,6 +509,10 @@ def render_check_run(
         bits.append(f"{len(c.flaky)} flaky")
     if c.hardware_specific:
         bits.append(f"{len(c.hardware_specific)} hardware-specific")
+    if c.lost:
+        bits.insert(0, f"{len(c.lost)} test(s) lost (shard died)")
+    if report.empty:
+        bits.insert(0, "no test ran")
     title = ", ".join(bits) or f"{report.head.passed:,} tests passed"
     annotations: list[dict[str, Any]] = []
 
@@ -527,7 +557,7 @@ def render_check_run(
         )
     conclusion = (
         "failure"
-        if (c.new_failures or c.still_failing or c.infra_shards)
+        if (c.new_failures or c.still_failing or c.infra_shards or c.lost or report.empty)
         else ("neutral" if report.regressions else "success")
     )
     return {

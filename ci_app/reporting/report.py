@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ci_app.errors import StoreError
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS
 from ci_app.reporting.changepoint import check_value, detect_change_points
 from ci_app.reporting.compare import (
-    NOT_RUN_SHARD,
     Comparison,
     FailureItem,
     FlakyItem,
@@ -83,10 +83,16 @@ class Counts:
     flaky: int = 0
     duration_s: float = 0.0  # machine time (sum over shards)
     wall_s: float = 0.0  # longest shard
+    #: planned tests no runner could take (no hardware), not counted in ``tests``
+    not_run: int = 0
+    #: planned tests no shard reported (their shard died), not counted in ``tests``
+    lost: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "tests": self.tests,
+            "not_run": self.not_run,
+            "lost": self.lost,
             "passed": self.passed,
             "failed": self.failed,
             "errors": self.errors,
@@ -170,7 +176,15 @@ class Report:
     def ok(self) -> bool:
         """No new failures, nothing still failing, no infra failure, no regression."""
         c = self.comparison
-        return not (c.new_failures or c.still_failing or c.infra_shards or self.regressions)
+        return (
+            not (c.new_failures or c.still_failing or c.infra_shards or c.lost or self.regressions)
+            and not self.empty
+        )
+
+    @property
+    def empty(self) -> bool:
+        """No test ran (all shards died, or nothing could be placed): never green."""
+        return self.head.tests == 0
 
     def to_dict(self) -> dict[str, Any]:
         c = self.comparison
@@ -191,6 +205,7 @@ class Report:
             "hardware_specific": len(c.hardware_specific),
             "regressions": len(self.regressions),
             "infra_failed_shards": [s.shard_id for s in c.infra_shards],
+            "lost": len(c.lost),
             "history_runs": self.history_runs,
             "ok": self.ok,
         }
@@ -207,6 +222,7 @@ class Report:
             "removed": list(c.removed),
             "newly_skipped": list(c.newly_skipped),
             "not_run": [{"test": t, "reason": why} for t, why in c.not_run],
+            "lost": [{"test": t, "reason": why} for t, why in c.lost],
             "runner_classes": [{"runner_class": k, **v.to_dict()} for k, v in self.runner_classes],
             "slowest": [
                 {"test_id": t, "duration_s": d, "base_duration_s": b} for t, d, b in self.slowest
@@ -236,20 +252,25 @@ def _deltas(head: Counts, base: Counts) -> dict[str, float]:
 
 
 def _counts(shards: Sequence[ShardMeta], rows: CaseRows | None = None) -> Counts:
+    """Totals over the shards that ran; the synthetic not-run and lost shards are counted
+    apart (``not_run``, ``lost``)."""
     flaky = (
         sum(1 for f, o in zip(rows.flaky, rows.outcome, strict=True) if f and o not in FAILING)
         if rows is not None
         else 0
     )
+    ran = [s for s in shards if s.shard_id not in SYNTHETIC_SHARDS]
     return Counts(
-        tests=sum(s.tests for s in shards),
-        passed=sum(s.passed for s in shards),
-        failed=sum(s.failed for s in shards),
-        errors=sum(s.errors for s in shards),
-        skipped=sum(s.skipped for s in shards),
+        tests=sum(s.tests for s in ran),
+        passed=sum(s.passed for s in ran),
+        failed=sum(s.failed for s in ran),
+        errors=sum(s.errors for s in ran),
+        skipped=sum(s.skipped for s in ran),
         flaky=flaky,
-        duration_s=sum(s.duration_s for s in shards),
-        wall_s=max((s.duration_s for s in shards), default=0.0),
+        duration_s=sum(s.duration_s for s in ran),
+        wall_s=max((s.duration_s for s in ran), default=0.0),
+        not_run=sum(s.tests for s in shards if s.shard_id == NOT_RUN_SHARD),
+        lost=sum(s.tests for s in shards if s.shard_id == LOST_SHARD),
     )
 
 
@@ -359,7 +380,7 @@ def build_report(
 
     by_class: dict[str, list[ShardMeta]] = {}
     for s in shards:
-        if s.shard_id != NOT_RUN_SHARD:  # planned but not run: not a runner class
+        if s.shard_id not in SYNTHETIC_SHARDS:  # not run / lost: not a runner class
             by_class.setdefault(s.runner_class, []).append(s)
     slowest = [
         (t, d, comparison.base_durations.get(t))

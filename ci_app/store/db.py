@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.errors import StoreError
-from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.model.results import SYNTHETIC_SHARDS, Outcome, ResultSet, RunInfo, TestCase
 from ci_app.reporting.data import (
     CaseRows,
     HistoryRows,
@@ -515,8 +515,8 @@ class Store:
                 "SELECT s.run_id, any_value(r.commit), sum(s.tests), sum(s.passed), sum(s.failed), "
                 "sum(s.errors), sum(s.skipped), sum(s.duration_s), max(s.duration_s) "
                 "FROM shards s JOIN runs r USING (run_id) WHERE s.run_id IN (SELECT unnest(?)) "
-                "GROUP BY s.run_id",
-                [list(run_ids)],
+                "AND s.shard_id NOT IN (SELECT unnest(?)) GROUP BY s.run_id",
+                [list(run_ids), sorted(SYNTHETIC_SHARDS)],
             ).fetchall()
         by_id = {
             r[0]: RunTotals(

@@ -57,6 +57,14 @@ def _tool(name: str) -> str:
 
 
 # -- one set of options -----------------------------------------------------------------------
+def test_generated_ci_files_are_current() -> None:
+    """action.yml and the GitLab template/component are generated (make docs)."""
+    from ci_app.ci import files
+
+    for rel, text in files.generated().items():
+        assert (ROOT / rel).read_text() == text, f"{rel} is stale: make docs"
+
+
 def test_action_inputs_are_the_table() -> None:
     assert _action()["inputs"] == action_inputs_yaml()
 
@@ -100,10 +108,14 @@ def test_action_passes_every_input_through_env_only() -> None:
     ci_step = next(s for s in steps if s.get("id") == "ci")
     env = ci_step["env"]
     for o in OPTIONS:
-        if ACTION not in o.surfaces or o.name == "github-token":
+        if ACTION not in o.surfaces or o.secret:
             continue
         assert env[o.env] == "${{ inputs." + o.name + " }}", o.name
-    assert env["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    # each credential reaches only the step that needs it
+    assert env["GITHUB_TOKEN"] == "${{ inputs.command == 'report' && inputs.github-token || '' }}"
+    assert env["CI_FANOUT_SERVER_TOKEN"] == (
+        "${{ inputs.command == 'plan' && inputs.server-token || '' }}"
+    )
     for s in steps:
         if "run" in s:  # no expression may be interpolated into a script
             assert "${{" not in s["run"], s.get("name")
@@ -126,7 +138,7 @@ def test_gitlab_template_passes_inputs_as_variables_only() -> None:
     jobs = docs[1]
     variables = jobs[".ci-fanout-base"]["variables"]
     for o in OPTIONS:
-        if GITLAB in o.surfaces and o.name not in ("image", "stage"):
+        if GITLAB in o.surfaces and o.name != "stage":  # image: the child pipeline's too
             assert variables[o.env] == "$[[ inputs." + o.name + " ]]", o.name
     for name, job in jobs.items():
         for key in ("script", "before_script"):
@@ -136,6 +148,47 @@ def test_gitlab_template_passes_inputs_as_variables_only() -> None:
     assert trigger["include"][0]["job"] == "ci-fanout-plan"
     assert trigger["include"][0]["artifact"].endswith("/child-pipeline.yml")
     assert trigger["strategy"] == "depend"
+
+
+def _descriptions() -> list[tuple[str, str]]:
+    out = [(f"action input {k}", str(v["description"])) for k, v in _action()["inputs"].items()]
+    out += [(f"action output {k}", str(v["description"])) for k, v in _action()["outputs"].items()]
+    out.append(("action", str(_action()["description"])))
+    for path in (GITLAB_TEMPLATE, COMPONENT):
+        for k, v in _gitlab_docs(path)[0]["spec"]["inputs"].items():
+            out.append((f"{path.name} input {k}", str(v["description"])))
+    return out
+
+
+def test_no_expression_in_any_description() -> None:
+    """Runners evaluate expressions in action metadata: `${{ matrix.shard }}` in a description
+    fails every job that uses the action while loading it ("expressions are not allowed
+    here"); GitLab interpolates `$[[ ]]` in spec text likewise."""
+    descriptions = _descriptions()
+    assert len(descriptions) > 40
+    for where, text in descriptions:
+        assert "${{" not in text and "$[[" not in text, f"{where}: {text}"
+    for o in OPTIONS:
+        assert "${{" not in o.description and "$[[" not in o.description, o.name
+
+
+def test_install_script_is_the_one_snippet() -> None:
+    """action.yml, the template and the component install ci-fanout with INSTALL_SH."""
+    from ci_app.ci.install import INSTALL_SH
+
+    step = next(s for s in _action()["runs"]["steps"] if s.get("name") == "Install ci-fanout")
+    assert step["run"] == "set -euo pipefail\n" + INSTALL_SH
+    assert step["env"]["CI_FANOUT_SOURCE"] == "${{ github.action_path }}"
+    for path in (GITLAB_TEMPLATE, COMPONENT):
+        jobs = _gitlab_docs(path)[1]
+        assert jobs[".ci-fanout-base"]["before_script"] == [INSTALL_SH], path.name
+        assert jobs["ci-fanout-report"]["variables"]["CI_FANOUT_EXTRA"] == "app"
+        assert jobs["ci-fanout-report"]["dependencies"] == ["ci-fanout-plan"]
+        junit = jobs["ci-fanout-report"]["artifacts"]["reports"]["junit"]
+        assert junit.endswith("/report/junit.xml")
+    for s in _action()["runs"]["steps"]:
+        if s.get("id") == "ci":
+            assert s["run"] == '"$CI_FANOUT_TOOL_PYTHON" -m ci_app ci "$CI_FANOUT_COMMAND"'
 
 
 def test_readme_documents_every_action_input() -> None:

@@ -18,7 +18,8 @@ import yaml
 
 from ci_app.ci_options import resolve
 from ci_app.ciout import CiOutput
-from ci_app.commands.ci import extract_results, load_shard_results, run_step, update_durations
+from ci_app.ci import run_step
+from ci_app.ci.report import extract_results, load_shard_results, update_durations
 from ci_app.errors import ConfigError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from tests.ci.test_meta import check_schema
@@ -176,7 +177,7 @@ def test_generated_child_pipeline_matches_gitlab_schema(tmp_path: Path) -> None:
     assert child["variables"]["CI_FANOUT_RUNNERS"] == "runners.json"
     assert child["default"]["image"] == "python:3.12"
     dotenv = (out / "plan.env").read_text().splitlines()
-    assert f"CI_FANOUT_SHARD_COUNT={len(matrix['shards'])}" in dotenv
+    assert "CI_FANOUT_RUN_ID=991" in dotenv
     check_schema("vendor.gitlab-ci", [("child", child)], tmp_path)
 
 
@@ -357,7 +358,7 @@ def test_gitlab_results_from_artifact_zips(tmp_path: Path) -> None:
     (tmp_path / "zips" / "broken.zip").write_bytes(b"not a zip")
     paths = extract_results(sorted((tmp_path / "zips").glob("*.zip")), tmp_path / "out")
     assert len(paths) == 1
-    from ci_app.commands.ci import CiContext
+    from ci_app.ci.context import CiContext
 
     ctx = CiContext(provider="gitlab", run_id="991", root=tmp_path, commit="c" * 40, pr=5)
     (loaded,) = load_shard_results(paths, ctx)
