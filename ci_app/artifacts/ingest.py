@@ -228,14 +228,11 @@ def parse_input(
 def _without_escapes(case: TestCase) -> TestCase:
     """The case with terminal escape sequences (colour codes) removed from its texts."""
     texts = (case.message, case.details, case.stdout, case.stderr)
-    if not any(t and ("\x1b" in t or "\x9b" in t) for t in texts):
+    clean = tuple(strip_ansi(t) if t else t for t in texts)
+    if all(a is b for a, b in zip(texts, clean, strict=True)):
         return case
     return dataclasses.replace(
-        case,
-        message=strip_ansi(case.message) if case.message else case.message,
-        details=strip_ansi(case.details) if case.details else case.details,
-        stdout=strip_ansi(case.stdout) if case.stdout else case.stdout,
-        stderr=strip_ansi(case.stderr) if case.stderr else case.stderr,
+        case, message=clean[0], details=clean[1], stdout=clean[2], stderr=clean[3]
     )
 
 

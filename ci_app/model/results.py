@@ -503,16 +503,17 @@ LOST_SHARD = "lost"
 SYNTHETIC_SHARDS = frozenset({NOT_RUN_SHARD, LOST_SHARD})
 
 
-#: terminal escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), and 2-byte escapes
+#: terminal escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), 2-byte escapes,
+#: and CSI as pytest's JUnit writes it (ESC is not allowed in XML: ``#x1B[31m``)
 _ANSI = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-    r"|\x1b[@-Z\\-_]"
+    r"|\x1b[@-Z\\-_]|#x1[bB]\[[0-?]*[ -/]*[@-~]"
 )
 
 
 def strip_ansi(text: str) -> str:
     """``text`` without terminal colour codes and other escape sequences (``PY_COLORS=1``,
     ``FORCE_COLOR``, pty runners)."""
-    if "\x1b" not in text and "\x9b" not in text:
+    if "\x1b" not in text and "\x9b" not in text and "#x1" not in text:
         return text
     return _ANSI.sub("", text)

@@ -225,6 +225,10 @@ def compare_runs(
     infra = tuple(s for s in head_shards if s.infra_failure and s.shard_id not in SYNTHETIC_SHARDS)
     skip = {s.shard_id for s in infra} | {LOST_SHARD}
     agg, passed, head_durations = _aggregate(head, shard_class, skip)
+    if any(s.shard_id in SYNTHETIC_SHARDS for s in head_shards):
+        for i, sid in enumerate(head.shard_id):  # no runner ran these: no duration
+            if sid in SYNTHETIC_SHARDS:
+                head_durations.pop(head.test_id[i], None)
     base_infra = {s.shard_id for s in base_shards if s.infra_failure or s.shard_id == LOST_SHARD}
     if base is not None and base_infra:
         keep = [i for i, s in enumerate(base.shard_id) if s not in base_infra]
