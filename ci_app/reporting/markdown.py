@@ -16,7 +16,9 @@ Three ways to render a hostile string:
 * :func:`text` — prose: every ASCII punctuation character backslash-escaped, plus a WORD JOINER
   (U+2060, invisible) after the characters that start mentions, references and autolinks,
   which GitHub and GitLab detect on the rendered text rather than in the Markdown.
-* :func:`fenced` — a multi-line block in a fence longer than any backtick run inside.
+* :func:`fenced` — a multi-line block in a fence longer than any backtick run inside, with a
+  WORD JOINER before a ``/`` that starts a line: GitLab runs ``/merge``-style quick actions
+  from note text and only skips plain ```` ``` ```` fences, not longer ones.
 
 Each takes a per-cell ``limit`` (middle-truncated with ``…``) so one huge value cannot crowd out
 the rest of the comment. Control characters, line breaks and bidi overrides are removed first.
@@ -60,6 +62,9 @@ _GH_REF: Final = re.compile(r"(?i)(?<![0-9a-z])(gh-)(?=[0-9])")
 _HEX_RUN: Final = re.compile(r"[0-9a-fA-F]{7,}")
 _BACKTICKS: Final = re.compile(r"`+")
 _MERMAID_UNSAFE: Final = re.compile(r"[^0-9A-Za-z ._/+-]")
+#: A line starting with ``/`` is a GitLab quick action (``/merge``, ``/approve``, ``/assign``)
+#: run as the token's user when the note is saved; GitLab skips ```` ``` ```` blocks only.
+_QUICK_ACTION: Final = re.compile(r"(?m)^([ \t]*)/")
 
 
 def clean(value: str, *, keep_newlines: bool = False) -> str:
@@ -136,6 +141,7 @@ def text(value: str, *, limit: int = 300) -> str:
 def fenced(value: str, *, info: str = "text", limit: int = 2000) -> str:
     """``value`` as a fenced code block that its content cannot close."""
     content = clip(clean(value, keep_newlines=True), limit).rstrip("\n")
+    content = _QUICK_ACTION.sub(lambda m: m.group(1) + WORD_JOINER + "/", content)
     longest = max((len(run) for run in _BACKTICKS.findall(content)), default=0)
     fence = "`" * max(3, longest + 1)
     info = re.sub(r"[^0-9A-Za-z_+-]", "", info)

@@ -234,7 +234,7 @@ def _sections(report: Report) -> list[_Section]:
                 "lost",
                 f"🛑 Lost: planned, no result ({len(c.lost):,}) — infrastructure error",
                 [
-                    f"- {_code(t)} — {_esc(why.removeprefix('lost: '))}"
+                    f"- {_id(t)} — {md.text(why.removeprefix('lost: '))}"
                     for t, why in c.lost[:_INITIAL_CAP]
                 ],
                 total=len(c.lost),

@@ -86,6 +86,7 @@ def hostile_report(
         removed=(s["test_id"],),
         newly_skipped=(s["test_id"],),
         not_run=((s["test_id"], f"not run: x {s['reason']}"),),
+        lost=((s["test_id"], f"lost: {s['reason']}"),),
         infra_shards=(
             ShardMeta(
                 run_id=run_id,
@@ -171,6 +172,8 @@ def check_inert(report: Report, *, links: int) -> Html:
     """The invariants: nothing but our own structure, links and text."""
     text = render_comment(report)
     assert len(text) <= 65_536
+    # No line starts with "/": GitLab would run it as a quick action (/merge, /assign @x).
+    assert not re.search(r"(?m)^[ \t]*/", text)
     html = parse(text)
     assert html.unknown_tags == set(), html.unknown_tags
     assert html.images == []
@@ -238,6 +241,7 @@ ATTACKS = {
     "gitlab refs": "closes #12 and !34 ~bug %v1.0 $5 &6 *iteration:7",
     "github ref": "GH-12 and deadbeefcafe1234",
     "script": "<script>alert(1)</script><iframe src=x>",
+    "quick action": "boom\n```\n/merge\n  /assign @octocat\n/approve",
 }
 
 
@@ -408,6 +412,8 @@ FRAGMENTS = (
     "\u2028",
     "_",
     "*",
+    "\n/merge",
+    "/approve",
 )
 TOKENS = (*FRAGMENTS, *"ab1@#!~%$&*_`|[]()<>:/.\\-= \n\"'", "é", "😀", "\u0301", "\ufeff")
 SEPARATOR = 240  # bytes from here on start the next field
