@@ -23,6 +23,7 @@ from ci_app.errors import ConfigError
 from ci_app.providers import budget
 from ci_app.providers.base import (
     DEFAULT_KIND,
+    Author,
     CheckRunPayload,
     CheckRunRef,
     CommentRef,
@@ -131,6 +132,7 @@ class AzureAdapter:
         self.dashboard_url = dashboard_url
         self.cache_dir = prepare_sdk_cache(data_dir or default_data_dir())
         self._token = token
+        self._author: Author | None = None
         self._recorder = ResponseRecorder()
         self._clients: dict[str, Any] = {}
 
@@ -140,6 +142,7 @@ class AzureAdapter:
             return self._clients[kind]
         from azure.devops.v7_1.build import BuildClient
         from azure.devops.v7_1.git import GitClient
+        from azure.devops.v7_1.location import LocationClient
         from azure.devops.v7_1.pipelines import PipelinesClient
         from azure.devops.v7_1.task_agent import TaskAgentClient
         from msrest.authentication import BasicAuthentication
@@ -147,6 +150,7 @@ class AzureAdapter:
         classes = {
             "build": BuildClient,
             "git": GitClient,
+            "location": LocationClient,
             "pipelines": PipelinesClient,
             "task_agent": TaskAgentClient,
         }
@@ -200,7 +204,23 @@ class AzureAdapter:
         return self.pipeline_id, int(run_id)
 
     # -- Forge -------------------------------------------------------------------------------
+    def whoami(self) -> Author:
+        """The token's identity (``GET {org}/_apis/connectionData``: ``authenticatedUser``),
+        looked up once."""
+        if self._author is None:
+
+            def op() -> Author:
+                user = self._client("location").get_connection_data().authenticated_user
+                if user is None or not user.id:
+                    raise ConfigError("azure: the token has no identity (connectionData)")
+                return Author(id=str(user.id), login=user.provider_display_name)
+
+            self._author = self._call("look up the token's identity", op)
+        return self._author
+
     def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
+        """Edit the sticky PR thread of ``kind`` if *we* started it (marker and author), else
+        create one; a thread anyone else started with our marker is left alone."""
         from azure.devops.v7_1.git.models import Comment, GitPullRequestCommentThread
 
         fitted = budget.fit_markdown(
@@ -210,6 +230,7 @@ class AzureAdapter:
         )
         repo = self._repo()
         git = self._client("git")
+        me = self.whoami()
 
         def op() -> CommentRef:
             for thread in git.get_threads(repo, number, project=self.project) or []:
@@ -218,6 +239,7 @@ class AzureAdapter:
                     first is None
                     or first.is_deleted
                     or not budget.marker_matches(first.content or "", kind)
+                    or not me.same(_author(first))
                 ):
                     continue
                 if first.content != fitted.body:
@@ -449,6 +471,12 @@ def _int(settings: Mapping[str, str], key: str) -> int | None:
     if not value.isdigit():
         raise ConfigError(f"azure: {key} must be a number, got {value!r}")
     return int(value)
+
+
+def _author(comment: Any) -> Author:
+    author = getattr(comment, "author", None)
+    found = getattr(author, "id", None)
+    return Author(id=str(found) if found else None)
 
 
 def from_settings(settings: Mapping[str, str]) -> Provider:

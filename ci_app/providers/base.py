@@ -87,6 +87,28 @@ class CommitStatus:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Author:
+    """Who wrote a comment, as the forge reports it; also who *we* are on that forge.
+
+    The sticky comment is ours only if it carries our marker *and* we wrote it: anyone can
+    start a comment with the marker, and editing theirs would put our report under their name
+    (or let them plant text the app then keeps "updating"). Ids are compared when both sides
+    have one (they survive renames); otherwise logins, case-insensitively (GitHub bot logins
+    such as ``github-actions[bot]`` contain ``[`` so no user can register them).
+    """
+
+    id: str | None = None
+    login: str | None = None
+
+    def same(self, other: Author) -> bool:
+        if self.id is not None and other.id is not None:
+            return self.id == other.id
+        if self.login and other.login:
+            return self.login.casefold() == other.login.casefold()
+        return False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CommentRef:
     id: str
     url: str | None

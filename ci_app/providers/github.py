@@ -23,6 +23,7 @@ from ci_app.errors import ConfigError, ProviderError
 from ci_app.providers import budget
 from ci_app.providers.base import (
     DEFAULT_KIND,
+    Author,
     CheckRunPayload,
     CheckRunRef,
     CommentRef,
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 NAME = "github"
 DEFAULT_API_URL = "https://api.github.com"
+#: Author of comments made with a workflow's ``GITHUB_TOKEN`` (an installation token of the
+#: GitHub Actions app, for which ``GET /user`` answers 403).
+GITHUB_ACTIONS_BOT = "github-actions[bot]"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,6 +145,7 @@ class GitHubAdapter:
         seconds_between_requests: float | None = 0.25,
         seconds_between_writes: float | None = 1.0,
         dashboard_url: str | None = None,
+        comment_author: str | None = None,
     ) -> None:
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ConfigError(f"github: repository must be OWNER/NAME, got {repo!r}")
@@ -149,6 +154,10 @@ class GitHubAdapter:
         self.org_runners = org_runners
         self.policy = policy
         self.dashboard_url = dashboard_url
+        #: login that writes our comments, when it cannot be looked up (an installation token
+        #: of another App passed as the token: ``<slug>[bot]``)
+        self.comment_author = comment_author or None
+        self._author: Author | None = None
         self._auth = auth
         self._kwargs: dict[str, Any] = {
             "base_url": self.api_url,
@@ -192,17 +201,49 @@ class GitHubAdapter:
         return data
 
     # -- Forge -------------------------------------------------------------------------------
+    def whoami(self) -> Author:
+        """Who our comments are written by: the App's ``<slug>[bot]`` (``GET /app``), the
+        token's user (``GET /user``), or ``github-actions[bot]`` for an installation token
+        such as ``GITHUB_TOKEN`` (``GET /user`` answers 403 for those). Looked up once."""
+        if self._author is not None:
+            return self._author
+        if self.comment_author:
+            self._author = Author(login=self.comment_author)
+        elif not self._auth.token:
+            assert self._auth.app_id and self._auth.private_key
+            integration = GithubIntegration(
+                auth=Auth.AppAuth(self._auth.app_id, self._auth.private_key), **self._kwargs
+            )
+            slug = self._call("look up the App", lambda: integration.get_app().slug)
+            self._author = Author(login=f"{slug}[bot]")
+        else:
+            self._author = self._call("look up the token's user", self._token_user)
+        return self._author
+
+    def _token_user(self) -> Author:
+        try:
+            data = self._request("GET", "/user")
+        except GithubException as exc:
+            failure = classify(exc)
+            if exc.status == 403 and failure and "not accessible by integration" in failure.message:
+                return Author(login=GITHUB_ACTIONS_BOT)
+            raise
+        return Author(id=str(data["id"]), login=str(data["login"]))
+
     def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
+        """Edit the sticky comment of ``kind`` if *we* wrote one (marker and author), else
+        create it; a comment by anyone else that starts with our marker is left alone."""
         fitted = budget.fit_markdown(
             budget.ensure_marker(body, kind),
             budget.GITHUB_COMMENT_MAX,
             dashboard_url=self.dashboard_url,
         )
+        me = self.whoami()
 
         def op() -> CommentRef:
             issue = self._repo().get_issue(number)
             for comment in issue.get_comments():
-                if budget.marker_matches(comment.body or "", kind):
+                if budget.marker_matches(comment.body or "", kind) and me.same(_author(comment)):
                     if comment.body != fitted.body:
                         comment.edit(fitted.body)
                     return CommentRef(
@@ -433,6 +474,13 @@ class GitHubAdapter:
         )
 
 
+def _author(comment: Any) -> Author:
+    user = comment.user
+    if user is None:  # a deleted account ("ghost")
+        return Author()
+    return Author(id=str(user.id) if user.id is not None else None, login=user.login)
+
+
 def _iter(chunks: Any) -> Iterator[bytes]:
     for chunk in chunks:
         yield bytes(chunk)
@@ -441,7 +489,8 @@ def _iter(chunks: Any) -> Iterator[bytes]:
 def from_settings(settings: Mapping[str, str]) -> Provider:
     """Settings: ``repo``, ``api_url``, ``token`` or ``app_id`` + ``private_key`` /
     ``private_key_path`` [+ ``installation_id``], optional ``org_runners``, ``timeout``,
-    ``dashboard_url``."""
+    ``dashboard_url``, ``comment_author`` (the login our comments are written by, needed only
+    for an installation token of an App other than GitHub Actions)."""
     repo = require(settings, "repo", NAME)
     key = settings.get("private_key") or None
     key_path = settings.get("private_key_path")
@@ -465,6 +514,7 @@ def from_settings(settings: Mapping[str, str]) -> Provider:
         org_runners=settings.get("org_runners") or None,
         timeout=int(settings.get("timeout") or 15),
         dashboard_url=settings.get("dashboard_url") or None,
+        comment_author=settings.get("comment_author") or None,
         seconds_between_requests=between_requests,
         seconds_between_writes=between_writes,
     )

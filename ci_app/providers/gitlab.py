@@ -21,6 +21,7 @@ from ci_app.errors import ConfigError
 from ci_app.providers import budget
 from ci_app.providers.base import (
     DEFAULT_KIND,
+    Author,
     CheckRunPayload,
     CheckRunRef,
     CommentRef,
@@ -121,6 +122,7 @@ class GitLabAdapter:
         self.runner_scope = runner_scope
         self.policy = policy
         self.dashboard_url = dashboard_url
+        self._author: Author | None = None
         self._recorder = ResponseRecorder()
         self._gl = _Gitlab(
             self.url, private_token=token, timeout=timeout, retry_transient_errors=False
@@ -146,19 +148,36 @@ class GitLabAdapter:
         return self._gl.projects.get(self.project_ref, lazy=True)
 
     # -- Forge -------------------------------------------------------------------------------
+    def whoami(self) -> Author:
+        """The token's user (``GET /user``; a project/group access token's bot user too),
+        looked up once."""
+        if self._author is None:
+
+            def op() -> Author:
+                user = self._gl.http_get("/user")
+                if not isinstance(user, dict) or user.get("id") is None:
+                    raise ConfigError("gitlab: GET /user did not name the token's user")
+                return Author(id=str(user["id"]), login=str(user.get("username") or ""))
+
+            self._author = self._call("look up the token's user", op)
+        return self._author
+
     def upsert_comment(self, number: int, body: str, *, kind: str = DEFAULT_KIND) -> CommentRef:
+        """Edit the sticky note of ``kind`` if *we* wrote one (marker and author), else create
+        it; a note by anyone else that starts with our marker is left alone."""
         fitted = budget.fit_markdown(
             budget.ensure_marker(body, kind),
             budget.GITLAB_NOTE_MAX,
             dashboard_url=self.dashboard_url,
         )
+        me = self.whoami()
 
         def op() -> CommentRef:
             mr = self._project().mergerequests.get(number, lazy=True)
             for note in mr.notes.list(iterator=True, per_page=100):
                 if getattr(note, "system", False):
                     continue
-                if budget.marker_matches(note.body or "", kind):
+                if budget.marker_matches(note.body or "", kind) and me.same(_author(note)):
                     if note.body != fitted.body:
                         note.body = fitted.body
                         note.save()
@@ -360,6 +379,14 @@ class GitLabAdapter:
 
     def remove_label(self, runner_id: str, label: str) -> None:
         self._edit_tags(runner_id, label, add=False)
+
+
+def _author(note: Any) -> Author:
+    author = getattr(note, "author", None)
+    if not isinstance(author, dict):
+        return Author()
+    found = author.get("id")
+    return Author(id=str(found) if found is not None else None, login=author.get("username"))
 
 
 def from_settings(settings: Mapping[str, str]) -> Provider:

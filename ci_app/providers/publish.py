@@ -30,6 +30,9 @@ from ci_app.providers.base import (
 GITHUB_API_ENV = "CI_FANOUT_GITHUB_API_URL"
 GITLAB_URL_ENV = "CI_FANOUT_GITLAB_URL"
 GITHUB_THROTTLE_ENV = "CI_FANOUT_GITHUB_THROTTLE"  # seconds between writes; 0 = off
+#: login our GitHub comments are written by, only needed for an installation token of an App
+#: other than GitHub Actions (``GET /user`` cannot tell): e.g. ``my-app[bot]``
+GITHUB_COMMENT_AUTHOR_ENV = "CI_FANOUT_GITHUB_COMMENT_AUTHOR"
 PUBLISHERS = ("github", "gitlab")
 
 
@@ -65,6 +68,8 @@ def forge_settings(
             settings["api_url"] = api
         if env.get(GITHUB_THROTTLE_ENV):
             settings["throttle"] = env[GITHUB_THROTTLE_ENV]
+        if env.get(GITHUB_COMMENT_AUTHOR_ENV):
+            settings["comment_author"] = env[GITHUB_COMMENT_AUTHOR_ENV]
         return settings
     if provider == "gitlab":
         if not project:

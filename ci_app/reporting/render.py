@@ -5,6 +5,11 @@ runner, link), regressions, flaky (with evidence), hardware-specific, trend
 (Mermaid ``xychart-beta`` + text sparkline), folded details, footer naming
 the commits compared. Over budget, the longest sections lose items first,
 each ending with "N more — see dashboard"; the result never exceeds the budget.
+
+Every string that came from a test run is hostile: it goes through
+:mod:`ci_app.reporting.markdown` (code spans for identifiers, escaped prose for
+messages, checked links), each with its own length cap, so it cannot mention,
+link, embed, break a table, close a fence or crowd out the other rows.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_app.reporting import markdown as md
 from ci_app.reporting.data import short_class
+from ci_app.reporting.flaky import Evidence
 from ci_app.reporting.report import Regression, Report
 
 MARKER_PREFIX = "<!-- ci-fanout:report v1"
@@ -24,12 +31,18 @@ JOB_SUMMARY_BUDGET = 1_048_576
 MAX_ANNOTATIONS = 50
 _SPARK = "▁▂▃▄▅▆▇█"
 _INITIAL_CAP = 200  # items per section before budgeting (100k failures must stay cheap)
+# Per-cell caps (characters shown) for strings from the run; longer ones are cut in the middle.
+ID_MAX = 200  # test ids, metric names
+NAME_MAX = 60  # shards, runners, runner classes, run ids, branches
+MESSAGE_MAX = 160  # first line of a failure message in a table
+FENCE_MAX = 2000  # a whole failure message, folded
+UNIT_MAX = 16
 
 
 def marker(run_id: str) -> str:
     """First line of every comment: lets the publisher find and edit its own comment."""
-    safe = "".join(ch for ch in run_id if ch.isalnum() or ch in "-_.:/")
-    return f"{MARKER_PREFIX} run={safe} -->"
+    safe = "".join(ch for ch in run_id if ch.isascii() and (ch.isalnum() or ch in "-_.:/"))
+    return f"{MARKER_PREFIX} run={safe[:100]} -->"
 
 
 def sparkline(values: Sequence[float]) -> str:
@@ -43,30 +56,28 @@ def sparkline(values: Sequence[float]) -> str:
     return "".join(_SPARK[min(7, int((v - lo) / (hi - lo) * 8))] for v in vals)
 
 
-def _esc(text: str) -> str:
-    """Escape for a markdown table cell / inline text."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("\r", " ")
-        .replace("\n", " ")
-    )
-
-
 def _first_line(text: str | None) -> str:
     stripped = (text or "").strip()
     return stripped.splitlines()[0] if stripped else ""
 
 
-def _code(text: str) -> str:
-    t = text.replace("\n", " ").replace("`", "'")
-    return f"`{t}`"
+def _id(value: str, *, table: bool = False) -> str:
+    """A test id or metric name: an inert code span, cut to :data:`ID_MAX`."""
+    return md.code(value, limit=ID_MAX, table=table)
+
+
+def _name(value: str, *, table: bool = False) -> str:
+    """A shard, runner, label set, run id or branch: an inert code span."""
+    return md.code(value, limit=NAME_MAX, table=table)
 
 
 def _short(sha: str | None) -> str:
     return (sha or "?")[:10]
+
+
+def _sha(sha: str | None, *, table: bool = False) -> str:
+    """A commit, shortened, as a code span (a commit string from a run is hostile too)."""
+    return md.code(_short(sha), limit=10, table=table)
 
 
 def _signed(n: float, fmt: str = "{:+,}") -> str:
@@ -89,7 +100,7 @@ def _value(v: float, unit: str) -> str:
     if unit == "s":
         return _dur(v)
     txt = f"{v:,.4g}"
-    return f"{txt} {unit}".strip()
+    return f"{txt} {md.text(unit, limit=UNIT_MAX)}".strip()
 
 
 def mermaid_trend(report: Report, *, max_points: int = 30) -> str:
@@ -97,12 +108,12 @@ def mermaid_trend(report: Report, *, max_points: int = 30) -> str:
     trend = report.trend[-max_points:]
     if len(trend) < 2:
         return ""
-    labels = ", ".join(f'"{_short(t.commit)[:7]}"' for t in trend)
+    labels = ", ".join(f'"{md.mermaid_text(_short(t.commit), limit=7) or "?"}"' for t in trend)
     vals = [t.wall_s for t in trend]
     unit, scale = ("min", 60.0) if max(vals) >= 120 else ("s", 1.0)
     data = ", ".join(f"{v / scale:.2f}" for v in vals)
     top = max(vals) / scale * 1.1 or 1.0
-    branch = "".join(ch for ch in (report.base_branch or "base") if ch not in '"\\[]')
+    branch = md.mermaid_text(report.base_branch or "base") or "base"
     return "\n".join(
         [
             "```mermaid",
@@ -136,7 +147,7 @@ class _Section:
         lines = [self.head] if self.head else []
         lines.extend(shown)
         if more > 0:
-            where = f"[dashboard]({dashboard})" if dashboard else "dashboard"
+            where = md.link(dashboard, "dashboard") or "dashboard"
             lines.append(f"\n_… {more:,} more — see {where}_")
         body = "\n".join(lines)
         if self.folded:
@@ -210,7 +221,8 @@ def _pct(now: float, before: float) -> str:
 
 
 def _link(url: str | None, text: str = "job") -> str:
-    return f"[{text}]({url})" if url else ""
+    """A link with our own text, only to an ``http(s)`` URL (``javascript:`` renders nothing)."""
+    return md.link(url, text)
 
 
 def _sections(report: Report) -> list[_Section]:
@@ -222,16 +234,18 @@ def _sections(report: Report) -> list[_Section]:
                 "lost",
                 f"🛑 Lost: planned, no result ({len(c.lost):,}) — infrastructure error",
                 [
-                    f"- {_code(t)} — {_esc(why.removeprefix('lost: '))}"
+                    f"- {_id(t)} — {md.text(why.removeprefix('lost: '))}"
                     for t, why in c.lost[:_INITIAL_CAP]
                 ],
                 total=len(c.lost),
             )
         )
     nf = [
-        f"| {_code(f.test_id)}{' 🆕' if f.new_test else ''} | {_esc(f.shard_id)} "
-        f"| {_esc(f.runner_name or short_class(f.runner_class))} | {_link(f.job_url)} "
-        f"| {_esc(_first_line(f.message)[:160])} |"
+        f"| {_id(f.test_id, table=True)}{' 🆕' if f.new_test else ''} "
+        f"| {_name(f.shard_id, table=True)} "
+        f"| {_name(f.runner_name or short_class(f.runner_class), table=True)} "
+        f"| {_link(f.job_url)} "
+        f"| {_message(f.message)} |"
         for f in c.new_failures[:_INITIAL_CAP]
     ]
     secs.append(
@@ -256,16 +270,16 @@ def _sections(report: Report) -> list[_Section]:
     fl = []
     for f in c.flaky[:_INITIAL_CAP]:
         where = "failed here" if f.failed_here else "passed on retry here"
-        ev = "; ".join(e.describe() for e in f.evidence[:3])
+        ev = "; ".join(_evidence(e) for e in f.evidence[:3])
         stats = ""
         if f.verdict is not None and any(s.failures for s in f.verdict.stats):
             stats = "; " + ", ".join(
-                f"{s.failures}/{s.runs} runs failed on `{short_class(s.runner_class)}` "
+                f"{s.failures}/{s.runs} runs failed on {_name(short_class(s.runner_class))} "
                 f"({s.failure_rate * 100:.1f} %, flip rate {s.flip_rate * 100:.1f} %)"
                 for s in f.verdict.stats
                 if s.failures
             )
-        fl.append(f"- {_code(f.test_id)} — {where}. Evidence: {_esc(ev) or 'retry'}{stats}")
+        fl.append(f"- {_id(f.test_id)} — {where}. Evidence: {ev or 'retry'}{stats}")
     secs.append(
         _Section(
             "flaky",
@@ -275,11 +289,11 @@ def _sections(report: Report) -> list[_Section]:
         )
     )
     hw = [
-        f"- {_code(h.test_id)} fails on {', '.join(f'`{x}`' for x in h.failing)}"
-        + (f", passes on {', '.join(f'`{x}`' for x in h.passing)}" if h.passing else "")
+        f"- {_id(h.test_id)} fails on {', '.join(_name(x) for x in h.failing[:10])}"
+        + (f", passes on {', '.join(_name(x) for x in h.passing[:10])}" if h.passing else "")
         + (
             " (known from history"
-            + (f", since `{_short(h.since_commit)}`" if h.since_commit else "")
+            + (f", since {_sha(h.since_commit)}" if h.since_commit else "")
             + ")"
             if h.source == "history"
             else ""
@@ -299,10 +313,7 @@ def _sections(report: Report) -> list[_Section]:
             _Section(
                 "notrun",
                 f"🚫 Not run: no online runner has the hardware ({len(c.not_run):,})",
-                [
-                    f"- {_code(t)} — {_esc(why.removeprefix('not run: '))}"
-                    for t, why in c.not_run[:_INITIAL_CAP]
-                ],
+                [f"- {_id(t)} — {_why_not_run(why)}" for t, why in c.not_run[:_INITIAL_CAP]],
                 total=len(c.not_run),
             )
         )
@@ -312,7 +323,7 @@ def _sections(report: Report) -> list[_Section]:
                 "infra",
                 f"🛑 Infrastructure failures ({len(c.infra_shards)})",
                 [
-                    f"- shard {_esc(s.shard_id)} on {_esc(s.runner_name or s.runner_class)}: all "
+                    f"- shard {_name(s.shard_id)} on {_name(s.runner_name or s.runner_class)}: all "
                     f"{s.errors:,} tests errored — not counted against any test {_link(s.job_url)}"
                     for s in c.infra_shards
                 ],
@@ -332,7 +343,7 @@ def _sections(report: Report) -> list[_Section]:
             "still",
             f"Still failing, also on base ({len(c.still_failing):,})",
             [
-                f"- {_code(f.test_id)} ({_esc(short_class(f.runner_class))})"
+                f"- {_id(f.test_id)} ({_name(short_class(f.runner_class))})"
                 for f in c.still_failing[:_INITIAL_CAP]
             ],
             folded=True,
@@ -341,28 +352,28 @@ def _sections(report: Report) -> list[_Section]:
         _Section(
             "fixed",
             f"Fixed ({len(c.fixed):,})",
-            [f"- {_code(t)}" for t in c.fixed[:_INITIAL_CAP]],
+            [f"- {_id(t)}" for t in c.fixed[:_INITIAL_CAP]],
             folded=True,
             total=len(c.fixed),
         ),
         _Section(
             "added",
             f"Added tests ({len(c.added):,})",
-            [f"- {_code(t)}" for t in c.added[:_INITIAL_CAP]],
+            [f"- {_id(t)}" for t in c.added[:_INITIAL_CAP]],
             folded=True,
             total=len(c.added),
         ),
         _Section(
             "removed",
             f"Removed tests ({len(c.removed):,})",
-            [f"- {_code(t)}" for t in c.removed[:_INITIAL_CAP]],
+            [f"- {_id(t)}" for t in c.removed[:_INITIAL_CAP]],
             folded=True,
             total=len(c.removed),
         ),
         _Section(
             "skipped",
             f"Newly skipped ({len(c.newly_skipped):,})",
-            [f"- {_code(t)}" for t in c.newly_skipped[:_INITIAL_CAP]],
+            [f"- {_id(t)}" for t in c.newly_skipped[:_INITIAL_CAP]],
             folded=True,
             total=len(c.newly_skipped),
         ),
@@ -370,7 +381,7 @@ def _sections(report: Report) -> list[_Section]:
             "slow",
             "Slowest tests",
             [
-                f"| {_code(t)} | {_dur(d)} | "
+                f"| {_id(t, table=True)} | {_dur(d)} | "
                 + (f"{_dur(b)} ({_pct(d, b)})" if b else "new")
                 + " |"
                 for t, d, b in report.slowest
@@ -382,7 +393,7 @@ def _sections(report: Report) -> list[_Section]:
             "classes",
             "Per runner class",
             [
-                f"| `{_esc(short_class(k))}` | {v.tests:,} | {v.failed + v.errors:,} "
+                f"| {_name(short_class(k), table=True)} | {v.tests:,} | {v.failed + v.errors:,} "
                 f"| {_dur(v.wall_s)} |"
                 for k, v in report.runner_classes
             ],
@@ -397,7 +408,7 @@ def _sections(report: Report) -> list[_Section]:
             "messages",
             f"Failure messages ({len(fails_with_msg)})",
             [
-                f"**{_esc(f.test_id)}**\n\n```text\n{_fence(f.message or '')}\n```"
+                f"**{_id(f.test_id)}**\n\n{md.fenced(f.message or '', limit=FENCE_MAX)}"
                 for f in fails_with_msg
             ],
             folded=True,
@@ -406,21 +417,47 @@ def _sections(report: Report) -> list[_Section]:
     return secs
 
 
-def _fence(text: str) -> str:
-    """Message text safe inside a fenced block (no closing fence), at most 2,000 chars."""
-    return text.replace("```", "` ` `")[:2000]
+def _message(message: str | None) -> str:
+    """First line of a failure message for a table cell: escaped prose, capped."""
+    return md.text(_first_line(message), limit=MESSAGE_MAX)
+
+
+def _why_not_run(why: str) -> str:
+    """``no runner with [a, b]`` with each label as a code span; any other reason as prose."""
+    why = why.removeprefix("not run: ")
+    head, sep, rest = why.partition("[")
+    if head == "no runner with " and sep and rest.endswith("]"):
+        labels = [x.strip() for x in rest[:-1].split(",") if x.strip()]
+        return head + ", ".join(_name(x) for x in labels[:20])
+    return md.text(why)
+
+
+def _evidence(e: Evidence) -> str:
+    """:meth:`Evidence.describe` with every string from a run made inert."""
+    where = f"on {_name(short_class(e.runner_class))}"
+    if e.kind == "retry":
+        run = "this run" if e.run_id == "this run" else f"run {_name(e.run_id)}"
+        return f"failed then passed on retry in {run} {where}"
+    at = f" at {_sha(e.commit)}"
+    if e.kind == "same_commit":
+        return f"passed and failed{at} {where}"
+    return f"failed once between passes{at} {where} (other runners passed)"
 
 
 def _regression_row(r: Regression) -> str:
     where = (
-        f" on `{_esc(short_class(r.runner_class))}`"
+        f" on {_name(short_class(r.runner_class), table=True)}"
         if r.runner_class and r.kind == "metric"
         else ""
     )
     arrow = "higher is better" if r.direction == "higher" else "lower is better"
-    since = "this change" if r.scope == "this change" else f"`{_short(r.since_commit)}` (on base)"
+    since = (
+        "this change"
+        if r.scope == "this change"
+        else f"{_sha(r.since_commit, table=True)} (on base)"
+    )
     return (
-        f"| {_code(r.what)}{where} ({arrow}) | {_value(r.before, r.unit)} "
+        f"| {_id(r.what, table=True)}{where} ({arrow}) | {_value(r.before, r.unit)} "
         f"| {_value(r.after, r.unit)} | {r.change * 100:+.1f} % | {r.confidence * 100:.1f} % "
         f"| {since} |"
     )
@@ -428,20 +465,21 @@ def _regression_row(r: Regression) -> str:
 
 def _footer(report: Report) -> str:
     run = report.run
-    head = f"`{_short(run.commit)}` (run {_esc(run.run_id)}"
-    head += f", PR #{run.pr})" if run.pr is not None else ")"
+    head = f"{_sha(run.commit)} (run {_name(run.run_id)}"
+    head += f", PR #{int(run.pr)})" if run.pr is not None else ")"
     if report.base is not None:
         base = (
-            f"`{_short(report.base.commit)}` (run {_esc(report.base.run_id)}, "
-            f"{_esc(report.base_reason)})"
+            f"{_sha(report.base.commit)} (run {_name(report.base.run_id)}, "
+            f"{md.text(report.base_reason, limit=NAME_MAX)})"
         )
     else:
         base = "nothing (no base run yet)"
     hist = (
         f" · flaky/regression history: {report.history_runs} runs on "
-        f"`{_esc(report.base_branch or '?')}`"
+        f"{_name(report.base_branch or '?')}"
     )
-    dash = f" · [dashboard]({report.dashboard_url})" if report.dashboard_url else ""
+    link = md.link(report.dashboard_url, "dashboard")
+    dash = f" · {link}" if link else ""
     return f"---\n<sub>Compared {head} with {base}{hist}{dash} · ci-fanout</sub>"
 
 
@@ -477,8 +515,11 @@ def _budgeted(
         s.limit = max(0, shown - drop)
         text = build()
     if len(text) > budget:  # only the fixed parts are left: cut hard, keep the marker line
+        # Cut between lines: a cut inside a line could open a code span and leave the rest of
+        # a hostile string live.
         note = "\n\n_… truncated — see dashboard_\n"
-        text = text[: max(0, budget - len(note))] + note
+        cut = text.rfind("\n", 0, max(0, budget - len(note)))
+        text = (text[:cut] if cut > 0 else "") + note
         text = text[:budget]
     return text
 

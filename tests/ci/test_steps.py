@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ci_app.ci_options import resolve
-from ci_app.ciout import CiOutput
 from ci_app.ci import run_step
 from ci_app.ci.report import extract_results, load_shard_results, update_durations
+from ci_app.ci_options import resolve
+from ci_app.ciout import CiOutput
 from ci_app.errors import ConfigError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from tests.ci.test_meta import check_schema

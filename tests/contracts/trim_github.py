@@ -22,6 +22,8 @@ DEFAULT_DEST = HERE / "github" / "api.github.com.trimmed.json"
 
 #: (path template, method) for every GitHub call the adapter and PyGithub make.
 OPERATIONS: tuple[tuple[str, str], ...] = (
+    ("/app", "get"),
+    ("/user", "get"),
     ("/app/installations/{installation_id}/access_tokens", "post"),
     ("/repos/{owner}/{repo}/installation", "get"),
     ("/repos/{owner}/{repo}", "get"),

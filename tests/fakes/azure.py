@@ -57,6 +57,11 @@ PROJECT_ROUTES = {
         "statuses",
         "{project}/_apis/git/repositories/{repositoryId}/commits/{commitId}/statuses",
     ),
+    "00d9565f-ed9c-4a06-9a50-00e7896ccab4": (
+        "Location",
+        "ConnectionData",
+        "_apis/connectionData",
+    ),
     "a8c47e17-4d56-4a56-92bb-de7ea7dc65be": (
         "distributedtask",
         "pools",
@@ -97,12 +102,16 @@ class FakeAzureDevOps(FakeServer):
         org: str = "acme",
         project: str = "proj",
         pat: str = "pat-test",
+        user: str = "ci-fanout-bot",
     ) -> None:
         super().__init__()
         self.contract = contract
         self.org = org
         self.project = project
         self.pat = pat
+        self._identities: dict[str, dict[str, Any]] = {}
+        #: the identity the PAT acts as (``connectionData``); threads it creates are its own
+        self.me = self.identity(user)
         self._ids = itertools.count(300)
         self.runs: dict[int, dict[str, Any]] = {}
         self.artifacts: dict[int, dict[str, bytes]] = {}
@@ -130,7 +139,22 @@ class FakeAzureDevOps(FakeServer):
         }
         return agent_id
 
-    def add_thread(self, pr: int, content: str) -> dict[str, Any]:
+    def identity(self, name: str) -> dict[str, Any]:
+        """An IdentityRef for ``name`` with a stable GUID."""
+        if name not in self._identities:
+            n = len(self._identities) + 1
+            guid = f"{n:08x}-0000-4000-8000-{n:012x}"
+            self._identities[name] = {
+                "id": guid,
+                "displayName": name,
+                "uniqueName": f"{name}@example.test",
+                "descriptor": f"aad.{guid}",
+            }
+        return dict(self._identities[name])
+
+    def add_thread(
+        self, pr: int, content: str, *, author: str | dict[str, Any] = "Someone"
+    ) -> dict[str, Any]:
         thread_id = next(self._ids)
         thread = {
             "id": thread_id,
@@ -145,7 +169,7 @@ class FakeAzureDevOps(FakeServer):
                     "content": content,
                     "commentType": "text",
                     "isDeleted": False,
-                    "author": {"displayName": "Someone", "id": "u1"},
+                    "author": self.identity(author) if isinstance(author, str) else dict(author),
                     "publishedDate": NOW,
                 }
             ],
@@ -158,6 +182,17 @@ class FakeAzureDevOps(FakeServer):
     def validate(self, request: Request) -> None:
         if request.method == "OPTIONS" or request.path.startswith("/_blobs/"):
             request.operation = request.method
+            return
+        if request.path == f"/{self.org}/_apis/connectionData":
+            # Not in the published Swagger specs (the Location area is not among them):
+            # checked by hand against what the SDK documents for GetConnectionData.
+            request.operation = "Location_GetConnectionData"
+            if request.method != "GET" or request.body:
+                request.violations.append("connectionData is a GET without a body")
+            known = {"connectOptions", "lastChangeId", "lastChangeId64", "api-version"}
+            request.violations += [
+                f"unknown query parameter {k!r}" for k, _ in request.query if k not in known
+            ]
             return
         if request.path.endswith("/_apis/ResourceAreas"):
             request.violations.append(
@@ -213,6 +248,7 @@ class FakeAzureDevOps(FakeServer):
         org = f"/{self.org}"
         prj = f"{org}/(?P<project>[^/]+)/_apis"
         self.add_route("OPTIONS", org + "/_apis", self._options)
+        self.add_route("GET", org + "/_apis/connectionData", a(self._connection_data))
         self.add_route("POST", prj + r"/pipelines/(?P<pid>\d+)/runs", a(self._run_pipeline))
         self.add_route(
             "GET",
@@ -256,6 +292,26 @@ class FakeAzureDevOps(FakeServer):
             for location_id, (area, resource, template) in PROJECT_ROUTES.items()
         ]
         return Response(200, {"count": len(value), "value": value})
+
+    def _connection_data(self, request: Request, m: re.Match[str]) -> Response:
+        me = self.me
+        user = {
+            "id": me["id"],
+            "descriptor": me["descriptor"],
+            "subjectDescriptor": me["descriptor"],
+            "providerDisplayName": me["displayName"],
+            "isActive": True,
+            "properties": {"Account": {"$type": "System.String", "$value": me["uniqueName"]}},
+        }
+        return Response(
+            200,
+            {
+                "authenticatedUser": user,
+                "authorizedUser": user,
+                "instanceId": "00000000-0000-4000-8000-000000000001",
+                "locationServiceData": None,
+            },
+        )
 
     def _check_project(self, m: re.Match[str]) -> bool:
         return unquote(m["project"]) == self.project
@@ -387,7 +443,7 @@ class FakeAzureDevOps(FakeServer):
             return Response(
                 400, wrapped_error("A discussion comment cannot be longer than 150000 characters.")
             )
-        thread = self.add_thread(int(m["pr"]), comments[0]["content"])
+        thread = self.add_thread(int(m["pr"]), comments[0]["content"], author=self.me)
         thread["status"] = body.get("status", "active")
         return Response(200, thread)
 

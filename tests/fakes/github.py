@@ -22,6 +22,7 @@ from tests.fakes.base import FakeServer, Request, Response
 
 NOW = "2026-01-01T00:00:00Z"
 REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
+ACTIONS_BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 
 
 def make_zip(files: dict[str, bytes]) -> bytes:
@@ -53,7 +54,9 @@ class FakeGitHub(FakeServer):
         *,
         prefix: str = "",
         token: str = "ghp_test",
+        login: str = "ci-fanout-bot",
         app_id: int | None = None,
+        app_slug: str = "ci-fanout",
         public_key: str | None = None,
         installation_id: int = 4242,
         token_lifetime_s: int = 3600,
@@ -62,7 +65,12 @@ class FakeGitHub(FakeServer):
         self.contract = contract
         self.prefix = prefix.rstrip("/")
         self.tokens: dict[str, float] = {token: float("inf")}  # token -> expiry epoch
+        self._user_ids: dict[str, int] = {}
+        #: token -> the account it acts as; personal tokens are users (``GET /user`` answers),
+        #: installation tokens (the App's, GITHUB_TOKEN) are bots (``GET /user`` answers 403)
+        self.identities: dict[str, dict[str, Any]] = {token: self.user(login)}
         self.app_id = app_id
+        self.app_slug = app_slug
         self.public_key = public_key
         self.installation_id = installation_id
         self.token_lifetime_s = token_lifetime_s
@@ -111,13 +119,30 @@ class FakeGitHub(FakeServer):
         }
         return runner_id
 
-    def add_comment(self, number: int, body: str, user: str = "someone") -> dict[str, Any]:
+    def user(self, login: str) -> dict[str, Any]:
+        """The account ``login`` (a stable id per login; ``…[bot]`` logins are bots)."""
+        user_id = self._user_ids.setdefault(login, 100 + len(self._user_ids))
+        return {"login": login, "id": user_id, "type": "Bot" if login.endswith("[bot]") else "User"}
+
+    def add_token(self, token: str, *, login: str | None = None, actions: bool = False) -> str:
+        """Another valid token: a user's (``login``) or a workflow's ``GITHUB_TOKEN``."""
+        self.tokens[token] = float("inf")
+        self.identities[token] = dict(ACTIONS_BOT) if actions else self.user(login or token)
+        return token
+
+    def _caller(self, request: Request) -> dict[str, Any]:
+        token = (request.header("Authorization") or "").partition(" ")[2]
+        return self.identities[token]
+
+    def add_comment(
+        self, number: int, body: str, user: str | dict[str, Any] = "someone"
+    ) -> dict[str, Any]:
         comment_id = next(self._ids)
         comment = {
             "id": comment_id,
             "node_id": f"IC_{comment_id}",
             "body": body,
-            "user": {"login": user, "id": 1, "type": "User"},
+            "user": self.user(user) if isinstance(user, str) else dict(user),
             "created_at": NOW,
             "updated_at": NOW,
             "author_association": "NONE",
@@ -213,6 +238,8 @@ class FakeGitHub(FakeServer):
         r = self._route
         r("GET", REPO + "/installation", self._installation, app=True)
         r("POST", r"/app/installations/(?P<id>\d+)/access_tokens", self._access_token, app=True)
+        r("GET", "/app", self._get_app, app=True)
+        r("GET", "/user", self._get_user)
         r("GET", REPO, self._get_repo)
         r("GET", REPO + r"/issues/(?P<n>\d+)/comments", self._list_comments)
         r("POST", REPO + r"/issues/(?P<n>\d+)/comments", self._create_comment)
@@ -264,9 +291,54 @@ class FakeGitHub(FakeServer):
         token = f"ghs_{self.app_id}_{len(self.issued_tokens) + 1:04d}"
         expires = time.time() + self.token_lifetime_s
         self.tokens[token] = expires
+        self.identities[token] = self.user(f"{self.app_slug}[bot]")
         self.issued_tokens.append(token)
         stamp = datetime.fromtimestamp(expires, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return Response(201, {"token": token, "expires_at": stamp, "permissions": {}})
+
+    def _get_app(self, request: Request, m: re.Match[str]) -> Response:
+        owner = {"login": "octo", "id": 1, "type": "Organization"}
+        return Response(
+            200,
+            {
+                "id": self.app_id,
+                "slug": self.app_slug,
+                "node_id": f"A_{self.app_id}",
+                "owner": owner,
+                "name": self.app_slug,
+                "description": None,
+                "external_url": "https://ci.example",
+                "html_url": f"https://github.example/apps/{self.app_slug}",
+                "created_at": NOW,
+                "updated_at": NOW,
+                "permissions": {"checks": "write", "pull_requests": "write"},
+                "events": [],
+            },
+        )
+
+    def _get_user(self, request: Request, m: re.Match[str]) -> Response:
+        me = self._caller(request)
+        if me["type"] == "Bot":  # installation tokens (an App's, GITHUB_TOKEN) have no user
+            return Response(
+                403,
+                {
+                    "message": "Resource not accessible by integration",
+                    "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user",
+                    "status": "403",
+                },
+            )
+        return Response(
+            200,
+            {
+                **me,
+                "node_id": f"U_{me['id']}",
+                "html_url": f"https://github.example/{me['login']}",
+                "site_admin": False,
+                "name": None,
+                "created_at": NOW,
+                "updated_at": NOW,
+            },
+        )
 
     def _get_repo(self, request: Request, m: re.Match[str]) -> Response:
         return Response(
@@ -301,7 +373,7 @@ class FakeGitHub(FakeServer):
         return Response(200, chunk, headers)
 
     def _create_comment(self, request: Request, m: re.Match[str]) -> Response:
-        comment = self.add_comment(int(m["n"]), request.json()["body"], user="ci-fanout[bot]")
+        comment = self.add_comment(int(m["n"]), request.json()["body"], user=self._caller(request))
         return Response(201, self._comment_json(comment, m["owner"], m["repo"]))
 
     def _edit_comment(self, request: Request, m: re.Match[str]) -> Response:

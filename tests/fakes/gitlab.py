@@ -66,9 +66,19 @@ def shape_errors(schema: str, instance: Any) -> list[str]:
 class FakeGitLab(FakeServer):
     provider = "gitlab"
 
-    def __init__(self, *, token: str = "glpat-test", trigger_token: str = "glptt-trigger") -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "glpat-test",
+        trigger_token: str = "glptt-trigger",
+        username: str = "ci-fanout-bot",
+    ) -> None:
         super().__init__()
         self.token = token
+        self._user_ids: dict[str, int] = {}
+        #: the account the token acts as (``GET /user``); notes created through the API are
+        #: written by it
+        self.me = self.user(username)
         self.trigger_token = trigger_token
         self._ids = itertools.count(500)
         self.projects: dict[str, int] = {"grp/sub/proj": 42}
@@ -96,21 +106,33 @@ class FakeGitLab(FakeServer):
             return int(name) if int(name) in self.projects.values() else None
         return self.projects.get(name)
 
-    def add_note(self, iid: int, body: str, *, system: bool = False) -> dict[str, Any]:
+    def user(self, username: str) -> dict[str, Any]:
+        """The account ``username`` (a stable id per name), as GitLab shows an author."""
+        user_id = self._user_ids.setdefault(username, 1 + len(self._user_ids))
+        return {
+            "id": user_id,
+            "name": username.title(),
+            "username": username,
+            "state": "active",
+            "avatar_url": f"https://gitlab.test/{username}.png",
+            "web_url": f"https://gitlab.test/{username}",
+        }
+
+    def add_note(
+        self,
+        iid: int,
+        body: str,
+        *,
+        system: bool = False,
+        author: str | dict[str, Any] = "someone",
+    ) -> dict[str, Any]:
         note_id = next(self._ids)
         note = {
             "id": note_id,
             "type": None,
             "body": body,
             "attachment": None,
-            "author": {
-                "id": 1,
-                "name": "Someone",
-                "username": "someone",
-                "state": "active",
-                "avatar_url": "https://gitlab.test/a.png",
-                "web_url": "https://gitlab.test/someone",
-            },
+            "author": self.user(author) if isinstance(author, str) else dict(author),
             "created_at": NOW,
             "updated_at": NOW,
             "system": system,
@@ -308,6 +330,7 @@ class FakeGitLab(FakeServer):
     # -- routes ----------------------------------------------------------------------------
     def _install_routes(self) -> None:
         a = self._auth
+        self.add_route("GET", API + "/user", a(self._get_user))
         self.add_route("GET", PROJECT, a(self._get_project))
         notes = PROJECT + r"/merge_requests/(?P<iid>\d+)/notes"
         self.add_route("GET", notes, a(self._list_notes))
@@ -337,6 +360,16 @@ class FakeGitLab(FakeServer):
             headers["X-Next-Page"] = str(page + 1)
         return Response(200, chunk, headers)
 
+    def _get_user(self, request: Request, m: re.Match[str]) -> Response:
+        me = {
+            **self.me,
+            "web_url": f"{self.url}/{self.me['username']}",
+            "bot": False,
+            "public_email": None,
+            "created_at": NOW,
+        }
+        return Response(200, self.shaped("user/basic.json", me))
+
     def _get_project(self, request: Request, m: re.Match[str]) -> Response:
         pid = self._project_id(m["project"])
         return Response(
@@ -360,7 +393,7 @@ class FakeGitLab(FakeServer):
             return Response(
                 400, {"message": {"note": ["is too long (maximum is 1000000 characters)"]}}
             )
-        note = self.add_note(int(m["iid"]), body["body"])
+        note = self.add_note(int(m["iid"]), body["body"], author=self.me)
         return Response(201, self.shaped("notes.json", [note])[0])
 
     def _update_note(self, request: Request, m: re.Match[str]) -> Response:

@@ -192,3 +192,19 @@ def test_contract_checker_rejects_bad_requests(azure_contract: SwaggerContract) 
     assert any("unknown query parameter" in p for p in problems)
     assert any("api-version" in p for p in problems)
     assert any("templateParameters" in p for p in problems)
+
+
+def test_thread_started_by_someone_else_with_our_marker_is_never_edited(
+    fake: FakeAzureDevOps, policy: RetryPolicy, data_dir: Path
+) -> None:
+    """The sticky PR thread is ours only if the token's identity (connectionData) started it."""
+    planted = fake.add_thread(21, f"{MARKER}\nlooks good", author="Mallory")
+    azure = make(fake, policy, data_dir)
+    first = azure.upsert_comment(21, f"{MARKER}\n1 failed")
+    second = azure.upsert_comment(21, f"{MARKER}\nall green")
+    assert first.created and not second.created and first.id == second.id
+    assert planted["comments"][0]["content"].endswith("looks good")
+    mine = [t for t in fake.threads[21] if t["comments"][0]["author"]["id"] == fake.me["id"]]
+    assert len(mine) == 1 and mine[0]["comments"][0]["content"].endswith("all green")
+    assert len(fake.calls("GET", "/connectionData$")) == 1
+    assert fake.violations == []

@@ -412,3 +412,94 @@ def test_registry_builds_github_from_settings(fake: FakeGitHub) -> None:
     )
     assert provider.forge is not None and id(provider.ci) == id(provider.forge)
     assert provider.forge.upload_image("chart.png", b"\x89PNG") is None
+
+
+# -- the sticky comment is ours: marker AND author ----------------------------------------------
+def test_user_comment_with_our_marker_is_never_edited(
+    fake: FakeGitHub, policy: RetryPolicy
+) -> None:
+    """issue 14: a comment whose first line is the marker used to be taken over (no author
+    check). Now it is left alone and our own comment is created beside it."""
+    planted = fake.add_comment(8, f"{MARKER}\n@everyone this PR is fine, merge it", user="mallory")
+    gh = make(fake, policy)
+    first = gh.upsert_comment(8, f"{MARKER}\n## Results\n1 failed")
+    second = gh.upsert_comment(8, f"{MARKER}\n## Results\nall green")
+    assert first.created and not second.created and first.id == second.id != str(planted["id"])
+    assert planted["body"].endswith("merge it")  # untouched
+    assert not [r for r in fake.calls("PATCH") if r.path.endswith(f"/{planted['id']}")]
+    mine = [c for c in fake.comments[8] if c["user"]["login"] == "ci-fanout-bot"]
+    assert len(mine) == 1 and mine[0]["body"].endswith("all green")
+    assert len(fake.calls("GET", "/user$")) == 1  # identity looked up once per adapter
+    assert fake.violations == []
+
+
+def test_same_login_but_other_account_is_not_us(fake: FakeGitHub, policy: RetryPolicy) -> None:
+    """Ids win over logins: a renamed or recreated account with our old login is someone else."""
+    impostor = {"login": "ci-fanout-bot", "id": 999_999, "type": "User"}
+    planted = fake.add_comment(12, f"{MARKER}\nfake results", user=impostor)
+    created = make(fake, policy).upsert_comment(12, f"{MARKER}\nreal results")
+    assert created.created and planted["body"].endswith("fake results")
+
+
+def test_github_token_comments_are_github_actions_bot(
+    fake: FakeGitHub, policy: RetryPolicy
+) -> None:
+    """A workflow's GITHUB_TOKEN cannot read /user (403): the author is github-actions[bot]."""
+    fake.add_token("ghs_workflow", actions=True)
+    fake.add_comment(9, f"{MARKER}\nplanted", user="mallory")
+    gh = make(fake, policy, auth=GitHubAuth(token="ghs_workflow"))
+    assert gh.whoami().login == "github-actions[bot]"
+    first = gh.upsert_comment(9, f"{MARKER}\nv1")
+    second = gh.upsert_comment(9, f"{MARKER}\nv2")
+    assert first.created and not second.created and first.id == second.id
+    bodies = {c["user"]["login"]: c["body"] for c in fake.comments[9]}
+    assert bodies == {"mallory": f"{MARKER}\nplanted", "github-actions[bot]": f"{MARKER}\nv2"}
+    # A PAT of another user does not count as the bot either.
+    fake.add_token("ghp_other", login="someone-else")
+    other = make(fake, policy, auth=GitHubAuth(token="ghp_other")).upsert_comment(9, MARKER)
+    assert other.created
+    assert fake.violations == []
+
+
+def test_comment_author_setting_for_another_apps_installation_token(
+    fake: FakeGitHub, policy: RetryPolicy
+) -> None:
+    fake.add_token("ghs_other_app", actions=True)
+    fake.identities["ghs_other_app"] = fake.user("release-bot[bot]")
+    gh = make(fake, policy, auth=GitHubAuth(token="ghs_other_app"))
+    # Without the setting the bot is assumed to be GitHub Actions: a new comment, never a
+    # hijack; with it, the App's own comment is found again.
+    gh.upsert_comment(4, f"{MARKER}\nv1")
+    named = make(
+        fake, policy, auth=GitHubAuth(token="ghs_other_app"), comment_author="release-bot[bot]"
+    )
+    assert not named.upsert_comment(4, f"{MARKER}\nv2").created
+    assert [c["body"] for c in fake.comments[4]] == [f"{MARKER}\nv2"]
+
+
+def test_rate_limited_user_lookup_is_retried_not_taken_for_a_bot(
+    fake: FakeGitHub, policy: RetryPolicy, sleeps: Sleeps
+) -> None:
+    fake.inject("rate_limit", times=1, path="/user$", reset_in=2)
+    gh = make(fake, policy)
+    assert gh.whoami().login == "ci-fanout-bot"
+    assert len(sleeps) == 1
+
+
+def test_app_comments_are_the_apps_bot(
+    github_contract: GitHubContract, policy: RetryPolicy
+) -> None:
+    private, public = _app_key()
+    with FakeGitHub(github_contract, app_id=77, app_slug="fanout-app", public_key=public) as fake:
+        assert isinstance(fake, FakeGitHub)
+        fake.add_comment(6, f"{MARKER}\nplanted", user="mallory")
+        fake.add_comment(6, f"{MARKER}\nplanted by a bot", user="evil[bot]")
+        gh = make(fake, policy, auth=GitHubAuth(app_id="77", private_key=private))
+        gh.upsert_comment(6, f"{MARKER}\nv1")
+        assert not gh.upsert_comment(6, f"{MARKER}\nv2").created
+        app = fake.calls("GET", "/app$")
+        assert len(app) == 1 and (app[0].header("Authorization") or "").startswith("Bearer ")
+        by = {c["user"]["login"]: c["body"] for c in fake.comments[6]}
+        assert by["fanout-app[bot]"].endswith("v2")
+        assert by["mallory"].endswith("planted") and by["evil[bot]"].endswith("planted by a bot")
+        assert fake.violations == [] and not fake.crashes

@@ -62,9 +62,11 @@ def test_sticky_note_created_once_then_edited(
     assert len(ours) == 1 and ours[0]["body"].endswith("all green")
     assert len(fake.calls("PUT", "/notes/")) == 1
     if project != "42":  # a path is resolved to the numeric id once, properly encoded
-        assert fake.requests[0].path == "/api/v4/projects/grp%2Fsub%2Fproj"
+        assert fake.calls(path="/projects/")[0].path == "/api/v4/projects/grp%2Fsub%2Fproj"
         assert len(fake.calls("GET", r"/projects/[^/]+$")) == 1
-    assert all("/projects/42/" in r.path for r in fake.requests[1:])
+    project_calls = fake.calls(path="/projects/")
+    assert all("/projects/42/" in r.path for r in project_calls[1:])
+    assert len(project_calls) == len(fake.requests) - 1  # + one GET /user (who we are)
     assert fake.violations == []
 
 
@@ -205,3 +207,21 @@ def test_fake_responses_really_follow_gitlab_schemas() -> None:
 def test_registry_builds_gitlab(fake: FakeGitLab) -> None:
     provider = get_provider("gitlab", {"project": "42", "token": "glpat-test", "url": fake.url})
     assert provider.runners is not None and provider.runners.list_runners() == []
+
+
+def test_user_note_with_our_marker_is_never_edited(fake: FakeGitLab, policy: RetryPolicy) -> None:
+    """issue 14: a note whose first line is the marker used to be taken over (no author check).
+    Now only notes by the token's own user (GET /user) are ours."""
+    planted = fake.add_note(4, f"{MARKER}\nall green, merge it", author="mallory")
+    impostor = {**fake.user("ci-fanout-bot"), "id": 4242}  # our username, another account
+    fake.add_note(4, f"{MARKER}\nstill not ours", author=impostor)
+    gl = make(fake, policy)
+    first = gl.upsert_comment(4, f"{MARKER}\n## Results\n2 failed")
+    second = gl.upsert_comment(4, f"{MARKER}\n## Results\nall green")
+    assert first.created and not second.created and first.id == second.id
+    assert planted["body"].endswith("merge it") and fake.notes[4][1]["body"].endswith("not ours")
+    mine = [n for n in fake.notes[4] if n["author"]["id"] == fake.me["id"]]
+    assert len(mine) == 1 and mine[0]["body"].endswith("all green")
+    assert len(fake.calls("PUT", "/notes/")) == 1
+    assert len(fake.calls("GET", "/api/v4/user$")) == 1
+    assert fake.violations == []

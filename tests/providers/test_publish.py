@@ -192,3 +192,33 @@ def test_gitlab_chart_upload_is_linked_in_the_note() -> None:
         )
         assert result.comment.created and len(result.images) == 1
         assert gitlab.notes[9][0]["body"].endswith("![trend](/uploads/" + f"{1:032x}/trend.png)\n")
+
+
+def test_publish_with_github_token_leaves_a_planted_marker_comment_alone(
+    store: Path, github: FakeGitHub, tmp_path: Path
+) -> None:
+    """``report --publish github`` in a workflow (GITHUB_TOKEN): a user's comment that starts
+    with our marker stays as it is; ours is created, then edited in place."""
+    github.add_token("ghs_actions", actions=True)
+    planted = github.add_comment(7, "<!-- ci-fanout:report v1 run=r1 -->\nall green!", "mallory")
+    env = {
+        "GITHUB_TOKEN": "ghs_actions",
+        "CI_FANOUT_GITHUB_API_URL": github.api,
+        "CI_FANOUT_GITHUB_THROTTLE": "0",
+    }
+    for body in (
+        "<!-- ci-fanout:report v1 run=r1 -->\nv1",
+        "<!-- ci-fanout:report v1 run=r1 -->\nv2",
+    ):
+        publish_report("github", number=7, comment=body, repo="octo/widgets", env=env)
+    assert planted["body"].endswith("all green!")
+    by = {c["user"]["login"]: c["body"] for c in github.comments[7]}
+    assert by["github-actions[bot]"].endswith("v2") and len(github.comments[7]) == 2
+    assert github.violations == []
+
+
+def test_comment_author_from_the_environment() -> None:
+    env = {"GITHUB_TOKEN": "t", "CI_FANOUT_GITHUB_COMMENT_AUTHOR": "release-bot[bot]"}
+    settings = forge_settings("github", env=env, repo="o/r")
+    assert settings["comment_author"] == "release-bot[bot]"
+    assert "comment_author" not in forge_settings("github", env={"GITHUB_TOKEN": "t"}, repo="o/r")

@@ -45,7 +45,7 @@ def test_not_run_section_and_json() -> None:
     ]
     comment = render_comment(report)
     assert "Not run: no online runner has the hardware (1)" in comment
-    assert "`t::gpu` — no runner with [gpu-mem-ge-24g, gpu-nvidia]" in comment
+    assert "`t::gpu` — no runner with `gpu-mem-ge-24g`, `gpu-nvidia`" in comment
     assert "plain_skip" not in comment.split("Not run")[1].split("###")[0]
 
 
