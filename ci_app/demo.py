@@ -96,6 +96,8 @@ class Server:
                 "CI_FANOUT_API_TOKEN": token,
                 "CI_FANOUT_PUBLIC_URL": self.url,
                 "CI_FANOUT_LOG_LEVEL": "warning",
+                # results of provider "local": the server writes their sticky comment here
+                "CI_FANOUT_LOCAL_OUT_DIR": str(out),
             }
         )
         self.proc = subprocess.Popen(
@@ -225,7 +227,9 @@ def run_commit(
         raise CiFanoutError(f"ci-app plan failed: {err.strip()}")
     matrix = json.loads(matrix_path.read_text())
     shards = [s["id"] for s in matrix["shards"]]
-    queue = server.call("POST", "/api/v1/queue", {"run": run_id, "matrix": matrix, "repo": REPO})
+    # the run's token is bound to this identity: results naming anything else are refused
+    identity = {"repo": REPO, "provider": "local", "pr": pr, "commit": _sha(commit)}
+    queue = server.call("POST", "/api/v1/queue", {"run": run_id, "matrix": matrix, **identity})
     not_run = sum(len(u["tests"]) for u in matrix.get("unsatisfied") or ())
     _say(
         f"commit {commit} ({branch}{f', PR #{pr}' if pr else ''}): planned "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any, Final, get_type_hints
 
 from ci_app.errors import ConfigError
+from ci_app.model.allow import DEFAULT_ALLOW, parse_patterns
 
 ENV_PREFIX: Final = "CI_FANOUT_"
+_SIZE_RE: Final = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?$", re.IGNORECASE)
 
 
 def _opt(default: Any, help_: str, *, secret: bool = False) -> Any:
@@ -37,6 +40,9 @@ class Settings:
 
     # -- serving ---------------------------------------------------------------------------
     db: str = _opt("ci-fanout.duckdb", "DuckDB file (the app is its only writer)")
+    db_wal_autocheckpoint: str = _opt(
+        "16MB", "DuckDB checkpoints when its write-ahead log reaches this size (e.g. 16MB)"
+    )
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "TCP port (0 picks a free one)")
     workers: int = _opt(
@@ -46,6 +52,11 @@ class Settings:
     job_workers: int = _opt(2, "job-worker threads (in the same process as the web worker)")
     log_level: str = _opt("info", "debug, info, warning or error")
     public_url: str = _opt("", "external base URL of the app (links in comments)")
+    proxy_hops: int = _opt(
+        0,
+        "reverse proxies in front of the app whose X-Forwarded-For is trusted "
+        "(the client address rate limits key on)",
+    )
     # -- webhooks --------------------------------------------------------------------------
     github_webhook_secret: str = _opt("", "GitHub App webhook secret", secret=True)
     github_webhook_secret_previous: str = _opt(
@@ -72,6 +83,16 @@ class Settings:
     max_api_bytes: int = _opt(64 * 1024 * 1024, "largest API request body (results.json)")
     rate_limit_per_minute: int = _opt(1200, "API requests per token per minute (429 above)")
     rate_limit_burst: int = _opt(200, "API requests a token may send at once")
+    rate_limit_failures_per_minute: int = _opt(
+        30,
+        "API requests without a valid token and webhooks with a bad signature, per client "
+        "address per minute (429 above)",
+    )
+    rate_limit_failures_burst: int = _opt(20, "failed attempts a client address may make at once")
+    run_token_ttl_s: float = _opt(
+        86400.0, "lifetime of a run token unless its request asks for less (ttl_s)"
+    )
+    run_token_max_ttl_s: float = _opt(7 * 86400.0, "longest ttl_s a run token may ask for")
     queue_lease_timeout_s: float = _opt(600.0, "test-queue lease lifetime without a heartbeat")
     # -- jobs --------------------------------------------------------------------------------
     job_lease_s: float = _opt(120.0, "a job not finished within this is redone by another worker")
@@ -89,6 +110,12 @@ class Settings:
     )
     label_min_misses: int = _opt(3, "consecutive misses before an owned label is removed")
     runner_provider: str = _opt("github", "provider of runners whose token names none")
+    runner_allow_labels: str = _opt(
+        " ".join(DEFAULT_ALLOW),
+        "labels (or globs) a runner may be granted when neither its token nor a pool "
+        "allow-list names any; GPU, accelerator, WebGPU and WebNN labels need an explicit allow",
+    )
+    heartbeat_history: int = _opt(500, "heartbeats kept per runner; older ones are pruned")
     # -- providers --------------------------------------------------------------------------
     github_api_url: str = _opt("https://api.github.com", "GitHub REST API base URL")
     github_app_id: str = _opt("", "GitHub App id")
@@ -102,6 +129,22 @@ class Settings:
     )
     gitlab_url: str = _opt("https://gitlab.com", "GitLab base URL")
     gitlab_token: str = _opt("", "GitLab API token", secret=True)
+    jenkins_url: str = _opt("", "Jenkins base URL (collect jobs of Jenkins builds)")
+    jenkins_username: str = _opt("", "Jenkins user the API token belongs to")
+    jenkins_token: str = _opt("", "Jenkins API token", secret=True)
+    jenkins_forge: str = _opt(
+        "", "where results of Jenkins builds are posted: github, gitlab (empty: stored only)"
+    )
+    azure_org_url: str = _opt("", "Azure DevOps organisation URL, e.g. https://dev.azure.com/ORG")
+    azure_project: str = _opt("", "Azure DevOps project")
+    azure_token: str = _opt(
+        "", "Azure DevOps personal access token (Build read, Code status)", secret=True
+    )
+    local_out_dir: str = _opt(
+        "",
+        "folder the local provider writes comments and statuses to for results of provider "
+        "'local' (empty: such runs are only stored; the server writes no files)",
+    )
     dispatch_workflow: str = _opt(
         "", "workflow/pipeline to dispatch on a PR (empty: CI-native fan-out only)"
     )
@@ -109,6 +152,9 @@ class Settings:
     # -- dashboard ---------------------------------------------------------------------------
     dashboard_password: str = _opt(
         "", "require HTTP basic auth (any user) for the dashboard when set", secret=True
+    )
+    chart_renders_per_minute: int = _opt(
+        30, "chart PNGs rendered per client address per minute (cached charts are free)"
     )
 
     @classmethod
@@ -233,9 +279,37 @@ def validate(settings: Settings) -> None:
         )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port {settings.port} is out of range 0-65535")
-    for name in ("threads", "job_workers", "job_max_attempts", "label_min_misses"):
+    for name in (
+        "threads",
+        "job_workers",
+        "job_max_attempts",
+        "label_min_misses",
+        "rate_limit_failures_burst",
+        "heartbeat_history",
+    ):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{_external(name)} must be at least 1")
+    if settings.proxy_hops < 0:
+        raise ConfigError("proxy-hops must be 0 or more")
+    if not 0 < settings.run_token_ttl_s <= settings.run_token_max_ttl_s:
+        raise ConfigError(
+            "run-token-ttl-s must be positive and at most run-token-max-ttl-s "
+            f"({settings.run_token_ttl_s} > {settings.run_token_max_ttl_s})"
+        )
+    try:
+        parse_patterns(settings.runner_allow_labels)
+    except ValueError as exc:
+        raise ConfigError(f"runner-allow-labels: {exc}") from None
+    if not _SIZE_RE.match(settings.db_wal_autocheckpoint.strip()):
+        raise ConfigError(
+            f"db-wal-autocheckpoint {settings.db_wal_autocheckpoint!r}: use a size such as "
+            "16MB, 512KB or 1GiB"
+        )
+    if settings.jenkins_forge not in ("", "github", "gitlab"):
+        raise ConfigError(
+            f"jenkins-forge {settings.jenkins_forge!r}: use github, gitlab or leave it empty"
+            + _suggest(settings.jenkins_forge, ["github", "gitlab"])
+        )
     if settings.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(
             f"log-level {settings.log_level!r}: use debug, info, warning or error"

@@ -6,7 +6,8 @@ Contract (docs/probe.md has the full text; the server implements the other side)
   "profile_hash", "load": {...}}`` plus ``"profile"`` and ``"labels"`` only when the profile
   hash changed since the server last acknowledged one;
 - reply 200/202 with a JSON object; ``{"need_profile": true}`` or HTTP 409/412 make the next
-  heartbeat (sent at once) carry the full profile;
+  heartbeat (sent at once) carry the full profile; ``"refused": [labels]`` names labels the
+  profile earns that the runner's allow-list does not grant (logged; ask the lab admin);
 - anything else (connection refused, timeouts, 5xx, 401) is logged and retried with
   exponential backoff: the client never exits because the server is down.
 
@@ -182,6 +183,13 @@ class HeartbeatClient:
         reply = _parse_reply(raw)
         need = bool(reply.get("need_profile"))
         if 200 <= status < 300:
+            refused = reply.get("refused")
+            if send_profile and isinstance(refused, list) and refused:
+                log.warning(
+                    "the server does not grant these labels (not in this runner's allow-list; "
+                    "ask the lab admin): %s",
+                    " ".join(str(x)[:64] for x in refused[:50]),
+                )
             if send_profile and not need:
                 self.acked_hash = current
             self.force_profile = need

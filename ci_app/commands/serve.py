@@ -4,6 +4,10 @@ One gunicorn worker process (``gthread``, ``--threads`` request threads) owns th
 file; the job-worker threads run inside it (DuckDB allows one writer process). If that
 process dies — even ``kill -9`` — the gunicorn master starts a new one, which reopens the
 database and redoes the jobs whose lease ran out.
+
+A fatal store error (DuckDB's ``FatalException``: the database must be reopened, e.g. after a
+checkpoint failed on a full disk) makes the worker exit with :data:`EXIT_STORE_FATAL`, so
+that the master starts a fresh one; until then every request answers 503.
 """
 
 from __future__ import annotations
@@ -12,9 +16,37 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 from ci_app.settings import Settings, load_settings
+
+#: exit status of a worker whose store failed for good (EX_SOFTWARE; gunicorn halts the whole
+#: server only on 3 and 4, and restarts a worker on any other status)
+EXIT_STORE_FATAL = 70
+#: time for in-flight 503 answers to go out before the worker exits
+FATAL_EXIT_DELAY_S = 0.5
+
+
+def exit_worker(exc: BaseException) -> None:
+    """``on_fatal`` of the served app: leave the worker process soon, non-zero.
+
+    ``os._exit``: the connection cannot be closed cleanly (DuckDB refuses every call now) and
+    atexit handlers would only try; what was acknowledged is in the WAL, which the next worker
+    replays.
+    """
+
+    def leave() -> None:
+        time.sleep(FATAL_EXIT_DELAY_S)
+        sys.stderr.write(
+            f"ci-app serve: the store failed ({type(exc).__name__}); worker exits "
+            f"{EXIT_STORE_FATAL} for a fresh one\n"
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_STORE_FATAL)
+
+    threading.Thread(target=leave, name="ci-fanout-fatal-exit", daemon=True).start()
 
 
 def register(sub: Any) -> None:
@@ -104,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             from ci_app.web.app import create_app
 
             logging.getLogger().setLevel(settings.log_level.upper())
-            return create_app(settings)
+            return create_app(settings, on_fatal=exit_worker)
 
     logging.getLogger(__name__).info("ci-app serve settings: %s", settings.public_dict())
     App().run()

@@ -19,6 +19,7 @@ Errors raise :class:`~ci_app.matrix.queue.LeaseError` (HTTP 409) or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,9 +79,12 @@ def handle_lease(
     runner = _str(body, "runner")
     pool = body.get("pool")
     if pool is not None:
-        candidates = [str(pool)]
+        candidates = [_str(body, "pool")]
     else:
-        labels = frozenset(str(x) for x in body.get("labels") or ())
+        raw_labels = body.get("labels") or []
+        if not isinstance(raw_labels, list) or not all(isinstance(x, str) for x in raw_labels):
+            raise InputError("'labels' must be a list of strings")
+        labels = frozenset(raw_labels)
         candidates = pools_for_runner(state.pools(run), labels)
         if not candidates:
             return {"done": True, "reason": "no pool of this run matches the runner's labels"}
@@ -113,14 +117,24 @@ def handle_complete(
         raise InputError("'results' must be a list of {id, outcome, duration_s}")
     results = []
     for r in raw:
-        if not isinstance(r, Mapping) or "id" not in r:
-            raise InputError("each result needs an 'id'")
-        results.append(
-            TestResult(
-                str(r["id"]), str(r.get("outcome", "passed")), float(r.get("duration_s") or 0.0)
-            )
-        )
-    res = state.complete(run, lease_id, results, now, final=bool(body.get("final", True)))
+        if not isinstance(r, Mapping) or not isinstance(r.get("id"), str):
+            raise InputError("each result needs a string 'id'")
+        outcome = r.get("outcome", "passed")
+        duration = r.get("duration_s") or 0.0
+        if not isinstance(outcome, str):
+            raise InputError(f"result {r['id']!r}: 'outcome' must be a string")
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, (int, float))
+            or not math.isfinite(duration)
+            or duration < 0
+        ):
+            raise InputError(f"result {r['id']!r}: 'duration_s' must be a non-negative number")
+        results.append(TestResult(r["id"], outcome, float(duration)))
+    final = body.get("final", True)
+    if not isinstance(final, bool):
+        raise InputError("'final' must be true or false")
+    res = state.complete(run, lease_id, results, now, final=final)
     return {
         "accepted": len(res.accepted),
         "duplicates": list(res.duplicates),

@@ -11,6 +11,7 @@ are appended with one ``INSERT ... SELECT`` per batch, never row by row.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from ci_app.reporting.data import (
 )
 from ci_app.store.schema import LATEST_VERSION, MIGRATIONS
 
+_SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?$", re.IGNORECASE)
 DEFAULT_SHARD = "default"
 MESSAGE_LIMIT = 4000
 _QUIET = (Outcome.PASSED, Outcome.SKIPPED)
@@ -115,6 +117,13 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+    def set_wal_autocheckpoint(self, size: str) -> None:
+        """Checkpoint when the write-ahead log reaches ``size`` (e.g. ``16MB``)."""
+        if not _SIZE_RE.match(size.strip()):
+            raise StoreError(f"not a size: {size!r} (use e.g. 16MB)")
+        with self._lock:
+            self._con.execute(f"SET wal_autocheckpoint = '{size.strip()}'")
 
     def __enter__(self) -> Store:
         return self
@@ -831,6 +840,18 @@ class Store:
                 [now, runner_name],
             )
 
+    def prune_heartbeats(self, *, keep_per_runner: int) -> int:
+        """Keep each runner's latest ``keep_per_runner`` heartbeats; returns rows deleted."""
+        with self._lock:
+            rows = self._con.execute(
+                "DELETE FROM heartbeats WHERE (runner_name, received_at) IN ("
+                "SELECT runner_name, received_at FROM (SELECT runner_name, received_at, "
+                "row_number() OVER (PARTITION BY runner_name ORDER BY received_at DESC) AS n "
+                "FROM heartbeats) WHERE n > ?) RETURNING runner_name",
+                [keep_per_runner],
+            ).fetchall()
+        return len(rows)
+
     def latest_heartbeat(self, runner_name: str) -> tuple[float, float | None, bool | None] | None:
         with self._lock:
             row = _one(
@@ -844,7 +865,8 @@ class Store:
     def add_runner_token(self, name: str, token_hash: str, *, now: float) -> None:
         with self._lock:
             self._con.execute(
-                "INSERT INTO runner_tokens VALUES (?, ?, ?, NULL)", [token_hash, name, now]
+                "INSERT INTO runner_tokens (token_hash, name, created) VALUES (?, ?, ?)",
+                [token_hash, name, now],
             )
 
     def runner_for_token(self, token_hash: str) -> str | None:
@@ -1033,6 +1055,14 @@ def _message(message: str | None, details: str | None) -> str | None:
     if text is None:
         return None
     return text[:MESSAGE_LIMIT]
+
+
+def is_fatal_error(exc: BaseException) -> bool:
+    """True when DuckDB says the database must be restarted (e.g. a checkpoint failed on a
+    full disk): every later call on this connection fails, so the process must start over."""
+    if isinstance(exc, duckdb.FatalException):
+        return True
+    return isinstance(exc, duckdb.Error) and "database has been invalidated" in str(exc)
 
 
 def open_store(path: str | Path = "ci-fanout.duckdb", *, read_only: bool = False) -> Store:

@@ -219,6 +219,44 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         );
         """,
     ),
+    (
+        4,
+        "least privilege: run identities and run tokens, runner label allow-lists",
+        """
+        -- ci_app/store/tokens.py: a run token is bound to one run identity (repo, provider,
+        -- PR, commit); results naming anything else are refused. Tokens are stored hashed.
+        CREATE TABLE run_identities (
+            run         VARCHAR PRIMARY KEY,
+            repo        VARCHAR,
+            provider    VARCHAR,
+            pr          INTEGER,
+            commit      VARCHAR,
+            created_at  DOUBLE NOT NULL
+        );
+        CREATE TABLE run_tokens (
+            token_hash  VARCHAR PRIMARY KEY,
+            run         VARCHAR NOT NULL,
+            created_at  DOUBLE NOT NULL,
+            expires_at  DOUBLE NOT NULL,
+            revoked_at  DOUBLE
+        );
+        -- queue tokens issued before this migration keep their queue, bound to the repo the
+        -- queue was created for, and expire a day after they were made
+        INSERT INTO run_identities
+            SELECT run, repo, NULL, NULL, NULL, created_at FROM queue_runs;
+        INSERT INTO run_tokens
+            SELECT token_hash, run, created_at, created_at + 86400, NULL FROM queue_runs
+            WHERE token_hash IS NOT NULL;
+        -- labels a runner may be granted: patterns per token (NULL: the pool rules apply)
+        ALTER TABLE runner_tokens ADD COLUMN allow_labels VARCHAR[];
+        CREATE TABLE label_allow_pools (
+            pattern     VARCHAR PRIMARY KEY,
+            labels      VARCHAR[] NOT NULL,
+            created_at  DOUBLE NOT NULL
+        );
+        ALTER TABLE runner_state ADD COLUMN refused_labels VARCHAR[];
+        """,
+    ),
 )
 
 LATEST_VERSION: Final[int] = MIGRATIONS[-1][0]

@@ -264,6 +264,7 @@ class RunnerRow:
     synced_at: float | None
     sync_error: str | None
     label_misses: Mapping[str, int]
+    refused_labels: tuple[str, ...] = ()
 
 
 def _ensure_state(con: Any, name: str, now: float) -> None:
@@ -345,7 +346,7 @@ def runner_rows(store: Store) -> list[RunnerRow]:
             "SELECT n.name, coalesce(s.provider, r.provider), r.labels, "
             "coalesce(r.status, 'registered'), r.last_seen, r.profile_hash, "
             "coalesce(s.busy, false), s.busy_job, CAST(s.load AS VARCHAR), s.synced_labels, "
-            "s.synced_at, s.sync_error, CAST(s.label_misses AS VARCHAR) "
+            "s.synced_at, s.sync_error, CAST(s.label_misses AS VARCHAR), s.refused_labels "
             "FROM n LEFT JOIN runners r ON r.name = n.name "
             "LEFT JOIN runner_state s ON s.name = n.name ORDER BY 1"
         ).fetchall()
@@ -364,6 +365,7 @@ def runner_rows(store: Store) -> list[RunnerRow]:
             synced_at=r[10],
             sync_error=r[11],
             label_misses=json.loads(r[12]) if r[12] else {},
+            refused_labels=tuple(r[13] or ()),
         )
         for r in rows
     ]

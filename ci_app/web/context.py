@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from ci_app.providers.base import Provider, get_provider
 from ci_app.settings import Settings
-from ci_app.store import Store
+from ci_app.store import Store, is_fatal_error
 from ci_app.store.queue import DuckQueue
 from ci_app.store.web import installation_for
 from ci_app.web.metrics import Metrics
 
 __all__ = ["AppContext", "ProviderFactory", "SettingsProviders", "runner_scope"]
+
+log = logging.getLogger(__name__)
 
 
 class ProviderFactory(Protocol):
@@ -46,6 +50,10 @@ class SettingsProviders:
     def __call__(
         self, name: str, scope: str | None, *, installation_id: int | None = None
     ) -> Provider:
+        if name == "local" and not self.settings.local_out_dir:
+            # results of provider "local" never make the server write files into its working
+            # directory: without local-out-dir such runs are stored, nothing is posted
+            return Provider(name="local")
         key = (name, scope, installation_id)
         with self._lock:
             cached = self._cache.get(key)
@@ -92,7 +100,43 @@ class SettingsProviders:
                 "token": s.gitlab_token,
                 "dashboard_url": dashboard,
             }
+        if name == "jenkins":
+            out = {
+                "url": s.jenkins_url,
+                "username": s.jenkins_username,
+                "token": s.jenkins_token,
+                "dashboard_url": dashboard,
+            }
+            if s.jenkins_forge and scope:  # Jenkins is no forge: results go to the repo's host
+                out["forge"] = s.jenkins_forge
+                for key, value in self._settings_for(s.jenkins_forge, scope, None).items():
+                    out[f"forge.{key}"] = value
+            return out
+        if name == "azure":
+            return {
+                "org_url": s.azure_org_url,
+                "project": s.azure_project,
+                "token": s.azure_token,
+                "repository": scope or "",
+                "dashboard_url": dashboard,
+                "data_dir": _data_dir(s),
+            }
+        if name == "local":  # only with local-out-dir set (see __call__)
+            out_dir = Path(s.local_out_dir)
+            return {
+                "out_dir": str(out_dir),
+                "work_dir": str(out_dir / "local"),
+                "probe": "0",
+                "dashboard_url": dashboard,
+            }
         return {"dashboard_url": dashboard}
+
+
+def _data_dir(s: Settings) -> str:
+    """Where provider SDK caches go: beside the database (the service's state directory)."""
+    if s.db == ":memory:":
+        return ""
+    return str(Path(s.db).resolve().parent)
 
 
 @dataclass(kw_only=True)
@@ -102,7 +146,27 @@ class AppContext:
     providers: ProviderFactory
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    #: called once when the store fails for good (``ci-app serve``: exit the worker process)
+    on_fatal: Callable[[BaseException], None] | None = None
     queue: DuckQueue = field(init=False)
+    fatal: BaseException | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.queue = DuckQueue(self.store)
+        self._fatal_lock = threading.Lock()
+
+    def check_fatal(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the database must be reopened (DuckDB ``FatalException``,
+        e.g. a checkpoint on a full disk). The first one marks the app failed (``/healthz``
+        and every request answer 503) and calls :attr:`on_fatal`."""
+        if not is_fatal_error(exc):
+            return False
+        with self._fatal_lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = exc
+        if first:
+            log.critical("the store failed and must be reopened: %s", exc)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+        return True

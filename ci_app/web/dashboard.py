@@ -5,6 +5,7 @@ surface); protected by HTTP basic auth when ``dashboard-password`` is set."""
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,9 @@ from flask import Blueprint, Response, abort, current_app, render_template, requ
 
 from ci_app.matrix.queue import LeaseError
 from ci_app.store.web import delivery_count, job_age_stats, list_jobs, runner_rows
+from ci_app.web.charts import RenderLimitedError
 from ci_app.web.security import basic_auth_password, tokens_equal
+from ci_app.web.validate import http_url
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,12 @@ def _ago(ts: float | None) -> str:
     if delta < 172800:
         return f"{delta / 3600:.0f} h ago"
     return f"{delta / 86400:.0f} days ago"
+
+
+@bp.app_template_filter("http_url")
+def _http_url(url: Any) -> str | None:
+    """Link targets from stored (client-sent) data: http(s) only, never ``javascript:``."""
+    return http_url(url)
 
 
 @bp.app_template_filter("utc")
@@ -172,31 +181,50 @@ def repo() -> str:
     )
 
 
-def _latest_report(repo: str) -> Any:
-    from ci_app.reporting.report import build_report
-
-    ctx = _ctx()
-    latest = ctx.store.runs(repo=repo, limit=1)
-    if not latest:
-        abort(404)
-    return build_report(ctx.store, latest[0].run_id)
+CHART_KINDS = ("trend", "slowest", "runner-classes")
 
 
 @bp.get("/charts/<kind>.png")
 def chart(kind: str) -> Response:
+    """A chart of a repository's latest run: rendered once per state of that run (a cheap
+    query decides), then served from memory; renders are rate limited per address."""
     from ci_app.reporting import charts
+    from ci_app.reporting.report import build_report
 
+    if kind not in CHART_KINDS:
+        abort(404)
+    ctx = _ctx()
+    repo = request.args.get("repo") or ""
+    latest = ctx.store.runs(repo=repo, limit=1) if 0 < len(repo) <= 300 else []
+    if not latest:
+        abort(404)
+    run = latest[0]
+    totals = ctx.store.run_totals([run.run_id])
+    state = (totals[0].tests, totals[0].failed, totals[0].duration_s) if totals else None
     makers = {
         "trend": charts.trend_chart,
         "slowest": charts.slowest_chart,
         "runner-classes": charts.runner_class_chart,
     }
-    if kind not in makers:
-        abort(404)
-    repo = request.args.get("repo") or ""
-    report = _latest_report(repo)
-    png = makers[kind](report)
-    return Response(png, mimetype="image/png", headers={"Cache-Control": "max-age=60"})
+
+    def make() -> bytes:
+        png: bytes = makers[kind](build_report(ctx.store, run.run_id))
+        return png
+
+    try:
+        png, etag = ctx.charts.render(
+            (kind, repo, run.run_id, run.seq, state), f"ip:{request.remote_addr}", make
+        )
+    except RenderLimitedError as exc:
+        return Response(
+            "chart render rate limit exceeded\n",
+            429,
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after))), "Content-Type": "text/plain"},
+        )
+    headers = {"Cache-Control": "max-age=60", "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return Response(status=304, headers=headers)
+    return Response(png, mimetype="image/png", headers=headers)
 
 
 @bp.get("/jobs")

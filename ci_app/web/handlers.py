@@ -24,11 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from ci_app.errors import CiFanoutError, InputError
+from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
+from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
-from ci_app.model.reconcile import reconcile_profile
+from ci_app.model.reconcile import error_sources_of, reconcile
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.store import Job
+from ci_app.store.tokens import (
+    RunIdentityError,
+    ingest_checked,
+    label_pools,
+    revoke_run_tokens,
+    runner_allow_list,
+    set_runner_labels,
+)
 from ci_app.store.web import (
     record_installation,
     runner_provider,
@@ -38,6 +48,7 @@ from ci_app.store.web import (
 )
 from ci_app.web import events
 from ci_app.web.context import AppContext, runner_scope
+from ci_app.web.validate import check_resultset
 
 log = logging.getLogger(__name__)
 
@@ -148,18 +159,21 @@ def _parse_resultset(data: bytes, where: str) -> Iterator[ResultSet]:
 
 
 def _fill_run(rs: ResultSet, p: Mapping[str, Any], fallback_run: str) -> ResultSet:
+    """The run identity of an artifact's results: where the signed webhook says something
+    (repository, provider, PR), it wins over what the file claims — the file was written by
+    the code under test and may name any repository."""
     run = rs.run
     prs = p.get("prs") or []
     return rs.with_run(
         replace(
             run,
             run_id=run.run_id or fallback_run,
-            repo=run.repo or p.get("repo"),
-            provider=run.provider or p.get("provider"),
+            repo=p.get("repo") or run.repo,
+            provider=p.get("provider") or run.provider,
             pipeline_id=run.pipeline_id or p.get("run_id"),
             commit=run.commit or p.get("head_sha"),
             branch=run.branch or p.get("head_branch"),
-            pr=run.pr if run.pr is not None else (prs[0] if prs else None),
+            pr=prs[0] if prs else run.pr,
         )
     )
 
@@ -174,20 +188,30 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
     prov = ctx.providers(p["provider"], p.get("repo"), installation_id=p.get("installation_id"))
     if prov.ci is None:
         return
+    ci_run = str(run_id)
+    if p["provider"] == "azure" and p.get("pipeline_id"):
+        ci_run = f"{p['pipeline_id']}/{run_id}"  # the Pipelines API names runs by both ids
     with tempfile.TemporaryDirectory(prefix="ci-fanout-collect-") as tmp:
-        paths = prov.ci.fetch_artifacts(str(run_id), Path(tmp))
+        paths = prov.ci.fetch_artifacts(ci_run, Path(tmp))
         sets = list(_resultsets_in(paths))
     fallback = f"{p['provider']}:{p.get('repo') or '-'}:{run_id}"
     runs: set[str] = set()
     for rs in sets:
         filled = _fill_run(rs, p, fallback)
-        ctx.store.ingest(filled)
+        try:
+            check_resultset(filled)
+            ingest_checked(ctx.store, filled)
+        except (InputError, RunIdentityError) as exc:
+            # one bad or foreign result set costs only itself
+            log.warning("job %s: results of shard %r not stored: %s", job.id,
+                        filled.run.shard_id, exc)  # fmt: skip
+            continue
         runs.add(filled.run.run_id or fallback)
     for rid in sorted(runs):
         _recover_from_queue(ctx, rid)
         ctx.store.enqueue_job(
             REPORT,
-            {"run_id": rid},
+            {"run_id": rid, "final": True},
             now=ctx.clock(),
             idempotency_key=f"report:{rid}:collect:{job.id}",
         )
@@ -257,6 +281,15 @@ def handle_report(ctx: AppContext, job: Job) -> None:
     run_id = p.get("run_id")
     if not isinstance(run_id, str) or ctx.store.run(run_id) is None:
         raise PermanentJobError(f"report: no stored run {run_id!r}")
+    _post_report(ctx, run_id, build_report, render_comment)
+    if p.get("final"):
+        # the pipeline finished and its report is out: the run's tokens are done with
+        revoked = revoke_run_tokens(ctx.store, run_id, now=ctx.clock())
+        if revoked:
+            log.info("run %s: final report done, %d run token(s) revoked", run_id, revoked)
+
+
+def _post_report(ctx: AppContext, run_id: str, build_report: Any, render_comment: Any) -> None:
     report = build_report(ctx.store, run_id, dashboard_url=_dashboard(ctx, f"/runs/{run_id}"))
     run = report.run
     if not run.provider or not run.repo:
@@ -264,6 +297,7 @@ def handle_report(ctx: AppContext, job: Job) -> None:
         return
     prov = ctx.providers(run.provider, run.repo)
     if prov.forge is None:
+        log.info("run %s: provider %s posts no report here: stored only", run_id, run.provider)
         return
     if run.pr is not None:
         with _report_lock(f"{run.provider}:{run.repo}:{run.pr}"):
@@ -321,10 +355,14 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
         return
     info = found[0]
     misses, _ = runner_sync_state(ctx.store, name)
-    plan = reconcile_profile(
-        profile,
+    # only what the runner's allow-list grants is synced, whatever its profile claims
+    granted, refused = grant_labels(derive_labels(profile), allowed_patterns(ctx, name))
+    set_runner_labels(ctx.store, name, granted, refused, now=now)
+    plan = reconcile(
+        granted,
         info.labels,
         misses=misses,
+        error_sources=error_sources_of(profile),
         min_misses=ctx.settings.label_min_misses,
         read_only=READ_ONLY_LABELS,
     )
@@ -337,6 +375,16 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
     store_label_sync(ctx.store, name, misses=plan.misses, labels=labels, error=None, now=now)
     if plan.changed:
         log.info("runner %s labels: +%s -%s", name, list(plan.add), list(plan.remove))
+
+
+def allowed_patterns(ctx: AppContext, name: str) -> tuple[str, ...]:
+    """The label allow-list in force for runner ``name`` (its tokens', a pool's, the default)."""
+    return patterns_for_runner(
+        name,
+        runner_allow_list(ctx.store, name),
+        label_pools(ctx.store),
+        parse_patterns(ctx.settings.runner_allow_labels),
+    )
 
 
 # ---------------------------------------------------------------------------------- misc

@@ -168,7 +168,8 @@ class _Bucket:
 
 
 class RateLimiter:
-    """Token bucket per key (a token hash): ``rate_per_minute`` sustained, ``burst`` at once.
+    """Token bucket per key (a token hash, or ``ip:ADDRESS`` for requests without a valid
+    token): ``rate_per_minute`` sustained, ``burst`` at once.
 
     In memory, per process: the app runs one web worker process, so this is global.
     """
@@ -195,3 +196,11 @@ class RateLimiter:
                 return True, 0.0
             wait = (1.0 - b.tokens) / self.rate if self.rate > 0 else 60.0
             return False, wait
+
+    def exhausted(self, key: str, now: float) -> bool:
+        """Whether the next :meth:`allow` for ``key`` would be refused (nothing is spent)."""
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                return False
+            return min(self.burst, b.tokens + (now - b.stamp) * self.rate) < 1.0

@@ -1,14 +1,15 @@
 """``POST /webhooks/<provider>``: verify, dedupe, store, enqueue, answer 202 — in milliseconds.
 
-Order matters: size cap (413) → signature on the raw bytes (401, nothing stored) → JSON
-(400) → routing (never rejects on schema grounds) → one transaction storing the delivery and
-its jobs (a replayed delivery id is acknowledged and not redone).
+Order matters: failed-attempt limit per client address (429, nothing read) → size cap,
+chunked bodies included (413) → signature on the raw bytes (401, nothing stored; counts as a
+failed attempt) → JSON, at most 64 levels deep (400) → routing (never rejects on schema
+grounds) → one transaction storing the delivery and its jobs (a replayed delivery id is
+acknowledged and not redone).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ci_app.errors import InputError
 from ci_app.store.web import DeliveryIn
 from ci_app.web.events import route
 from ci_app.web.security import verify_github_signature, verify_gitlab, verify_shared_secret
+from ci_app.web.validate import parse_json, read_body
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +94,28 @@ def receive(provider: str) -> Response:
         metrics.ack_seconds.labels(provider).observe(time.perf_counter() - started)
         return _reply(status, body)
 
+    client = f"ip:{request.remote_addr}"
+    if ctx.failures.exhausted(client, time.monotonic()):
+        resp = done(429, "rate_limited", "-", {"error": "too many failed deliveries"})
+        resp.headers["Retry-After"] = "60"
+        return resp
     cap = ctx.settings.max_webhook_bytes
-    if request.content_length is not None and request.content_length > cap:
-        return done(413, "too_large", "-", {"error": f"body over {cap} bytes"})
-    request.max_content_length = cap
     try:
-        body = request.get_data(cache=False)
+        body = read_body(request, cap)
     except RequestEntityTooLarge:
         return done(413, "too_large", "-", {"error": f"body over {cap} bytes"})
     if not _verify(provider, body):
+        ctx.failures.allow(client, time.monotonic())
         log.warning("webhook %s: bad or missing signature from %s", provider, request.remote_addr)
         return done(401, "unauthorized", "-", {"error": "signature or token does not match"})
     event = _event_name(provider)
     if provider in ("github", "gitlab") and not event:
         return done(400, "bad_request", "-", {"error": "missing event header"})
     try:
-        text = body.decode("utf-8")
-        payload = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        return done(400, "bad_request", event, {"error": "body is not UTF-8 JSON"})
+        payload = parse_json(body)
+    except InputError as exc:
+        return done(400, "bad_request", event, {"error": str(exc)})
+    text = body.decode("utf-8")
     if not isinstance(payload, dict):
         return done(400, "bad_request", event, {"error": "body must be a JSON object"})
     delivery = _delivery_id(provider, body, payload)
@@ -122,7 +128,8 @@ def receive(provider: str) -> Response:
         outcome = ctx.batcher.submit(
             DeliveryIn(provider, delivery, routed.event, text, routed.jobs)
         )
-    except Exception:
+    except Exception as exc:
+        ctx.check_fatal(exc)
         log.exception("webhook %s delivery=%s could not be stored", provider, delivery)
         return done(503, "store_error", routed.event, {"error": "could not store the delivery"})
     if not outcome.new:

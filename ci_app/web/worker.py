@@ -76,7 +76,9 @@ class JobWorker:
         while not self._stop.is_set():
             try:
                 worked = self.run_one()
-            except Exception:  # a store hiccup must not kill the thread
+            except Exception as exc:  # a store hiccup must not kill the thread
+                if self.ctx.check_fatal(exc):
+                    return  # the store is gone: the process is restarting
                 log.exception("job worker error")
                 worked = False
             if not worked:
@@ -152,7 +154,8 @@ class JobWorker:
 
     # -- housekeeping ---------------------------------------------------------------------------
     def maintain(self) -> None:
-        """Mark silent runners offline, re-queue expired test leases, prune old deliveries."""
+        """Mark silent runners offline, re-queue expired test leases, prune old deliveries
+        and heartbeats (each runner keeps its latest ``heartbeat-history``)."""
         s = self.ctx.settings
         now = self.ctx.clock()
         gone = self.ctx.store.mark_stale_runners(now=now, offline_after_s=s.runner_offline_after_s)
@@ -166,10 +169,13 @@ class JobWorker:
         if now - self._last_prune > 3600:
             self._last_prune = now
             self.ctx.store.prune_deliveries(now - s.delivery_retention_days * 86400)
+            self.ctx.store.prune_heartbeats(keep_per_runner=s.heartbeat_history)
 
     def _maintain(self) -> None:
         while not self._stop.wait(MAINTENANCE_EVERY_S):
             try:
                 self.maintain()
-            except Exception:
+            except Exception as exc:
+                if self.ctx.check_fatal(exc):
+                    return
                 log.exception("maintenance failed")

@@ -120,8 +120,10 @@ def queue_matrix(run: str, n: int = 6) -> dict[str, Any]:
     return Matrix(mode="queue", shards=(), pools=(pool,)).to_dict()
 
 
-def _create_queue(srv: Server, run: str) -> str:
-    body = {"run": run, "matrix": queue_matrix(run), "repo": "octo/app"}
+def _create_queue(srv: Server, run: str, **identity: Any) -> str:
+    body: dict[str, Any] = {"run": run, "matrix": queue_matrix(run), "repo": "octo/app"}
+    body.update(provider="github", pr=7)
+    body.update(identity)
     resp = srv.client.post("/api/v1/queue", json=body, headers=srv.admin())
     assert resp.status_code == 201, resp.get_json()
     doc = resp.get_json()

@@ -148,7 +148,7 @@ def test_serve_end_to_end_and_runner_tokens(
     revoked = _cli("runners", "--server", base, "token", "revoke", "lab-1", env=env)
     assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
     no_admin = _cli("runners", "--server", base, "list", env={"CI_FANOUT_API_TOKEN": "wrong"})
-    assert no_admin.returncode == 6 and "403" in no_admin.stderr
+    assert no_admin.returncode == 6 and "401" in no_admin.stderr
 
 
 def test_runners_cli_offline(tmp_path: Path) -> None:
