@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,33 @@ def test_test_queue_lease_and_complete(store: Store) -> None:
     assert store.complete_tests("r1", "gpu", "w1", {"t2": "failed"}) == 0  # stale lease
     assert store.complete_tests("r1", "gpu", "w2", {"t2": "failed", "t3": "passed"}) == 2
     assert store.test_queue_counts("r1") == {"done": 3}
+
+
+def test_queue_tokens_from_before_run_identities_keep_their_queue(tmp_path: Path) -> None:
+    """Schema 4 turns each queue token of schema 3 into a run token bound to its queue's
+    repository, expiring a day after it was made."""
+    import duckdb
+
+    from ci_app.store.schema import MIGRATIONS
+    from ci_app.store.tokens import run_grant
+
+    path = tmp_path / "v3.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description VARCHAR, "
+            "applied_at TIMESTAMP)"
+        )
+        for version, description, sql in MIGRATIONS[:3]:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now())", [version, description])
+        con.execute(
+            "INSERT INTO queue_runs VALUES ('old-run', '{}', 'sha256:feed', 'octo/a', 1000.0)"
+        )
+        con.execute("INSERT INTO runner_tokens VALUES ('sha256:r', 'lab-1', 1.0, NULL)")
+    with open_store(path) as store:
+        assert store.schema_version() == 4
+        grant = run_grant(store, "sha256:feed", now=2000.0)
+        assert grant is not None and grant.identity.run == "old-run"
+        assert grant.identity.repo == "octo/a" and grant.expires_at == 1000.0 + 86400
+        assert run_grant(store, "sha256:feed", now=1000.0 + 86401) is None
+        assert store.runner_for_token("sha256:r") == "lab-1"

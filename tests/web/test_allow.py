@@ -168,3 +168,33 @@ def test_cli_allow_labels_offline(tmp_path: Any) -> None:
         ]
         == "lab-*"
     )
+
+
+def test_probe_logs_the_labels_it_was_refused(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """runner_probe's own client over real HTTP: the reply names the refused labels and the
+    agent says so in its log."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from runner_probe.heartbeat import HeartbeatClient, HeartbeatConfig
+
+    token = _token(server, "lab-3")["token"]
+    http = make_server("127.0.0.1", 0, server.app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        client = HeartbeatClient(
+            HeartbeatConfig(
+                server=f"http://127.0.0.1:{http.server_port}", token=token, runner="lab-3"
+            ),
+            profile_fn=lambda: HardwareProfile.from_dict(gpu_profile()),
+            load_fn=lambda p: {},
+        )
+        with caplog.at_level("WARNING", logger="runner_probe.heartbeat"):
+            result = client.beat()
+    finally:
+        http.shutdown()
+    assert result.ok and result.reply is not None and "gpu-nvidia" in result.reply["refused"]
+    assert "does not grant" in caplog.text and "gpu-nvidia" in caplog.text

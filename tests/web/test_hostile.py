@@ -112,7 +112,7 @@ def test_client_address_behind_a_trusted_proxy() -> None:
         rate_limit_failures_per_minute=1, rate_limit_failures_burst=2, proxy_hops=1
     ):
 
-        def get(client: str) -> int:
+        def get(client: str, srv: Server = srv) -> int:
             resp = srv.client.get(
                 "/api/v1/runners", headers={"X-Forwarded-For": client, "Authorization": "Bearer no"}
             )

@@ -48,14 +48,15 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """``ci-app serve`` under gunicorn; ``indirect`` parameters add environment variables."""
     db = tmp_path / "app.duckdb"
     env = {
         **os.environ,
         "CI_FANOUT_GITHUB_WEBHOOK_SECRET": GH_SECRET,
         "CI_FANOUT_API_TOKEN": ADMIN,
-        "CI_FANOUT_DB_WAL_AUTOCHECKPOINT": "64KB",  # checkpoints often: the fault comes soon
         "CI_FANOUT_JOB_WORKERS": "1",
+        **getattr(request, "param", {}),
     }
     proc = subprocess.Popen(
         [
@@ -150,6 +151,8 @@ def _deliver(base: str, body: bytes, delivery: str) -> int | None:
         return None  # the worker went away mid-request: not acknowledged
 
 
+# checkpoints often, so that the fault comes soon
+@pytest.mark.parametrize("served", [{"CI_FANOUT_DB_WAL_AUTOCHECKPOINT": "64KB"}], indirect=True)
 def test_fatal_store_error_restarts_the_worker_and_loses_no_acknowledged_delivery(
     served: Served,
 ) -> None:
@@ -245,3 +248,48 @@ def test_unauthenticated_upload_is_answered_before_it_is_sent(served: Served) ->
     time.sleep(0.5)
     assert _rss_kib(worker) - before < 20 * 1024  # KiB
     assert _health(served.base) == 200
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_no_acknowledged_delivery(served: Served) -> None:
+    """Senders retry what was not acknowledged (as GitHub's redelivery does); every delivery
+    ends up stored exactly once, with exactly one job, across a SIGKILL of the worker."""
+    template = json.loads((WEBHOOKS / "github" / "push.none.2.json").read_text())
+    lock = threading.Lock()
+    acked: list[str] = []
+    retries = [0]
+    (worker,) = served.worker_pids()
+
+    def send(ids: list[str]) -> None:
+        for delivery in ids:
+            template_copy = {**template, "after": delivery.rjust(40, "0")}
+            data = json.dumps(template_copy).encode()
+            for _ in range(300):
+                if _deliver(served.base, data, delivery) == 202:
+                    with lock:
+                        acked.append(delivery)
+                    break
+                with lock:
+                    retries[0] += 1
+                time.sleep(0.05)
+
+    ids = [f"load-{i:04d}" for i in range(600)]
+    threads = [threading.Thread(target=send, args=(ids[k::4],)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while len(acked) < 200:
+        time.sleep(0.01)
+    os.kill(worker, signal.SIGKILL)
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(acked) == ids
+    assert len(served.worker_pids()) == 2
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.wait(timeout=20)
+    import duckdb
+
+    with duckdb.connect(str(served.db), read_only=True) as con:
+        stored = [r[0] for r in con.execute("SELECT delivery_id FROM deliveries").fetchall()]
+        keys = [r[0] for r in con.execute("SELECT idempotency_key FROM jobs").fetchall()]
+    assert sorted(stored) == ids  # every one, once
+    assert sorted(k.split(":")[1] for k in keys) == ids  # one job each, none twice
