@@ -6,8 +6,9 @@ front of the queue" is the smallest queued ``idx``; batch sizes come from the sa
 :func:`~ci_app.matrix.queue.batch_target_s` / ``max_unknown_per_batch``. Every operation is one
 transaction, so a server restart (or ``kill -9``) loses no lease, result or re-queue.
 
-Each run also has a bearer-token hash (``queue_runs.token_hash``): one repository's jobs
-cannot pull or complete another run's tests.
+Who may use a run's queue is decided by its run tokens (:mod:`ci_app.store.tokens`, bound to
+the run's identity); ``queue_runs.token_hash`` only holds the hash of queues created before
+those existed (schema 4 turned them into run tokens).
 """
 
 from __future__ import annotations

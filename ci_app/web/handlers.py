@@ -203,8 +203,8 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
             ingest_checked(ctx.store, filled)
         except (InputError, RunIdentityError) as exc:
             # one bad or foreign result set costs only itself
-            log.warning("job %s: results of shard %r not stored: %s", job.id,
-                        filled.run.shard_id, exc)  # fmt: skip
+            shard = filled.run.shard_id
+            log.warning("job %s: results of shard %r not stored: %s", job.id, shard, exc)
             continue
         runs.add(filled.run.run_id or fallback)
     for rid in sorted(runs):
@@ -273,15 +273,13 @@ def _recover_from_queue(ctx: AppContext, run_id: str) -> int:
 
 # ---------------------------------------------------------------------------------- report
 def handle_report(ctx: AppContext, job: Job) -> None:
-    """Build the report of a stored run; update the sticky comment and the commit status."""
-    from ci_app.reporting.render import render_comment
-    from ci_app.reporting.report import build_report
-
+    """Build the report of a stored run; update the sticky comment and the commit status.
+    A final report (the pipeline finished) revokes the run's tokens once it is out."""
     p = _payload(job)
     run_id = p.get("run_id")
     if not isinstance(run_id, str) or ctx.store.run(run_id) is None:
         raise PermanentJobError(f"report: no stored run {run_id!r}")
-    _post_report(ctx, run_id, build_report, render_comment)
+    _post_report(ctx, run_id)
     if p.get("final"):
         # the pipeline finished and its report is out: the run's tokens are done with
         revoked = revoke_run_tokens(ctx.store, run_id, now=ctx.clock())
@@ -289,7 +287,10 @@ def handle_report(ctx: AppContext, job: Job) -> None:
             log.info("run %s: final report done, %d run token(s) revoked", run_id, revoked)
 
 
-def _post_report(ctx: AppContext, run_id: str, build_report: Any, render_comment: Any) -> None:
+def _post_report(ctx: AppContext, run_id: str) -> None:
+    from ci_app.reporting.render import render_comment
+    from ci_app.reporting.report import build_report
+
     report = build_report(ctx.store, run_id, dashboard_url=_dashboard(ctx, f"/runs/{run_id}"))
     run = report.run
     if not run.provider or not run.repo:
@@ -336,12 +337,16 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
         profile = HardwareProfile.from_dict(runner.profile)
     except (ValueError, KeyError, TypeError) as exc:
         raise PermanentJobError(f"runner {name}: stored profile unreadable: {exc}") from exc
+    now = ctx.clock()
+    # only what the runner's allow-list grants is kept and synced, whatever its profile claims
+    # (recomputed here too, so that a changed allow-list applies without a new profile)
+    granted, refused = grant_labels(derive_labels(profile), allowed_patterns(ctx, name))
+    set_runner_labels(ctx.store, name, granted, refused, now=now)
     provider = runner_provider(ctx.store, name) or ctx.settings.runner_provider
     prov = ctx.providers(provider, runner_scope(ctx.settings, provider))
     admin = prov.runners
     if admin is None:
         return
-    now = ctx.clock()
     found = [r for r in admin.list_runners() if r.name.lower() == name.lower()]
     if not found:
         store_label_sync(
@@ -355,9 +360,6 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
         return
     info = found[0]
     misses, _ = runner_sync_state(ctx.store, name)
-    # only what the runner's allow-list grants is synced, whatever its profile claims
-    granted, refused = grant_labels(derive_labels(profile), allowed_patterns(ctx, name))
-    set_runner_labels(ctx.store, name, granted, refused, now=now)
     plan = reconcile(
         granted,
         info.labels,

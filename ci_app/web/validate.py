@@ -34,6 +34,7 @@ MAX_JSON_DEPTH = 64
 INT32_MAX = 2**31 - 1
 _MAX_GPUS = 64
 _MAX_ID = 100_000  # characters of a test id, name, file or class
+_READ_CHUNK = 64 * 1024
 
 
 def read_body(request: Request, cap: int) -> bytes:
@@ -41,15 +42,23 @@ def read_body(request: Request, cap: int) -> bytes:
 
     A declared Content-Length over the cap is refused before reading anything; a chunked
     body is read until one byte past the cap (Werkzeug's own limit on streams silently
-    truncates at the cap instead).
+    truncates at the cap instead). Read in 64 KiB pieces: one ``read(cap)`` would allocate
+    the whole cap for every request, and may return less than the body holds.
     """
     if request.content_length is not None and request.content_length > cap:
         raise RequestEntityTooLarge(f"body over {cap} bytes")
     request.max_content_length = cap + 1
-    data = request.stream.read(cap + 1)
-    if len(data) > cap:
-        raise RequestEntityTooLarge(f"body over {cap} bytes")
-    return data
+    stream = request.stream
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > cap:
+            raise RequestEntityTooLarge(f"body over {cap} bytes")
+        chunks.append(chunk)
 
 
 def json_depth(value: Any, limit: int) -> int:
