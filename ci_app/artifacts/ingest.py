@@ -257,11 +257,13 @@ def _read_head(stream: BinaryIO) -> bytes:
 
 def parse_input(
     item: InputFile, fmt: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[Iterator[TestCase], Callable[[Summary], ReportFile]]:
-    """Start parsing one input: (cases iterator, finish(summary) -> ReportFile).
+) -> tuple[Iterator[TestCase], Callable[[Summary], list[ReportFile]]]:
+    """Start parsing one input: (cases iterator, finish(summary) -> file entries).
 
-    ``finish`` must be called after the iterator is exhausted (or failed); it
-    reports the format, warnings, declared counts and any error.
+    ``finish`` must be called after the iterator is exhausted (or failed); its
+    first entry reports the format, warnings, declared counts and any error; one
+    more entry follows for each part of the report that failed on its own (a Jest
+    test file that failed to run: ``path!part``, with its error and no tests).
     """
     ctx = ParseContext(path=item.path, max_message_chars=limits.max_message_chars)
     state: dict[str, str | None] = {"format": fmt, "error": None}
@@ -294,15 +296,21 @@ def parse_input(
             log.exception("unexpected error reading %s", item.path)
             state["error"] = f"{UNEXPECTED} ({type(exc).__name__}: {exc}); please report it"
 
-    def finish(summary: Summary) -> ReportFile:
-        return ReportFile(
+    def finish(summary: Summary) -> list[ReportFile]:
+        fmt_name = state["format"] or "unknown"
+        entry = ReportFile(
             path=item.path,
-            format=state["format"] or "unknown",
+            format=fmt_name,
             summary=summary,
             error=state["error"],
             warnings=tuple(ctx.warnings),
             declared=ctx.declared,
         )
+        parts = [
+            ReportFile(path=f"{item.path}!{part}", format=fmt_name, error=error)
+            for part, error in ctx.part_errors
+        ]
+        return [entry, *parts]
 
     return cases(), finish
 
@@ -363,7 +371,7 @@ def ingest_paths(
         for case in cases:
             counter.add(case)
             tests.append(case)
-        files.append(finish(counter.summary()))
+        files.extend(finish(counter.summary()))
     return ResultSet(
         run=run or RunInfo(),
         tests=tuple(tests),
@@ -476,7 +484,7 @@ def ingest_to_json(
                     first = False
                     if sink is not None:
                         sink(kept)
-            files.append(finish(counter.summary()))
+            files.extend(finish(counter.summary()))
     summary = sum((f.summary for f in files), Summary())
     write = out.write
     write('\n],"metrics":[],"attachments":[],"files":')
