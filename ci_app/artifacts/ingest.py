@@ -88,8 +88,15 @@ def open_zip(path: Path | str) -> tuple[zipfile.ZipFile | None, str | None]:
         return None, f"unreadable zip archive: {exc}"
 
 
+def is_dir_member(info: zipfile.ZipInfo) -> bool:
+    """``ZipInfo.is_dir`` that a member without a name cannot crash."""
+    return info.filename.endswith("/")
+
+
 def member_problem(info: zipfile.ZipInfo, limits: Limits) -> str | None:
-    """Why one member is not read (encrypted, unknown method, over a cap), or None."""
+    """Why one member is not read (no name, encrypted, unknown method, over a cap), or None."""
+    if not info.filename:
+        return "member has no name; not read"
     if info.flag_bits & 0x1:
         return "member is encrypted; encrypted reports are not read"
     if info.compress_type not in SUPPORTED_ZIP_METHODS:
@@ -133,7 +140,7 @@ def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]
     if archive is None:
         yield ReportFile(path=str(path), format="zip", error=why)
         return
-    infos = [i for i in archive.infolist() if not i.is_dir()]
+    infos = [i for i in archive.infolist() if not is_dir_member(i)]
     if len(infos) > limits.max_zip_members:
         yield ReportFile(
             path=str(path),

@@ -31,7 +31,7 @@ import ijson  # type: ignore[import-untyped]
 
 from ci_app.artifacts.base import ParseContext, ReportParseError
 from ci_app.artifacts.cases import CaseBuilder
-from ci_app.artifacts.ingest import member_problem, open_member, open_zip
+from ci_app.artifacts.ingest import is_dir_member, member_problem, open_member, open_zip
 from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
 from ci_app.model.results import (
     SCHEMA_VERSION,
@@ -377,7 +377,7 @@ def _zip_results(path: Path, limits: Limits) -> Iterator[ResultsMember]:
     if archive is None:
         yield ResultsMember(path=str(path), error=why)
         return
-    infos = [i for i in archive.infolist() if not i.is_dir() and _is_results(i.filename)]
+    infos = [i for i in archive.infolist() if not is_dir_member(i) and _is_results(i.filename)]
     if len(infos) > limits.max_zip_members:
         yield ResultsMember(path=str(path), error="too many results.json members")
         return

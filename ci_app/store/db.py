@@ -224,8 +224,16 @@ class Store:
             writer.add(cases)
         return writer.finish(head, None if summary is None else summary())
 
-    def shard_writer(self, run: RunInfo) -> ShardWriter:
-        """A writer that appends one shard's cases batch by batch (``ingest --db``)."""
+    def shard_writer(self, run: RunInfo, *, memory_limit_mb: int | None = None) -> ShardWriter:
+        """A writer that appends one shard's cases batch by batch (``ingest --db``).
+
+        ``memory_limit_mb`` caps DuckDB's own buffers for this connection (a process
+        that only ingests, like the CLI: DuckDB otherwise keeps up to 80 % of RAM)."""
+        if memory_limit_mb is not None:
+            with self._lock:
+                self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+                self._con.execute("SET threads = 1")
+                self._con.execute("SET preserve_insertion_order = false")
         return ShardWriter(self, run)
 
     def _append_cases(self, run_id: str, shard_id: str, cases: Sequence[TestCase]) -> int:
