@@ -268,7 +268,7 @@ def _declared_values(el: etree._Element) -> list[str | None]:
     return [el.get(a) for a in rules.DECLARED_ATTRIBUTES]
 
 
-def _unlisted_skipped(el: etree._Element, suite: _Suite) -> Iterator[TestCase]:
+def _unlisted_skipped(el: etree._Element, suite: _Suite, ctx: ParseContext) -> Iterator[TestCase]:
     """Placeholders for the skipped tests a leaf suite declares but does not list."""
     tests, _, _, skipped_s, disabled, _ = (to_int(v) for v in _declared_values(el))
     skipped = (skipped_s or 0) + (disabled or 0)
@@ -277,6 +277,12 @@ def _unlisted_skipped(el: etree._Element, suite: _Suite) -> Iterator[TestCase]:
     missing = tests - suite.listed
     if missing <= 0 or skipped - suite.listed_skipped != missing:
         return  # only when the missing cases are exactly the missing skipped ones
+    if missing > rules.MAX_UNLISTED_SKIPPED:
+        ctx.warn(
+            f"suite {suite.name!r} declares {missing:,} skipped tests it does not list; "
+            f"{rules.MAX_UNLISTED_SKIPPED:,} are counted"
+        )
+        missing = rules.MAX_UNLISTED_SKIPPED
     for _ in range(missing):
         yield _numbered(
             suite,
@@ -382,7 +388,7 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                         yield from flush()
                         yield from scope.held.values()
                         scope.held.clear()
-                    extra = list(_unlisted_skipped(el, scope)) if leaf else []
+                    extra = list(_unlisted_skipped(el, scope, ctx)) if leaf else []
                     if extra:
                         yield from flush()
                         yield from extra

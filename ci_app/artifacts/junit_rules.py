@@ -108,6 +108,9 @@ NODE_CASE_CLASSNAME = "test"
 RERUN_POLICY: Mapping[str, str] = {"pytest": "consecutive", "go": "any", "node": "number"}
 DEFAULT_RERUN_POLICY = "number"
 
+#: At most this many placeholders per suite: a declared count is only a claim, and a
+#: hostile ``tests="1000000000"`` must not become a billion cases.
+MAX_UNLISTED_SKIPPED = 1000
 UNLISTED_SKIPPED_NAME = "(skipped test not listed in the report)"
 UNLISTED_SKIPPED_MESSAGE = (
     "the report declares this skipped test but does not list it "

@@ -222,3 +222,16 @@ def test_a_large_results_member_is_streamed(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count == 100_000 and member.tests == 100_000
     assert peak < 8 * 1024 * 1024  # one batch, not the 10 MB document or 100k cases
+
+
+def test_a_huge_declared_skip_count_is_capped(tmp_path: Path) -> None:
+    # found by the native/reference differential fuzz: a claimed count is not a test list
+    report = tmp_path / "claims.xml"
+    report.write_text(
+        '<testsuites><testsuite name="s" tests="1000000000" skipped="1000000000">'
+        '<testcase classname="c" name="t"><skipped/></testcase></testsuite></testsuites>',
+        encoding="utf-8",
+    )
+    doc = _ingest(tmp_path, report)
+    assert doc["summary"]["tests"] == 1001
+    assert "1,000 are counted" in doc["files"][0]["warnings"][0]
