@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint types pytest venv clean docs bench
+.PHONY: test demo lint types pytest venv clean docs bench goldens
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ docs: venv
 
 bench: venv
 	$(BIN)/python bench/parse_throughput.py
+
+# Rewrite tests/data/goldens from the stored reports (review the diff before committing).
+goldens: venv
+	$(BIN)/python -m tests.artifacts.goldens --write
 
 clean:
 	rm -rf out ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache

@@ -73,23 +73,189 @@ static int configured = 0;
 static PyTypeObject *case_type = NULL;
 static Py_ssize_t field_offset[N_FIELDS];
 static PyObject *outcomes[N_OUTCOMES];
-static PyObject *skip_status = NULL;  /* frozenset of lower-case status values */
-static PyObject *line_fn = NULL;      /* _line(value, zero_based) */
-static PyObject *duration_fn = NULL;  /* _duration(value) */
+static PyObject *status_map = NULL;   /* lower-case status word -> Outcome (the rulebook) */
+static PyObject *line_fn = NULL;      /* parse_line(value, zero_based) */
+static PyObject *duration_fn = NULL;  /* parse_duration(value) */
 static PyObject *prefix_fn = NULL;    /* pytest_node_prefix(classname, file) */
-static PyObject *merge_fn = NULL;     /* _merge_rerun(previous, final) */
+static PyObject *module_fn = NULL;    /* pytest_module_id(name, file) */
+static PyObject *merge_fn = NULL;     /* merge_rerun(previous, final) */
 static PyObject *case_json_fn = NULL; /* case_to_json(case), for foreign objects */
 static PyObject *FallbackError = NULL;
 
 static PyObject *s_nl, *s_nlnl, *s_colons, *s_unnamed, *s_lower;
+
+/* ---- the rulebook (junit_rules.RULES), copied into C strings by configure ---- */
+
+#define MAX_NAMES 16
+typedef struct {
+    int n;
+    char *name[MAX_NAMES];
+    int value[MAX_NAMES];
+} Names;
+
+/* case attribute slots: junit_rules.CASE_ATTRIBUTES, in this order */
+enum { A_NAME, A_CLASSNAME, A_FILE, A_LINE, A_TIME, A_STATUS, A_FAILURE, A_ERROR, N_ATTRS };
+static const char *attr_keys[N_ATTRS] = {"name", "classname", "file", "line",
+                                         "time", "status", "failure", "error"};
+#define MAX_ALIASES 4
+
+static struct {
+    char *case_tag, *suite_tag, *trace_tag, *stdout_tag, *stderr_tag, *property_tag;
+    char *message_attr, *suite_name_attr, *pytest_suite_name, *pytest_any_name, *go_property;
+    char *node_absent;
+    Names result_tags;  /* tag -> outcome index */
+    Names retry_tags;
+    Names suite_file_attrs;
+    Names declared_attrs;
+    Names node_attrs;
+    Names case_attrs;   /* alias -> slot * MAX_ALIASES + alias index */
+    int n_aliases[N_ATTRS];
+} R;
+
+static int
+outcome_of(PyObject *o)
+{
+    for (int i = 0; i < N_OUTCOMES; i++) {
+        if (o == outcomes[i])
+            return i;
+    }
+    PyErr_SetString(PyExc_ValueError, "rules: unknown outcome");
+    return -1;
+}
+
+static char *
+copy_str(PyObject *o)
+{
+    const char *u = PyUnicode_Check(o) ? PyUnicode_AsUTF8(o) : NULL;
+    if (u == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "rules: str expected");
+        return NULL;
+    }
+    size_t n = strlen(u) + 1;
+    char *c = PyMem_Malloc(n);
+    if (c == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(c, u, n);
+    return c;
+}
+
+static char *
+rule_str(PyObject *rules, const char *key)
+{
+    PyObject *o = PyMapping_GetItemString(rules, key);
+    if (o == NULL)
+        return NULL;
+    char *c = copy_str(o);
+    Py_DECREF(o);
+    return c;
+}
+
+/* A sequence of names (values 0..n-1), or a mapping name -> Outcome (values: outcome index). */
+static int
+rule_names(PyObject *rules, const char *key, Names *out, int outcome_values)
+{
+    PyObject *o = PyMapping_GetItemString(rules, key);
+    if (o == NULL)
+        return -1;
+    PyObject *keys = outcome_values ? PyMapping_Keys(o) : PySequence_List(o);
+    if (keys == NULL) {
+        Py_DECREF(o);
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    int rc = -1;
+    if (n > MAX_NAMES) {
+        PyErr_Format(PyExc_ValueError, "rules: too many %s", key);
+        goto done;
+    }
+    out->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        char *c = copy_str(k);
+        if (c == NULL)
+            goto done;
+        int value = (int)i;
+        if (outcome_values) {
+            PyObject *v = PyObject_GetItem(o, k);
+            value = v == NULL ? -1 : outcome_of(v);
+            Py_XDECREF(v);
+            if (value < 0) {
+                PyMem_Free(c);
+                goto done;
+            }
+        }
+        out->name[out->n] = c;
+        out->value[out->n] = value;
+        out->n++;
+    }
+    rc = 0;
+done:
+    Py_DECREF(keys);
+    Py_DECREF(o);
+    return rc;
+}
+
+static int
+rule_case_attrs(PyObject *rules)
+{
+    PyObject *o = PyMapping_GetItemString(rules, "case_attributes");
+    if (o == NULL)
+        return -1;
+    R.case_attrs.n = 0;
+    for (int slot = 0; slot < N_ATTRS; slot++) {
+        PyObject *aliases = PyMapping_GetItemString(o, attr_keys[slot]);
+        PyObject *list = aliases == NULL ? NULL : PySequence_List(aliases);
+        Py_XDECREF(aliases);
+        if (list == NULL) {
+            Py_DECREF(o);
+            return -1;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(list);
+        if (n < 1 || n > MAX_ALIASES || R.case_attrs.n + n > MAX_NAMES) {
+            Py_DECREF(list);
+            Py_DECREF(o);
+            PyErr_SetString(PyExc_ValueError, "rules: bad case_attributes");
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            char *c = copy_str(PyList_GET_ITEM(list, i));
+            if (c == NULL) {
+                Py_DECREF(list);
+                Py_DECREF(o);
+                return -1;
+            }
+            R.case_attrs.name[R.case_attrs.n] = c;
+            R.case_attrs.value[R.case_attrs.n] = slot * MAX_ALIASES + (int)i;
+            R.case_attrs.n++;
+        }
+        R.n_aliases[slot] = (int)n;
+        Py_DECREF(list);
+    }
+    Py_DECREF(o);
+    return 0;
+}
+
+static int
+names_index(const Names *names, const char *s)
+{
+    for (int i = 0; i < names->n; i++) {
+        if (strcmp(names->name[i], s) == 0)
+            return i;
+    }
+    return -1;
+}
 
 #define SLOT(obj, f) (*(PyObject **)((char *)(obj) + field_offset[f]))
 
 static PyObject *
 configure(PyObject *self, PyObject *args)
 {
-    PyObject *type, *outs, *skip, *fl, *fd, *fp, *fm, *fj;
-    if (!PyArg_ParseTuple(args, "OOOOOOOO", &type, &outs, &skip, &fl, &fd, &fp, &fm, &fj))
+    PyObject *type, *outs, *rules, *fl, *fd, *fp, *fmod, *fm, *fj;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOO", &type, &outs, &rules, &fl, &fd, &fp, &fmod, &fm,
+                          &fj))
         return NULL;
     if (!PyType_Check(type)) {
         PyErr_SetString(PyExc_TypeError, "TestCase type expected");
@@ -117,24 +283,56 @@ configure(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "outcomes: (skipped, passed, failed, error) expected");
         return NULL;
     }
-    if (!PyFrozenSet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip statuses: frozenset expected");
-        return NULL;
-    }
-    Py_INCREF(type);
-    Py_XSETREF(case_type, (PyTypeObject *)type);
     for (int i = 0; i < N_OUTCOMES; i++) {
         Py_INCREF(PyTuple_GET_ITEM(outs, i));
         Py_XSETREF(outcomes[i], PyTuple_GET_ITEM(outs, i));
     }
-    Py_INCREF(skip);
-    Py_XSETREF(skip_status, skip);
+    if (configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was already called");
+        return NULL;
+    }
+    PyObject *smap = PyMapping_GetItemString(rules, "status_outcomes");
+    if (smap == NULL)
+        return NULL;
+    if (!PyDict_Check(smap)) {
+        Py_DECREF(smap);
+        PyErr_SetString(PyExc_TypeError, "rules: status_outcomes must be a dict");
+        return NULL;
+    }
+    Py_XSETREF(status_map, smap);
+    if ((R.case_tag = rule_str(rules, "case_tag")) == NULL ||
+        (R.suite_tag = rule_str(rules, "suite_tag")) == NULL ||
+        (R.trace_tag = rule_str(rules, "retry_trace_tag")) == NULL ||
+        (R.stdout_tag = rule_str(rules, "stdout_tag")) == NULL ||
+        (R.stderr_tag = rule_str(rules, "stderr_tag")) == NULL ||
+        (R.property_tag = rule_str(rules, "property_tag")) == NULL ||
+        (R.message_attr = rule_str(rules, "message_attribute")) == NULL ||
+        (R.suite_name_attr = rule_str(rules, "suite_name_attribute")) == NULL ||
+        (R.pytest_suite_name = rule_str(rules, "pytest_suite_name")) == NULL ||
+        (R.pytest_any_name = rule_str(rules, "pytest_any_name")) == NULL ||
+        (R.go_property = rule_str(rules, "go_property")) == NULL ||
+        (R.node_absent = rule_str(rules, "node_suite_absent")) == NULL ||
+        rule_names(rules, "result_tags", &R.result_tags, 1) < 0 ||
+        rule_names(rules, "retry_tags", &R.retry_tags, 0) < 0 ||
+        rule_names(rules, "suite_file_attributes", &R.suite_file_attrs, 0) < 0 ||
+        rule_names(rules, "declared_attributes", &R.declared_attrs, 0) < 0 ||
+        rule_names(rules, "node_suite_attributes", &R.node_attrs, 0) < 0 ||
+        rule_case_attrs(rules) < 0)
+        return NULL; /* configure is called once; a half-filled table is never used */
+    if (R.declared_attrs.n != 6) {
+        PyErr_SetString(PyExc_ValueError, "rules: six declared_attributes expected");
+        return NULL;
+    }
+    Py_INCREF(type);
+    Py_XSETREF(case_type, (PyTypeObject *)type);
     Py_INCREF(fl);
     Py_XSETREF(line_fn, fl);
     Py_INCREF(fd);
     Py_XSETREF(duration_fn, fd);
     Py_INCREF(fp);
     Py_XSETREF(prefix_fn, fp);
+    Py_INCREF(fmod);
+    Py_XSETREF(module_fn, fmod);
     Py_INCREF(fm);
     Py_XSETREF(merge_fn, fm);
     Py_INCREF(fj);
@@ -266,6 +464,7 @@ typedef struct {
     PyObject *file;   /* testsuite file/filepath or NULL */
     PyObject *seen;   /* id -> count, for the cases held here */
     int pytest;
+    long listed, listed_skipped; /* cases read here (for declared-but-unlisted skips) */
 } Suite;
 
 typedef struct {
@@ -535,39 +734,37 @@ start_case(JUnitParser *p, const XML_Char **atts)
     p->in_case = 1;
     p->case_depth = p->depth;
     p->c_suite = p->cur_suite;
-    /* one pass over the attributes (first occurrence wins, as el.get() reads) */
-    const char *name = NULL, *classname = NULL, *klass = NULL, *file = NULL, *status = NULL,
-               *result = NULL, *failure = NULL, *error = NULL, *line = NULL, *time = NULL,
-               *duration = NULL;
+    /* one pass over the attributes (first occurrence wins, as el.get() reads), then per
+     * slot the first alias with a non-empty value, else the last alias's (``a or b``) */
+    const char *vals[N_ATTRS][MAX_ALIASES];
+    memset(vals, 0, sizeof vals);
     for (const XML_Char **a = atts; a[0] != NULL; a += 2) {
-        const char *k = a[0], *v = a[1];
-        const char **slot = NULL;
-        switch (k[0]) {
-        case 'n': if (strcmp(k, "name") == 0) slot = &name; break;
-        case 'c':
-            if (strcmp(k, "classname") == 0) slot = &classname;
-            else if (strcmp(k, "class") == 0) slot = &klass;
-            break;
-        case 'f':
-            if (strcmp(k, "file") == 0) slot = &file;
-            else if (strcmp(k, "failure") == 0) slot = &failure;
-            break;
-        case 's': if (strcmp(k, "status") == 0) slot = &status; break;
-        case 'r': if (strcmp(k, "result") == 0) slot = &result; break;
-        case 'e': if (strcmp(k, "error") == 0) slot = &error; break;
-        case 'l': if (strcmp(k, "line") == 0) slot = &line; break;
-        case 't': if (strcmp(k, "time") == 0) slot = &time; break;
-        case 'd': if (strcmp(k, "duration") == 0) slot = &duration; break;
+        const char *k = a[0];
+        for (int i = 0; i < R.case_attrs.n; i++) {
+            const char *want = R.case_attrs.name[i];
+            if (want[0] == k[0] && strcmp(want, k) == 0) {
+                int v = R.case_attrs.value[i];
+                const char **slot = &vals[v / MAX_ALIASES][v % MAX_ALIASES];
+                if (*slot == NULL)
+                    *slot = a[1];
+                break;
+            }
         }
-        if (slot != NULL && *slot == NULL)
-            *slot = v;
     }
-    if (classname == NULL || classname[0] == '\0')
-        classname = klass; /* el.get("classname") or el.get("class") */
-    if (status == NULL || status[0] == '\0')
-        status = result;
-    if (time == NULL || time[0] == '\0')
-        time = duration;
+    const char *chosen[N_ATTRS];
+    for (int slot = 0; slot < N_ATTRS; slot++) {
+        int n = R.n_aliases[slot];
+        chosen[slot] = vals[slot][n - 1];
+        for (int i = 0; i < n; i++) {
+            if (vals[slot][i] != NULL && vals[slot][i][0] != '\0') {
+                chosen[slot] = vals[slot][i];
+                break;
+            }
+        }
+    }
+    const char *name = chosen[A_NAME], *classname = chosen[A_CLASSNAME], *file = chosen[A_FILE],
+               *status = chosen[A_STATUS], *failure = chosen[A_FAILURE],
+               *error = chosen[A_ERROR], *line = chosen[A_LINE], *time = chosen[A_TIME];
     if ((name != NULL && (p->c_name = str_of(name)) == NULL) ||
         (classname != NULL && (p->c_classname = last_str(&p->last_classname, classname)) == NULL) ||
         (file != NULL && (p->c_file = last_str(&p->last_file, file)) == NULL) ||
@@ -692,8 +889,10 @@ case_id(JUnitParser *p, Suite *suite, PyObject *classname, PyObject *name)
     PyObject *prefix;
     if (suite->pytest) {
         /* pytest_node_id(classname, name, file) == prefix + "::" + name */
-        PyObject *cls = nonempty(classname) ? classname : Py_None;
         PyObject *file = p->c_file != NULL ? p->c_file : Py_None;
+        if (!nonempty(classname)) /* a whole module's report: pytest_module_id */
+            return PyObject_CallFunctionObjArgs(module_fn, name, file, NULL);
+        PyObject *cls = classname;
         if (p->last_prefix != NULL && p->last_key[0] == cls && p->last_key[1] == file) {
             prefix = p->last_prefix;
             goto concat;
@@ -785,16 +984,6 @@ new_case(PyObject *values[N_FIELDS])
     return obj;
 }
 
-static int
-status_in(PyObject *status, const char *const *values)
-{
-    for (; *values; values++) {
-        if (PyUnicode_CompareWithASCIIString(status, *values) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 static void
 end_case(JUnitParser *p)
 {
@@ -821,19 +1010,19 @@ end_case(JUnitParser *p)
             PyObject *low = PyObject_CallMethodNoArgs(p->c_status, s_lower);
             if (low == NULL)
                 goto fail;
-            int skip = PySet_Contains(skip_status, low);
-            static const char *const failed[] = {"failed", "failure", "fail", NULL};
-            static const char *const error[] = {"error", NULL};
-            if (skip < 0) {
+            PyObject *mapped = PyDict_GetItemWithError(status_map, low);
+            if (mapped == NULL && PyErr_Occurred()) {
                 Py_DECREF(low);
                 goto fail;
             }
-            if (skip)
-                outcome = O_SKIPPED;
-            else if (status_in(low, failed))
-                outcome = O_FAILED;
-            else if (status_in(low, error))
-                outcome = O_ERROR;
+            if (mapped != NULL) {
+                int o = outcome_of(mapped);
+                if (o < 0) {
+                    Py_DECREF(low);
+                    goto fail;
+                }
+                outcome = o;
+            }
             Py_DECREF(low);
         }
         if (p->c_failure != NULL) {
@@ -879,6 +1068,8 @@ end_case(JUnitParser *p)
     PyObject *c = new_case(v);
     if (c == NULL)
         goto fail;
+    suite->listed++;
+    suite->listed_skipped += outcome == O_SKIPPED;
 
     /* pytest-rerunfailures merging and duplicate ids, as in junit._iter_cases */
     if (p->pending != NULL) {
@@ -952,8 +1143,8 @@ on_start(void *data, const XML_Char *tag, const XML_Char **atts)
     }
     if (check_names(p, tag, atts) < 0)
         return;
-    int is_case = strcmp(tag, "testcase") == 0;
-    int is_suite = !is_case && strcmp(tag, "testsuite") == 0;
+    int is_case = strcmp(tag, R.case_tag) == 0;
+    int is_suite = !is_case && strcmp(tag, R.suite_tag) == 0;
     if (p->in_case) {
         if (is_case || is_suite) {
             p->bail = "test case or suite inside a test case";
@@ -965,34 +1156,26 @@ on_start(void *data, const XML_Char *tag, const XML_Char **atts)
             p->st_text.len = 0;
             p->st_state = 0;
             p->ch_kind = C_OTHER;
-            if (strcmp(tag, "failure") == 0) {
+            int i = names_index(&R.result_tags, tag);
+            if (i >= 0) {
                 p->ch_kind = C_RESULT;
-                p->ch_outcome = O_FAILED;
+                p->ch_outcome = R.result_tags.value[i];
             }
-            else if (strcmp(tag, "error") == 0) {
-                p->ch_kind = C_RESULT;
-                p->ch_outcome = O_ERROR;
-            }
-            else if (strcmp(tag, "skipped") == 0) {
-                p->ch_kind = C_RESULT;
-                p->ch_outcome = O_SKIPPED;
-            }
-            else if (strcmp(tag, "flakyFailure") == 0 || strcmp(tag, "flakyError") == 0 ||
-                     strcmp(tag, "rerunFailure") == 0 || strcmp(tag, "rerunError") == 0)
+            else if (names_index(&R.retry_tags, tag) >= 0)
                 p->ch_kind = C_RETRY;
-            else if (strcmp(tag, "system-out") == 0)
+            else if (strcmp(tag, R.stdout_tag) == 0)
                 p->ch_kind = C_STDOUT;
-            else if (strcmp(tag, "system-err") == 0)
+            else if (strcmp(tag, R.stderr_tag) == 0)
                 p->ch_kind = C_STDERR;
             if (p->ch_kind == C_RESULT || p->ch_kind == C_RETRY) {
                 int err = 0;
-                p->ch_message = attr_str(atts, "message", &err);
+                p->ch_message = attr_str(atts, R.message_attr, &err);
                 if (err)
                     p->failed = 1;
             }
         }
         else if (p->ch_kind == C_RETRY) {
-            if (rel == 2 && p->st_state == 0 && strcmp(tag, "stackTrace") == 0)
+            if (rel == 2 && p->st_state == 0 && strcmp(tag, R.trace_tag) == 0)
                 p->st_state = 1;
             else if (rel == 3 && p->st_state == 1)
                 p->st_state = 2; /* findtext() reads only the text before a child */
@@ -1004,35 +1187,47 @@ on_start(void *data, const XML_Char *tag, const XML_Char **atts)
         start_case(p, atts);
         return;
     }
+    if (strcmp(tag, R.property_tag) == 0) {
+        const char *pname = attr(atts, R.suite_name_attr);
+        if (pname != NULL && strcmp(pname, R.go_property) == 0) {
+            p->bail = "Go dialect (reruns are merged by the reference reader)";
+            return;
+        }
+    }
     Frame *f = &p->frames[p->depth];
     memset(f, 0, sizeof(Frame));
-    const char *name = attr(atts, "name");
+    const char *name = attr(atts, R.suite_name_attr);
     f->kind = is_suite ? K_SUITE : K_OTHER;
     f->pytest = (parent != NULL && parent->pytest) ||
-                (name != NULL && ((is_suite && strcmp(name, "pytest") == 0) ||
-                                  strcmp(name, "pytest tests") == 0));
+                (name != NULL && ((is_suite && strcmp(name, R.pytest_suite_name) == 0) ||
+                                  strcmp(name, R.pytest_any_name) == 0));
     if (!is_suite)
         return;
-    if (parent != NULL)
+    if (parent != NULL) {
+        int node = attr(atts, R.node_absent) == NULL;
+        for (int i = 0; node && i < R.node_attrs.n; i++)
+            node = attr(atts, R.node_attrs.name[i]) != NULL;
+        if (node) {
+            p->bail = "node dialect (tests with subtests written as suites)";
+            return;
+        }
         parent->child_suite = 1;
+    }
     int err = 0;
-    f->name = attr_str(atts, "name", &err);
-    f->file = attr_str(atts, "file", &err);
-    if (!err && !nonempty(f->file)) {
-        PyObject *alt = attr_str(atts, "filepath", &err);
+    f->name = attr_str(atts, R.suite_name_attr, &err);
+    for (int i = 0; !err && i < R.suite_file_attrs.n && !nonempty(f->file); i++) {
+        PyObject *alt = attr_str(atts, R.suite_file_attrs.name[i], &err);
         if (alt != NULL || !err) {
             Py_XSETREF(f->file, alt);
         }
     }
-    static const char *const keys[6] = {"tests", "failures", "errors", "skipped", "disabled",
-                                        "time"};
     PyObject *decl = err ? NULL : PyTuple_New(6);
     if (decl == NULL) {
         p->failed = 1;
         return;
     }
     for (int i = 0; i < 6; i++) {
-        PyObject *v = attr_str(atts, keys[i], &err);
+        PyObject *v = attr_str(atts, R.declared_attrs.name[i], &err);
         if (err) {
             Py_DECREF(decl);
             p->failed = 1;
@@ -1045,6 +1240,47 @@ on_start(void *data, const XML_Char *tag, const XML_Char **atts)
         PyTuple_SET_ITEM(decl, i, v);
     }
     f->decl = decl;
+}
+
+/* to_int(value): int(value.strip()), or -1 for None or not a number */
+static long
+decl_int(PyObject *decl, int i, int *err)
+{
+    PyObject *v = PyTuple_GET_ITEM(decl, i);
+    if (v == Py_None)
+        return -1;
+    PyObject *n = PyLong_FromUnicodeObject(v, 10);
+    if (n == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError))
+            PyErr_Clear();
+        else
+            *err = 1;
+        return -1;
+    }
+    long r = PyLong_AsLong(n);
+    Py_DECREF(n);
+    if (r == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return r;
+}
+
+/* Skipped tests a leaf suite declares but does not list (junit_rules: placeholders). */
+static int
+unlisted_skipped(Frame *f, int *err)
+{
+    if (f->decl == NULL)
+        return 0;
+    long tests = decl_int(f->decl, 0, err);
+    if (tests < 0)
+        return 0;
+    long skipped = decl_int(f->decl, 3, err), disabled = decl_int(f->decl, 4, err);
+    long declared_skipped = (skipped > 0 ? skipped : 0) + (disabled > 0 ? disabled : 0);
+    long listed = f->suite ? f->suite->listed : 0;
+    long listed_skipped = f->suite ? f->suite->listed_skipped : 0;
+    /* only when the missing cases are exactly the missing skipped ones */
+    return tests - listed > 0 && declared_skipped - listed_skipped == tests - listed;
 }
 
 static void
@@ -1067,8 +1303,15 @@ on_end(void *data, const XML_Char *tag)
         return;
     }
     Frame *f = &p->frames[depth];
-    if (f->kind == K_SUITE && !f->held_cases && !f->child_suite && declare(p, f) < 0)
-        p->failed = 1;
+    if (f->kind == K_SUITE && !f->child_suite) {
+        int err = 0;
+        if (unlisted_skipped(f, &err))
+            p->bail = "declared skipped tests that are not listed";
+        if (err)
+            p->failed = 1;
+        else if (!f->held_cases && declare(p, f) < 0)
+            p->failed = 1;
+    }
     frame_clear(f);
 }
 

@@ -1,4 +1,5 @@
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ci_app.model.results import Outcome, TestCase
 
@@ -15,10 +16,11 @@ class JUnitParser:
 def configure(
     case_type: type[TestCase],
     outcomes: tuple[Outcome, Outcome, Outcome, Outcome],
-    skip_statuses: frozenset[str],
+    rules: Mapping[str, Any],
     line_fn: Callable[[str | None, bool], int | None],
     duration_fn: Callable[[str | None], float],
     prefix_fn: Callable[[str | None, str | None], str | None],
+    module_fn: Callable[[str, str | None], str],
     merge_fn: Callable[[TestCase, TestCase], TestCase],
     case_to_json: Callable[[TestCase], str],
 ) -> None: ...

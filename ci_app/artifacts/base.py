@@ -30,10 +30,17 @@ class ParseContext:
     tool: str | None = None
     duration_s: float | None = None
     max_message_chars: int = 64 * 1024
+    #: (part, error) for a part of the report that could not run or be read — a Jest
+    #: test file that failed to run — shown as its own error entry, not as a test.
+    part_errors: list[tuple[str, str]] = field(default_factory=list)
 
     def warn(self, message: str) -> None:
         if len(self.warnings) < 100:
             self.warnings.append(message)
+
+    def part_error(self, part: str, message: str) -> None:
+        if len(self.part_errors) < 1000:
+            self.part_errors.append((part, message))
 
     def clip(self, text: str | None) -> str | None:
         """Cap stored texts (messages, stdout) so one huge case cannot blow memory; terminal

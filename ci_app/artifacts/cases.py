@@ -173,7 +173,7 @@ def load_json(stream: BinaryIO, what: str, cap: int = MAX_DOCUMENT_BYTES) -> Any
     if not data.strip():
         raise ReportParseError(f"empty {what}")
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        doc = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ReportParseError(f"{what} is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except json.JSONDecodeError as exc:
@@ -181,7 +181,31 @@ def load_json(stream: BinaryIO, what: str, cap: int = MAX_DOCUMENT_BYTES) -> Any
             f"{what} is not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
         ) from None
     except RecursionError:
-        raise ReportParseError(f"{what} is nested too deeply") from None
+        raise ReportParseError(
+            f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; not a test report"
+        ) from None
+    check_depth(doc, what)
+    return doc
+
+
+#: Deepest JSON nesting a report may have (real reports stay under 20 levels).
+MAX_JSON_DEPTH = 256
+
+
+def check_depth(doc: Any, what: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse documents nested deeper than ``limit`` (walked without recursion), so no
+    parser that walks them recursively can run out of stack."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise ReportParseError(
+                f"{what} is nested deeper than {limit} levels; not a test report"
+            )
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
 
 
 def expect_dict(value: Any, what: str) -> Mapping[str, Any]:

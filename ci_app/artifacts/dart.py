@@ -49,7 +49,7 @@ def _first_event(lines: Iterator[str]) -> dict[str, Any]:
             break
         try:
             event = json.loads(line) if line.lstrip().startswith("{") else None
-        except ValueError:
+        except (ValueError, RecursionError):
             event = None
         if isinstance(event, dict) and "type" in event:
             return event
@@ -142,7 +142,7 @@ def _events(first: dict[str, Any], lines: Iterator[str], ctx: ParseContext) -> I
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             not_json += 1
             continue
         if isinstance(event, dict):

@@ -53,7 +53,7 @@ def _json_kind(head: bytes) -> str:
     # Line-delimited event streams: go test -json, Dart/Flutter JSON reporter.
     try:
         first = json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the decoder's depth
         first = None
     if isinstance(first, dict):
         if "Action" in first and ("Package" in first or "Time" in first):

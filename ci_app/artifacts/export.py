@@ -7,6 +7,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
+from ci_app.artifacts import junit_rules as rules
 from ci_app.model.results import Outcome, ResultSet, TestCase, summarize
 
 
@@ -27,7 +28,7 @@ def write_junit(results: ResultSet, out: BinaryIO, name: str = "ci-fanout") -> N
     with etree.xmlfile(out, encoding="utf-8") as xf:
         xf.write_declaration()
         with xf.element(
-            "testsuites",
+            rules.SUITES_TAG,
             name=name,
             tests=str(total.tests),
             failures=str(total.failed),
@@ -38,7 +39,7 @@ def write_junit(results: ResultSet, out: BinaryIO, name: str = "ci-fanout") -> N
             for suite_name, cases in by_suite.items():
                 s = summarize(cases)
                 with xf.element(
-                    "testsuite",
+                    rules.SUITE_TAG,
                     name=suite_name,
                     tests=str(s.tests),
                     failures=str(s.failed),
@@ -60,25 +61,22 @@ def _case_element(case: TestCase) -> etree._Element:
         attrs["file"] = case.file
     if case.line is not None:
         attrs["line"] = str(case.line)
-    el = etree.Element("testcase", attrs)
-    tag = {
-        Outcome.FAILED: "failure",
-        Outcome.ERROR: "error",
-        Outcome.SKIPPED: "skipped",
-    }.get(case.outcome)
+    el = etree.Element(rules.CASE_TAG, attrs)
+    tag = rules.EXPORT_RESULT_TAGS.get(case.outcome)
     if tag:
         child = etree.SubElement(el, tag)
         if case.message:
-            child.set("message", _xml_safe(case.message))
-        if case.details and tag != "skipped":
+            child.set(rules.MESSAGE_ATTRIBUTE, _xml_safe(case.message))
+        if case.details and case.outcome is not Outcome.SKIPPED:
             child.text = _xml_safe(case.details)
+    flaky_tag, rerun_tag = rules.EXPORT_RETRY_TAGS
     for _ in range(case.retries):
-        retry = etree.SubElement(el, "flakyFailure" if case.flaky else "rerunFailure")
-        retry.set("message", "failed attempt before a rerun")
+        retry = etree.SubElement(el, flaky_tag if case.flaky else rerun_tag)
+        retry.set(rules.MESSAGE_ATTRIBUTE, "failed attempt before a rerun")
     if case.stdout:
-        etree.SubElement(el, "system-out").text = _xml_safe(case.stdout)
+        etree.SubElement(el, rules.STDOUT_TAG).text = _xml_safe(case.stdout)
     if case.stderr:
-        etree.SubElement(el, "system-err").text = _xml_safe(case.stderr)
+        etree.SubElement(el, rules.STDERR_TAG).text = _xml_safe(case.stderr)
     return el
 
 

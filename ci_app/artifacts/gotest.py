@@ -225,7 +225,7 @@ def parse_go_test_json(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase
             continue
         try:
             ev = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # a garbage or absurdly nested line
             ev = None
         if not isinstance(ev, dict) or "Action" not in ev:
             state.plain_line(line)

@@ -13,8 +13,12 @@ import gc
 import glob
 import io
 import json
+import logging
+import lzma
 import os
+import stat
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +43,14 @@ from ci_app.model.results import (
     strip_ansi,
 )
 
+log = logging.getLogger(__name__)
+
+#: Prefix of an error that no rule foresaw (the fuzz test asserts it never appears).
+UNEXPECTED = "unexpected error while reading this file"
+NOT_REGULAR = (
+    "not a regular file (a FIFO, device or socket); refused: pass report files, directories or zips"
+)
+
 _REPORT_SUFFIXES = (".xml", ".json", ".trx", ".tap", ".jsonl", ".ndjson", ".log", ".txt")
 
 
@@ -51,13 +63,84 @@ class InputFile:
     size: int
 
 
-def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]:
+#: Compression methods Python's zipfile reads (stored, deflate, bzip2, lzma).
+SUPPORTED_ZIP_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
+#: What reading a damaged member can raise (bad CRC, name mismatch, truncated stream).
+ZIP_READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,  # a method zipfile cannot decompress
+    RuntimeError,  # an encrypted member
+)
+
+
+def open_zip(path: Path | str) -> tuple[zipfile.ZipFile | None, str | None]:
+    """``(archive, None)``, or ``(None, why)`` when the central directory is unreadable."""
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        yield ReportFile(path=str(path), format="zip", error=f"unreadable zip archive: {exc}")
+        return zipfile.ZipFile(path), None
+    except ZIP_READ_ERRORS as exc:
+        return None, f"unreadable zip archive: {exc}"
+
+
+def is_dir_member(info: zipfile.ZipInfo) -> bool:
+    """``ZipInfo.is_dir`` that a member without a name cannot crash."""
+    return info.filename.endswith("/")
+
+
+def member_problem(info: zipfile.ZipInfo, limits: Limits) -> str | None:
+    """Why one member is not read (no name, encrypted, unknown method, over a cap), or None."""
+    if not info.filename:
+        return "member has no name; not read"
+    if info.flag_bits & 0x1:
+        return "member is encrypted; encrypted reports are not read"
+    if info.compress_type not in SUPPORTED_ZIP_METHODS:
+        return (
+            f"member uses compression method {info.compress_type}, which is not supported "
+            "(stored, deflate, bzip2 and lzma are)"
+        )
+    if info.file_size > limits.max_zip_member_bytes:
+        return f"member is {info.file_size:,} bytes uncompressed, over the cap"
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > 1024 * 1024 and ratio > limits.max_zip_ratio:
+        return (
+            f"compression ratio {ratio:.0f}:1 exceeds {limits.max_zip_ratio:.0f}:1 "
+            "(possible zip bomb); not read"
+        )
+    return None
+
+
+def open_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, verify: bool) -> BinaryIO:
+    """A buffered stream over one member, never extracted to disk (no zip slip).
+
+    zipfile yields at most the declared size and checks the CRC and the local
+    header's name as it reads. With ``verify`` the member is first read through
+    once (bounded memory), so a damaged member fails here, before any of its
+    cases is emitted, as a ``ReportParseError``.
+    """
+    try:
+        if verify:
+            with archive.open(info) as check:
+                while check.read(1 << 20):
+                    pass
+        raw = archive.open(info)
+    except ZIP_READ_ERRORS as exc:
+        raise ReportParseError(f"damaged zip member: {exc}") from None
+    reader = _CappedReader(raw, info.file_size)
+    return cast(BinaryIO, io.BufferedReader(reader, buffer_size=1 << 20))
+
+
+def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]:
+    archive, why = open_zip(path)
+    if archive is None:
+        yield ReportFile(path=str(path), format="zip", error=why)
         return
-    infos = [i for i in archive.infolist() if not i.is_dir()]
+    infos = [i for i in archive.infolist() if not is_dir_member(i)]
     if len(infos) > limits.max_zip_members:
         yield ReportFile(
             path=str(path),
@@ -68,23 +151,9 @@ def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]
     total = 0
     for info in infos:
         display = f"{path}!{info.filename}"
-        ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > limits.max_zip_member_bytes:
-            yield ReportFile(
-                path=display,
-                format="zip",
-                error=f"member is {info.file_size:,} bytes uncompressed, over the cap",
-            )
-            continue
-        if info.file_size > 1024 * 1024 and ratio > limits.max_zip_ratio:
-            yield ReportFile(
-                path=display,
-                format="zip",
-                error=(
-                    f"compression ratio {ratio:.0f}:1 exceeds {limits.max_zip_ratio:.0f}:1 "
-                    "(possible zip bomb); not read"
-                ),
-            )
+        problem = member_problem(info, limits)
+        if problem is not None:
+            yield ReportFile(path=display, format="zip", error=problem)
             continue
         total += info.file_size
         if total > limits.max_zip_total_bytes:
@@ -92,9 +161,7 @@ def _zip_members(path: Path, limits: Limits) -> Iterator[InputFile | ReportFile]
             return
 
         def opener(info: zipfile.ZipInfo = info) -> BinaryIO:
-            # Read in memory, never extracted to disk (no zip-slip); size capped above.
-            reader = _CappedReader(archive.open(info), limits.max_zip_member_bytes)
-            return cast(BinaryIO, io.BufferedReader(reader))
+            return open_member(archive, info, verify=True)
 
         yield InputFile(path=display, open=opener, size=info.file_size)
 
@@ -105,6 +172,7 @@ class _CappedReader(io.RawIOBase):
     def __init__(self, raw: IO[bytes], cap: int) -> None:
         super().__init__()
         self._raw = raw
+        self._cap = cap
         self._left = cap
 
     def readable(self) -> bool:
@@ -114,10 +182,19 @@ class _CappedReader(io.RawIOBase):
         return self._raw.seekable()
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._raw.seek(offset, whence)
+        pos = self._raw.seek(offset, whence)
+        self._left = self._cap - pos
+        return pos
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._raw.read(len(b))
+        try:
+            data = self._raw.read(len(b))
+        except ZIP_READ_ERRORS as exc:
+            raise ReportParseError(f"damaged zip member: {exc}") from None
         self._left -= len(data)
         if self._left < 0:
             raise ReportParseError("zip member is larger than it declared; not read")
@@ -150,6 +227,9 @@ def expand_inputs(
                 )
             elif path.exists():
                 files = [path]
+                if not stat.S_ISREG(path.stat().st_mode):
+                    yield ReportFile(path=text, format="unknown", error=NOT_REGULAR)
+                    continue
             else:
                 yield ReportFile(path=text, format="missing", error="file not found")
                 continue
@@ -184,16 +264,20 @@ def _read_head(stream: BinaryIO) -> bytes:
 
 def parse_input(
     item: InputFile, fmt: str | None = None, limits: Limits = DEFAULT_LIMITS
-) -> tuple[Iterator[TestCase], Callable[[Summary], ReportFile]]:
-    """Start parsing one input: (cases iterator, finish(summary) -> ReportFile).
+) -> tuple[Iterator[TestCase], Callable[[Summary], list[ReportFile]]]:
+    """Start parsing one input: (cases iterator, finish(summary) -> file entries).
 
-    ``finish`` must be called after the iterator is exhausted (or failed); it
-    reports the format, warnings, declared counts and any error.
+    ``finish`` must be called after the iterator is exhausted (or failed); its
+    first entry reports the format, warnings, declared counts and any error; one
+    more entry follows for each part of the report that failed on its own (a Jest
+    test file that failed to run: ``path!part``, with its error and no tests).
     """
     ctx = ParseContext(path=item.path, max_message_chars=limits.max_message_chars)
     state: dict[str, str | None] = {"format": fmt, "error": None}
 
     def cases() -> Iterator[TestCase]:
+        # One input's failure never reaches the others: every way a hostile or
+        # damaged file can fail ends as this file's error entry.
         try:
             with item.open() as stream:
                 detected = fmt or detect_format(_read_head(stream))
@@ -209,18 +293,31 @@ def parse_input(
                         yield _without_escapes(case)
         except ReportParseError as exc:
             state["error"] = str(exc)
+        except RecursionError:
+            state["error"] = "input is nested too deeply to be a test report; not read"
+        except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError) as exc:
+            state["error"] = f"damaged zip member: {exc}"
         except OSError as exc:
             state["error"] = f"cannot read file: {exc}"
+        except Exception as exc:  # last resort: keep the other inputs' results
+            log.exception("unexpected error reading %s", item.path)
+            state["error"] = f"{UNEXPECTED} ({type(exc).__name__}: {exc}); please report it"
 
-    def finish(summary: Summary) -> ReportFile:
-        return ReportFile(
+    def finish(summary: Summary) -> list[ReportFile]:
+        fmt_name = state["format"] or "unknown"
+        entry = ReportFile(
             path=item.path,
-            format=state["format"] or "unknown",
+            format=fmt_name,
             summary=summary,
             error=state["error"],
             warnings=tuple(ctx.warnings),
             declared=ctx.declared,
         )
+        parts = [
+            ReportFile(path=f"{item.path}!{part}", format=fmt_name, error=error)
+            for part, error in ctx.part_errors
+        ]
+        return [entry, *parts]
 
     return cases(), finish
 
@@ -281,12 +378,15 @@ def ingest_paths(
         for case in cases:
             counter.add(case)
             tests.append(case)
-        files.append(finish(counter.summary()))
+        files.extend(finish(counter.summary()))
     return ResultSet(
         run=run or RunInfo(),
         tests=tuple(tests),
         files=tuple(files),
     )
+
+
+CasesSink = Callable[[list[TestCase]], None]
 
 
 def _write_native(
@@ -295,6 +395,7 @@ def _write_native(
     out: IO[str],
     first: bool,
     fast: native.Speedups,
+    sink: CasesSink | None = None,
 ) -> bool:
     """Encode and count cases in batches with the native encoder; returns ``first``.
 
@@ -318,12 +419,16 @@ def _write_native(
             counter.add_counts(skipped, passed, failed, errors, flaky, total)
             _write_utf8(out, raw, (b"\n" if first else b",\n") + data)
             first = False
+            if sink is not None:
+                sink(batch)
             batch.clear()
     if batch:
         data, skipped, passed, failed, errors, flaky, total = encode(batch, counter.duration_s)
         counter.add_counts(skipped, passed, failed, errors, flaky, total)
         _write_utf8(out, raw, (b"\n" if first else b",\n") + data)
         first = False
+        if sink is not None:
+            sink(batch)
     return first
 
 
@@ -341,11 +446,13 @@ def ingest_to_json(
     run: RunInfo | None = None,
     fmt: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    sink: CasesSink | None = None,
 ) -> tuple[Summary, list[ReportFile]]:
     """Stream every input into a ResultSet v1 JSON document on ``out``.
 
     Memory stays bounded: cases are written as they are parsed; the summary and
-    file list (small) come after the ``tests`` array.
+    file list (small) come after the ``tests`` array. ``sink`` also receives
+    every batch of cases (``ingest --db`` stores them as they come).
     """
     run = run or RunInfo()
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -362,21 +469,29 @@ def ingest_to_json(
             counter = SummaryCounter()
             fast = native.speedups()
             if fast is not None:
-                first = _write_native(cases, counter, out, first, fast)
+                first = _write_native(cases, counter, out, first, fast, sink)
             else:
                 add = counter.add
                 batch: list[str] = []
+                kept: list[TestCase] = []
                 for case in cases:
                     add(case)
                     batch.append(case_to_json(case))
+                    if sink is not None:
+                        kept.append(case)
                     if len(batch) >= 4096:
                         out.write(("\n" if first else ",\n") + ",\n".join(batch))
                         first = False
                         batch.clear()
+                        if sink is not None:
+                            sink(kept)
+                            kept = []
                 if batch:
                     out.write(("\n" if first else ",\n") + ",\n".join(batch))
                     first = False
-            files.append(finish(counter.summary()))
+                    if sink is not None:
+                        sink(kept)
+            files.extend(finish(counter.summary()))
     summary = sum((f.summary for f in files), Summary())
     write = out.write
     write('\n],"metrics":[],"attachments":[],"files":')

@@ -6,10 +6,10 @@ invocations, location}]}]}``. Statuses: ``passed``; ``failed``;
 ``pending``/``skipped``/``disabled``/``todo`` are skipped (so the counts equal
 Jest's "Tests:" line, where todo and skipped are shown apart). ``invocations``
 > 1 (``jest.retryTimes``) are retries; a test that passed after retries is
-flaky. A test file that failed to run (syntax error, failing ``beforeAll``
-with no test results) has no assertion results: it becomes one ``error`` case
-named after the file, since its tests never ran — Jest reports it on its
-"Test Suites:" line, not on "Tests:".
+flaky. A test file that failed to run (syntax error, failing import) has no
+assertion results: Jest reports it on its "Test Suites:" line, not on "Tests:",
+so it is no test here either but an error entry of its own in the file list
+(``report.json!path/to/file.test.js``), and the test totals stay Jest's.
 """
 
 from __future__ import annotations
@@ -65,13 +65,11 @@ def _cases(doc: Mapping[str, Any], ctx: ParseContext) -> Iterator[TestCase]:
         file = str(result.get("name") or result.get("testFilePath") or "") or None
         assertions = expect_list(result.get("assertionResults") or [], "assertionResults")
         if not assertions and result.get("status") == "failed":
-            yield builder.case(
-                name=f"{file or 'test file'} (failed to run)",
-                outcome=Outcome.ERROR,
-                suite=file,
-                file=file,
-                duration_s=_ms(_span(result)),
-                message=text_of(result.get("message") or result.get("failureMessage")),
+            why = (text_of(result.get("message") or result.get("failureMessage")) or "").strip()
+            ctx.part_error(
+                file or "test file",
+                "test suite failed to run (Jest counts it on its 'Test Suites:' line, "
+                f"not under 'Tests:'){': ' + why[:2000] if why else ''}",
             )
             continue
         for raw in assertions:

@@ -1,18 +1,18 @@
-"""Streaming JUnit XML parser (every dialect of the corpus).
+"""Streaming JUnit XML parser (every dialect of the corpus), over the rulebook.
 
 Reads with ``lxml.etree.iterparse`` and clears each ``<testcase>`` once
-classified, so memory stays flat whatever the file size. Dialect rules:
+classified, so memory stays flat whatever the file size. Every dialect rule (tag
+names, status words, attribute aliases, id making, rerun policy per dialect) is
+data in ``junit_rules.py``, which the native reader takes too; this module is the
+reference that applies them:
 
-* the most severe child wins (error > failure > passed > skipped);
-  ``status="disabled|skipped|notrun"`` and ``<skipped>`` (pytest xfail) are skipped;
-  a ``failure``/``error`` attribute on ``<testcase>`` counts like the child;
-* Surefire/Gradle reruns: ``flakyFailure``/``flakyError`` (failed, then passed:
-  ``flaky``) and ``rerunFailure``/``rerunError`` (failed every time) add ``retries``;
-* pytest-rerunfailures writes each rerun as an extra, empty ``<testcase>`` with the
-  same name right before the final one: in a pytest suite, consecutive duplicates
-  are merged into one case (final outcome, ``retries``, ``flaky`` when it passed);
-* elsewhere duplicates are distinct tests (e.g. Mocha data-driven titles): ids get
-  ``#2``, ``#3`` suffixes so every id in a suite is unique;
+* the most severe result child wins; a status attribute or a ``failure``/``error``
+  attribute counts when there is no result child;
+* retry children (Surefire/Gradle) add ``retries``; repeated cases follow the
+  suite's dialect rerun policy (merged for pytest and Go, numbered ``#2``, ``#3``
+  elsewhere, so every id in a suite is unique);
+* node's tests with subtests (written as ``<testsuite>``) are cases too; skipped
+  tests a suite declares but does not list become placeholder cases;
 * cases with neither a classname nor a name attribute are dropped (they cannot be
   identified); present-but-empty attributes (jest) still count, named ``(unnamed)``;
 * not well-formed files (raw control characters, ``&#x1B;``, several concatenated
@@ -20,9 +20,9 @@ classified, so memory stays flat whatever the file size. Dialect rules:
   stream with a warning; cases already emitted are not emitted twice.
 
 Where the optional native module is built (``native.py``), well-formed files
-are read by its expat-based twin of these rules, about twice as fast; anything
-it does not mirror exactly hands the file back to this reference code, which
-skips the cases already emitted.
+are read by its expat reader over the same rules, about twice as fast; anything
+it does not mirror (``junit_rules.NATIVE_HANDS_OVER``) hands the file back to
+this reference code, which skips the cases already emitted.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
+from ci_app.artifacts import junit_rules as rules
 from ci_app.artifacts import native
 from ci_app.artifacts.base import (
     ParseContext,
@@ -43,24 +44,35 @@ from ci_app.artifacts.base import (
     to_float,
     to_int,
 )
+from ci_app.artifacts.junit_rules import (
+    merge_rerun,
+    parse_duration,
+    parse_line,
+    pytest_node_id,
+)
 from ci_app.artifacts.xmlsafe import WRAPPER, describe, parser_options
 from ci_app.model.results import Outcome, Summary, TestCase, new_case
 
-SKIP_STATUS = frozenset({"disabled", "skipped", "skip", "notrun", "not run", "ignored", "pending"})
-_RESULT_TAGS = {
-    "failure": Outcome.FAILED,
-    "error": Outcome.ERROR,
-    "skipped": Outcome.SKIPPED,
-}
-_RETRY_TAGS = {"flakyFailure", "flakyError", "rerunFailure", "rerunError"}
+__all__ = ["RepairingReader", "parse_junit", "pytest_node_id"]
 
 
 @dataclass(slots=True)
 class _Suite:
     name: str | None
     file: str | None
-    pytest: bool
+    dialect: str | None  # "pytest", "go", "node" or None (junit_rules)
     seen: dict[str, int] = field(default_factory=dict)
+    listed: int = 0
+    listed_skipped: int = 0
+    held: dict[str, TestCase] = field(default_factory=dict)  # the "any" rerun policy
+
+    @property
+    def pytest(self) -> bool:
+        return self.dialect == "pytest"
+
+    @property
+    def policy(self) -> str:
+        return rules.RERUN_POLICY.get(self.dialect or "", rules.DEFAULT_RERUN_POLICY)
 
 
 @dataclass(slots=True)
@@ -73,14 +85,7 @@ class _Declared:
     any: bool = False
 
     def add(self, el: etree._Element) -> None:
-        self.add_values(
-            el.get("tests"),
-            el.get("failures"),
-            el.get("errors"),
-            el.get("skipped"),
-            el.get("disabled"),
-            el.get("time"),
-        )
+        self.add_values(*_declared_values(el))
 
     def add_values(
         self,
@@ -120,48 +125,66 @@ def _text(el: etree._Element) -> str | None:
     return el.text
 
 
-def parse_duration(value: str | None) -> float:
-    if not value:
-        return 0.0
-    try:
-        return float(value)
-    except ValueError:
-        return to_float(value)
+def _get(el: etree._Element, key: str) -> str | None:
+    """The first alias of ``key`` with a non-empty value, else the last alias's value."""
+    value: str | None = None
+    for alias in rules.CASE_ATTRIBUTES[key]:
+        value = el.get(alias)
+        if value:
+            return value
+    return value  # ``a or b`` semantics: the last alias's value
 
 
-def parse_line(value: str | None, zero_based: bool = False) -> int | None:
-    """Line number; pytest writes 0-based lines (its ``item.location``), others 1-based."""
-    if value is None:
-        return None
-    try:
-        return int(value) + 1 if zero_based else int(value)
-    except ValueError:
-        return None
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[1] if "}" in tag else tag
 
 
-def _suite_info(el: etree._Element) -> _Suite:
-    """Facts about the ``<testsuite>`` holding a case (pytest dialect, file, name)."""
-    pytest = False
+def _dialect(el: etree._Element) -> str | None:
+    """The dialect of the ``<testsuite>`` (or other element) ``el`` holding cases."""
     node: etree._Element | None = el
     while node is not None:
-        name = node.get("name") or ""
-        if (node.tag == "testsuite" and name == "pytest") or name == "pytest tests":
-            pytest = True
-            break
+        name = node.get(rules.SUITE_NAME_ATTRIBUTE) or ""
+        if (node.tag == rules.SUITE_TAG and name == rules.PYTEST_SUITE_NAME) or (
+            name == rules.PYTEST_ANY_NAME
+        ):
+            return "pytest"
         node = node.getparent()
-    tag = el.tag
-    is_suite = tag == "testsuite"
-    return _Suite(
-        name=el.get("name") if is_suite else None,
-        file=(el.get("file") or el.get("filepath")) if is_suite else None,
-        pytest=pytest,
+    if el.tag != rules.SUITE_TAG:
+        return None
+    if _is_node_suite(el):
+        return "node"
+    for prop in el.iter(rules.PROPERTY_TAG):
+        if prop.get("name") == rules.GO_PROPERTY:
+            return "go"
+    return None
+
+
+def _is_node_suite(el: etree._Element) -> bool:
+    return all(el.get(a) is not None for a in rules.NODE_SUITE_ATTRIBUTES) and (
+        el.get(rules.NODE_SUITE_ABSENT) is None
     )
 
 
-def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCase | None:
-    """Slow path: a case with result children or status attributes."""
-    name = el.get("name")
-    classname = el.get("classname") or el.get("class")
+def _suite_info(el: etree._Element) -> _Suite:
+    """Facts about the element holding a case (dialect, file, name)."""
+    is_suite = el.tag == rules.SUITE_TAG
+    file = None
+    if is_suite:
+        for attr in rules.SUITE_FILE_ATTRIBUTES:
+            file = el.get(attr)
+            if file:
+                break
+    return _Suite(
+        name=el.get(rules.SUITE_NAME_ATTRIBUTE) if is_suite else None,
+        file=file,
+        dialect=_dialect(el),
+    )
+
+
+def _build(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCase | None:
+    """One ``<testcase>`` as a case, by the rulebook."""
+    name = _get(el, "name")
+    classname = _get(el, "classname")
     if name is None and classname is None:
         return None  # no identity at all (attributes missing, not merely empty)
     name = name or classname or "(unnamed)"
@@ -174,61 +197,56 @@ def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCas
     retries = 0
     got_result = False
     for child in el.iterchildren(etree.Element):  # elements only, no comments/PIs
-        tag = child.tag
-        if "}" in tag:
-            tag = tag.rsplit("}", 1)[1]
-        res = _RESULT_TAGS.get(tag)
+        tag = _local(child.tag)
+        res = rules.RESULT_TAGS.get(tag)
         if res is not None:
             got_result = True
             if res.severity > severity:
                 outcome, severity = res, res.severity
-            msg = child.get("message")
+            msg = child.get(rules.MESSAGE_ATTRIBUTE)
             if msg:
                 messages.append(msg)
             body = _text(child)
             if body and body.strip():
                 details.append(body)
-        elif tag in _RETRY_TAGS:
+        elif tag in rules.RETRY_TAGS:
             retries += 1
             if not details:
-                body = child.findtext("stackTrace") or _text(child)
-                msg = child.get("message")
+                body = child.findtext(rules.RETRY_TRACE_TAG) or _text(child)
+                msg = child.get(rules.MESSAGE_ATTRIBUTE)
                 if msg:
                     messages.append(msg)
                 if body and body.strip():
                     details.append(body)
-        elif tag == "system-out":
+        elif tag == rules.STDOUT_TAG:
             stdout = _text(child)
-        elif tag == "system-err":
+        elif tag == rules.STDERR_TAG:
             stderr = _text(child)
     if not got_result:
-        status = (el.get("status") or el.get("result") or "").lower()
-        if status in SKIP_STATUS:
-            outcome = Outcome.SKIPPED
-        elif status in ("failed", "failure", "fail"):
-            outcome = Outcome.FAILED
-        elif status == "error":
-            outcome = Outcome.ERROR
-        failure = el.get("failure")
+        status = rules.STATUS_OUTCOMES.get((_get(el, "status") or "").lower())
+        if status is not None:
+            outcome = status
+        failure = _get(el, "failure")
         if failure is not None:
             outcome = Outcome.FAILED
             messages.append(failure)
-        error = el.get("error")
+        error = _get(el, "error")
         if error is not None:
             outcome = Outcome.ERROR
             messages.append(error)
     clip = ctx.clip
+    file = _get(el, "file")
     return new_case(
-        pytest_node_id(classname, name, el.get("file"))
+        pytest_node_id(classname, name, file)
         if suite.pytest
         else make_id(classname, name, suite.name),
         name,
         outcome,
         suite.name,
         classname,
-        el.get("file") or suite.file,
-        parse_line(el.get("line"), suite.pytest),
-        parse_duration(el.get("time") or el.get("duration")),
+        file or suite.file,
+        parse_line(_get(el, "line"), suite.pytest),
+        parse_duration(_get(el, "time")),
         clip("\n".join(messages)) if messages else None,
         clip("\n\n".join(details)) if details else None,
         clip(stdout),
@@ -238,65 +256,144 @@ def _build_full(el: etree._Element, suite: _Suite, ctx: ParseContext) -> TestCas
     )
 
 
-def pytest_node_id(classname: str | None, name: str, file: str | None = None) -> str:
-    """The pytest node id (``tests/test_x.py::TestC::test_y[p]``) of a pytest JUnit case.
-
-    pytest writes ``classname="tests.test_x.TestC"``; the planner and pytest-split key
-    durations by node id, so pytest reports get node ids. With the xunit1 ``file``
-    attribute the module part is known; without it (xunit2, pytest's default) the
-    first component that starts with an upper-case letter starts the class part.
-    """
-    prefix = pytest_node_prefix(classname, file)
-    return f"{prefix}::{name}" if prefix else name
+def _numbered(suite: _Suite, case: TestCase) -> TestCase:
+    seen = suite.seen
+    n = seen.get(case.id, 0) + 1
+    seen[case.id] = n
+    return case if n == 1 else replace(case, id=f"{case.id}#{n}")
 
 
-def pytest_node_prefix(classname: str | None, file: str | None = None) -> str | None:
-    """The node id up to the test name (``tests/test_x.py::TestC``); None for none.
-
-    Depends on the classname and file only, so it is computed once per class.
-    """
-    if not classname:
-        return file or None
-    parts = classname.split(".")
-    if file and file.endswith(".py"):
-        module = file[:-3].replace("\\", "/").split("/")
-        if parts[: len(module)] == module:
-            return "::".join([file.replace("\\", "/"), *parts[len(module) :]])
-    split = next((i for i, p in enumerate(parts) if p[:1].isupper()), len(parts))
-    if split == 0:
-        return classname
-    path = "/".join(parts[:split]) + ".py"
-    return "::".join([path, *parts[split:]])
+def _declared_values(el: etree._Element) -> list[str | None]:
+    """(tests, failures, errors, skipped, disabled, time) as the suite writes them."""
+    return [el.get(a) for a in rules.DECLARED_ATTRIBUTES]
 
 
-def merge_rerun(previous: TestCase, final: TestCase) -> TestCase:
-    """pytest-rerunfailures: ``previous`` attempts failed (they were rerun)."""
-    return replace(
-        final,
-        duration_s=previous.duration_s + final.duration_s,
-        message=final.message or previous.message,
-        details=final.details or previous.details,
-        retries=previous.retries + 1 + final.retries,
-        flaky=final.outcome is Outcome.PASSED,
+def _unlisted_skipped(el: etree._Element, suite: _Suite, ctx: ParseContext) -> Iterator[TestCase]:
+    """Placeholders for the skipped tests a leaf suite declares but does not list."""
+    tests, _, _, skipped_s, disabled, _ = (to_int(v) for v in _declared_values(el))
+    skipped = (skipped_s or 0) + (disabled or 0)
+    if tests is None:
+        return
+    missing = tests - suite.listed
+    if missing <= 0 or skipped - suite.listed_skipped != missing:
+        return  # only when the missing cases are exactly the missing skipped ones
+    if missing > rules.MAX_UNLISTED_SKIPPED:
+        ctx.warn(
+            f"suite {suite.name!r} declares {missing:,} skipped tests it does not list; "
+            f"{rules.MAX_UNLISTED_SKIPPED:,} are counted"
+        )
+        missing = rules.MAX_UNLISTED_SKIPPED
+    for _ in range(missing):
+        yield _numbered(
+            suite,
+            new_case(
+                make_id(None, rules.UNLISTED_SKIPPED_NAME, suite.name),
+                rules.UNLISTED_SKIPPED_NAME,
+                Outcome.SKIPPED,
+                suite.name,
+                None,
+                suite.file,
+                None,
+                0.0,
+                rules.UNLISTED_SKIPPED_MESSAGE,
+            ),
+        )
+
+
+def _node_parent(el: etree._Element, ctx: ParseContext) -> TestCase:
+    """node: the test a ``<testsuite>`` of subtests stands for (failed when one failed)."""
+    _, failures, errors, _, _, time = _declared_values(el)
+    failed = (to_int(failures) or 0) + (to_int(errors) or 0) > 0
+    name = el.get(rules.SUITE_NAME_ATTRIBUTE) or "(unnamed)"
+    return new_case(
+        make_id(rules.NODE_CASE_CLASSNAME, name),
+        name,
+        Outcome.FAILED if failed else Outcome.PASSED,
+        None,
+        rules.NODE_CASE_CLASSNAME,
+        None,
+        None,
+        parse_duration(time),
+        "a subtest failed" if failed else None,
     )
+
+
+_NODE_SUITES = re.compile(rb"<!--\s*suites\s+(\d+)\s*-->")
+
+
+def _node_trailer(source: BinaryIO) -> int | None:
+    """The ``<!-- suites N -->`` count node writes after the last element (describe blocks)."""
+    try:
+        if not source.seekable():
+            return None
+        end = source.seek(0, io.SEEK_END)
+        source.seek(max(0, end - 4096))
+        m = _NODE_SUITES.search(source.read(4096))
+    except (OSError, ValueError):
+        return None
+    return int(m.group(1)) if m else None
+
+
+def _node_tests(
+    parents: list[TestCase], describes: int | None, ctx: ParseContext
+) -> list[TestCase]:
+    """Which node ``<testsuite>``s are tests with subtests (node counts those as tests).
+
+    node writes a ``describe`` block and a test with subtests alike; only its trailer
+    says how many ``describe`` blocks there were. With none, every such suite is a
+    test; when all are ``describe`` blocks, none is; otherwise the file cannot tell
+    which, and a warning says so.
+    """
+    if describes == 0:
+        return parents
+    if describes != len(parents):
+        ctx.warn(
+            f"node wrote {len(parents)} <testsuite> element(s) for describe blocks and tests "
+            f"with subtests alike (trailer: {describes if describes is not None else '?'} "
+            "describe block(s)); tests with subtests are not counted (use "
+            "--test-reporter=tap for node's exact counts)"
+        )
+    return []
 
 
 def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
     declared = _Declared()
     pending: TestCase | None = None
     cur_parent: etree._Element | None = None
-    suite = _Suite(name=None, file=None, pytest=False)
+    suite = _Suite(name=None, file=None, dialect=None)
+    root = _Suite(name=None, file=None, dialect=None)  # scope of node's parent tests
     suites: dict[etree._Element, _Suite] = {}  # open suites that held cases (keeps proxies)
-    passed = Outcome.PASSED
+    node_parents: list[TestCase] = []
     count = 0
     events = etree.iterparse(
-        source, events=("end",), tag=("testcase", "testsuite"), **parser_options()
+        source, events=("end",), tag=(rules.CASE_TAG, rules.SUITE_TAG), **parser_options()
     )
+
+    def flush() -> Iterator[TestCase]:
+        nonlocal pending
+        if pending is not None:
+            yield pending
+            pending = None
+
     try:
         for _, el in events:
-            if el.tag == "testsuite":
-                if suites.pop(el, None) is None and not any(c.tag == "testsuite" for c in el):
+            if el.tag == rules.SUITE_TAG:
+                held = suites.pop(el, None)
+                leaf = not any(c.tag == rules.SUITE_TAG for c in el)
+                if held is None and leaf:
                     declared.add(el)  # an empty leaf suite still declares counts
+                if held is not None or leaf:
+                    scope = held or _suite_info(el)
+                    if scope.held:
+                        yield from flush()
+                        yield from scope.held.values()
+                        scope.held.clear()
+                    extra = list(_unlisted_skipped(el, scope, ctx)) if leaf else []
+                    if extra:
+                        yield from flush()
+                        yield from extra
+                if _is_node_suite(el) and el.getparent() is not None:
+                    node_parents.append(_node_parent(el, ctx))
                 if el is cur_parent:
                     cur_parent = None
                 el.clear()
@@ -308,71 +405,45 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                     known = suites.get(parent)
                     if known is None:
                         known = suites[parent] = _suite_info(parent)
-                        if parent.tag == "testsuite":
+                        if parent.tag == rules.SUITE_TAG:
                             declared.add(parent)
                     suite = known
-            get = el.get
-            name = get("name")
-            classname = get("classname")
-            if (
-                len(el)
-                or not name
-                or not classname
-                or get("status") is not None
-                or get("result") is not None
-                or get("failure") is not None
-                or get("error") is not None
-            ):
-                case = _build_full(el, suite, ctx)
-                if case is None:
-                    _drop(el, parent)
-                    continue
-            else:
-                # What _build_full gives for a named case with no result (hot path).
-                file = get("file")
-                case = new_case(
-                    (
-                        pytest_node_id(classname, name, file)
-                        if suite.pytest
-                        else f"{classname}::{name}"
-                    ),
-                    name,
-                    passed,
-                    suite.name,
-                    classname,
-                    file or suite.file,
-                    parse_line(get("line"), suite.pytest),
-                    parse_duration(get("time") or get("duration")),
-                )
+            case = _build(el, suite, ctx)
             el.clear()
+            if case is None:
+                continue
+            suite.listed += 1
+            suite.listed_skipped += case.outcome is Outcome.SKIPPED
             count += 1
             if not count & 1023 and parent is not None:
                 # Free finished siblings in batches so memory stays flat.
                 while el.getprevious() is not None:
                     del parent[0]
+            policy = suite.policy
+            if policy == "any":
+                before = suite.held.get(case.id)
+                suite.held[case.id] = case if before is None else merge_rerun(before, case)
+                continue
             if pending is not None:
-                if suite.pytest and pending.id == case.id:
+                if policy == "consecutive" and pending.id == case.id:
                     pending = merge_rerun(pending, case)
                     continue
                 yield pending
-            seen = suite.seen
-            n = seen.get(case.id, 0) + 1
-            seen[case.id] = n
-            pending = case if n == 1 else replace(case, id=f"{case.id}#{n}")
+            pending = _numbered(suite, case)
     except etree.XMLSyntaxError:
-        if pending is not None:
-            yield pending  # the cases before the damage are real results
+        yield from flush()  # the cases before the damage are real results
+        for known in suites.values():
+            yield from known.held.values()
         raise
-    if pending is not None:
-        yield pending
+    yield from flush()
+    for known in suites.values():  # cases directly under the root
+        yield from known.held.values()
+    if node_parents:
+        for case in _node_tests(node_parents, _node_trailer(source), ctx):
+            yield _numbered(root, case)
     if declared.any:
         ctx.declared = declared.summary()
         ctx.duration_s = declared.time
-
-
-def _drop(el: etree._Element, parent: etree._Element | None) -> None:
-    """Free a handled case and its finished siblings so memory stays flat."""
-    el.clear()
 
 
 _ILLEGAL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")

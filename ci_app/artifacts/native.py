@@ -45,17 +45,18 @@ def _load() -> Speedups | None:
         from ci_app.artifacts import _speedups
     except ImportError:
         return None
-    from ci_app.artifacts import junit
+    from ci_app.artifacts import junit_rules as rules
     from ci_app.model.results import Outcome, TestCase, case_to_json
 
     _speedups.configure(
         TestCase,
         (Outcome.SKIPPED, Outcome.PASSED, Outcome.FAILED, Outcome.ERROR),
-        junit.SKIP_STATUS,
-        junit.parse_line,
-        junit.parse_duration,
-        junit.pytest_node_prefix,
-        junit.merge_rerun,
+        rules.RULES,
+        rules.parse_line,
+        rules.parse_duration,
+        rules.pytest_node_prefix,
+        rules.pytest_module_id,
+        rules.merge_rerun,
         case_to_json,
     )
     return _speedups

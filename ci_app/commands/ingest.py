@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from ci_app.artifacts.formats import FORMATS
-from ci_app.artifacts.ingest import ingest_paths, ingest_to_json
+from ci_app.artifacts.ingest import ingest_to_json
 from ci_app.errors import InputError
-from ci_app.model.results import ReportFile, RunInfo, Summary
+from ci_app.model.results import ReportFile, ResultSet, RunInfo, Summary, TestCase
 
 
 def register(sub: Any) -> None:
@@ -85,41 +89,62 @@ def _report_problems(files: list[ReportFile] | tuple[ReportFile, ...]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     run_info = run_info_from_args(args)
+    store_cm: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if args.db:
-        results = ingest_paths(args.paths, run=run_info, fmt=args.format)
-        files: list[ReportFile] | tuple[ReportFile, ...] = results.files
-        summary = results.summary
-        _check_usable(files)
-        if args.output:
-            import json
-
-            text = json.dumps(results.to_dict(), ensure_ascii=False)
-            if args.output == "-":
-                sys.stdout.write(text + "\n")
-            else:
-                Path(args.output).write_text(text + "\n", encoding="utf-8")
         from ci_app.store import open_store
 
-        with open_store(args.db) as store:
-            store.ingest(results)
-    else:
-        target = args.output or "results.json"
+        store_cm = open_store(args.db)
+    with store_cm as store:
+        # DuckDB's buffers capped: this process only ingests, batch by batch
+        writer = store.shard_writer(run_info, memory_limit_mb=64) if store is not None else None
+        sink = writer.add if writer is not None else None
+        target = args.output or ("results.json" if writer is None else None)
         if target == "-":
-            summary, files = _stream(args, sys.stdout, run_info)
+            summary, files = _stream(args, sys.stdout, run_info, sink)
+        elif target is None:  # --db without --output: nothing to keep on disk
+            with Path(os.devnull).open("w", encoding="utf-8") as out:
+                summary, files = _stream(args, out, run_info, sink)
         else:
-            with Path(target).open("w", encoding="utf-8") as out:
-                summary, files = _stream(args, out, run_info)
+            summary, files = write_atomically(
+                Path(target), lambda out: _stream(args, out, run_info, sink)
+            )
         _check_usable(files)
+        if writer is not None:
+            writer.finish(ResultSet(run=run_info, files=tuple(files)), summary)
     _report_problems(files)
     if not args.quiet:
         print(f"ci-app ingest: {summary_line(summary, files)}", file=sys.stderr)
     return 0
 
 
+T = TypeVar("T")
+
+
+def write_atomically(path: Path, write: Callable[[IO[str]], T]) -> T:
+    """Write ``path`` through a temporary file beside it, renamed into place only when
+    ``write`` has finished: the target is either the old file or a complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            result = write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    return result
+
+
 def _stream(
-    args: argparse.Namespace, out: IO[str], run_info: RunInfo
+    args: argparse.Namespace,
+    out: IO[str],
+    run_info: RunInfo,
+    sink: Callable[[list[TestCase]], None] | None = None,
 ) -> tuple[Summary, list[ReportFile]]:
-    return ingest_to_json(args.paths, out, run=run_info, fmt=args.format)
+    return ingest_to_json(args.paths, out, run=run_info, fmt=args.format, sink=sink)
 
 
 def _check_usable(files: list[ReportFile] | tuple[ReportFile, ...]) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ci_app.artifacts.limits import Limits
+from ci_app.artifacts.ingest import open_zip
+from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
+from ci_app.artifacts.resultset import ResultsMember, iter_result_members
 from ci_app.errors import ProviderError
 
 log = logging.getLogger(__name__)
@@ -47,24 +48,20 @@ def write_capped(
 
 
 def zip_problem(path: Path, limits: Limits) -> str | None:
-    """Why the zip at ``path`` breaks the limits (count, sizes, ratio), or ``None``."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        return f"not a readable zip: {exc}"
+    """Why the zip at ``path`` cannot be used at all (unreadable, too many members, too
+    large in total), or ``None``. A member that breaks a per-member limit (size, ratio,
+    encryption, method) does not drop the archive: the reader refuses that member alone
+    (``read_results``), so the good results beside it are kept."""
+    archive, why = open_zip(path)
+    if archive is None:
+        return why
+    with archive:
+        infos = archive.infolist()
     if len(infos) > limits.max_zip_members:
         return f"{len(infos):,} members, over the cap of {limits.max_zip_members:,}"
-    total = 0
-    for info in infos:
-        if info.file_size > limits.max_zip_member_bytes:
-            return f"member {info.filename!r} is {info.file_size:,} bytes, over the cap"
-        total += info.file_size
+    total = sum(i.file_size for i in infos)
     if total > limits.max_zip_total_bytes:
         return f"{total:,} bytes uncompressed, over the cap of {limits.max_zip_total_bytes:,}"
-    compressed = max(1, sum(i.compress_size for i in infos))
-    if total > 1024 * 1024 and total / compressed > limits.max_zip_ratio:
-        return f"compression ratio {total / compressed:.0f}:1 (possible zip bomb)"
     return None
 
 
@@ -75,3 +72,13 @@ def keep_if_valid_zip(path: Path, limits: Limits) -> bool:
     log.warning("artifact %s dropped: %s", path.name, problem)
     path.unlink(missing_ok=True)
     return False
+
+
+def read_results(paths: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> Iterator[ResultsMember]:
+    """The usable ``results.json`` members of downloaded artifacts, streamed; each bad
+    member is logged with its reason and skipped (the others are still read)."""
+    for member in iter_result_members(paths, limits):
+        if member.error is not None:
+            log.warning("%s is not a usable results.json: %s", member.path, member.error)
+            continue
+        yield member

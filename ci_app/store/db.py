@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +24,15 @@ import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.errors import StoreError
-from ci_app.model.results import SYNTHETIC_SHARDS, Outcome, ResultSet, RunInfo, TestCase
+from ci_app.model.results import (
+    SYNTHETIC_SHARDS,
+    Outcome,
+    ResultSet,
+    RunInfo,
+    Summary,
+    SummaryCounter,
+    TestCase,
+)
 from ci_app.reporting.data import (
     CaseRows,
     HistoryRows,
@@ -207,6 +215,49 @@ class Store:
             total += self._ingest_batch(pending)
         return total
 
+    def ingest_stream(
+        self,
+        head: ResultSet,
+        batches: Iterable[Sequence[TestCase]],
+        summary: Callable[[], Summary] | None = None,
+    ) -> int:
+        """Store one shard whose cases arrive in batches (bounded memory); returns rows.
+
+        ``head`` carries the run, metrics, files and tool (its own ``tests`` go
+        first); ``summary()`` is called after the last batch (default: counted from
+        the batches). See ``ShardWriter`` for the guarantees.
+        """
+        writer = self.shard_writer(head.run)
+        writer.add(head.tests)
+        for cases in batches:
+            writer.add(cases)
+        return writer.finish(head, None if summary is None else summary())
+
+    def shard_writer(self, run: RunInfo, *, memory_limit_mb: int | None = None) -> ShardWriter:
+        """A writer that appends one shard's cases batch by batch (``ingest --db``).
+
+        ``memory_limit_mb`` caps DuckDB's own buffers for this connection (a process
+        that only ingests, like the CLI: DuckDB otherwise keeps up to 80 % of RAM)."""
+        if memory_limit_mb is not None:
+            with self._lock:
+                self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
+                self._con.execute("SET threads = 1")
+                self._con.execute("SET preserve_insertion_order = false")
+        return ShardWriter(self, run)
+
+    def _append_cases(self, run_id: str, shard_id: str, cases: Sequence[TestCase]) -> int:
+        table = _cases_table([(ResultSet(tests=tuple(cases)), run_id, shard_id)])
+        with self._tx() as con:
+            con.register("_ingest_cases", table)
+            try:
+                con.execute(
+                    "INSERT INTO test_results (" + ", ".join(table.schema.names) + ") "  # noqa: S608
+                    "SELECT * FROM _ingest_cases"
+                )
+            finally:
+                con.unregister("_ingest_cases")
+        return int(table.num_rows)
+
     def _ingest_batch(self, batch: list[tuple[ResultSet, str, str]]) -> int:
         with self._tx() as con:
             keys = [f"{r}\x1f{s}" for _, r, s in batch]
@@ -287,10 +338,15 @@ class Store:
 
     @staticmethod
     def _insert_shard(
-        con: duckdb.DuckDBPyConnection, rs: ResultSet, run_id: str, shard_id: str, now: datetime
+        con: duckdb.DuckDBPyConnection,
+        rs: ResultSet,
+        run_id: str,
+        shard_id: str,
+        now: datetime,
+        summary: Summary | None = None,
     ) -> None:
         run = rs.run
-        s = rs.summary
+        s = rs.summary if summary is None else summary
         con.execute(
             "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -1002,6 +1058,76 @@ def _runner(row: Sequence[Any]) -> Runner:
         last_seen=row[5],
         status=row[6],
     )
+
+
+class ShardWriter:
+    """Appends one shard's test rows in batches, each in its own transaction.
+
+    The shard row (with the summary) is written last by ``finish``, so a shard row
+    means all its rows are in: a shard already stored makes every call a no-op
+    (idempotent, like ``ingest``), and rows left by an attempt that died before
+    ``finish`` are deleted when the next attempt starts. Memory holds one batch.
+    """
+
+    def __init__(self, store: Store, run: RunInfo, batch_rows: int = 50_000) -> None:
+        run_id = run.run_id
+        if not run_id:
+            raise StoreError(
+                "cannot store results without a run id; pass --run-id (or set run.run_id)"
+            )
+        self._store = store
+        self._run_id = run_id
+        self._shard_id = run.shard_id or DEFAULT_SHARD
+        self._batch_rows = batch_rows
+        self._pending: list[TestCase] = []
+        self._counter = SummaryCounter()
+        self.rows = 0
+        with store._tx() as con:
+            self.skip = (
+                _one(
+                    con,
+                    "SELECT 1 FROM shards WHERE run_id = ? AND shard_id = ?",
+                    [self._run_id, self._shard_id],
+                )
+                is not None
+            )
+            if not self.skip:
+                con.execute(
+                    "DELETE FROM test_results WHERE run_id = ? AND shard_id = ?",
+                    [self._run_id, self._shard_id],
+                )
+
+    def add(self, cases: Iterable[TestCase]) -> None:
+        if self.skip:
+            return
+        for case in cases:
+            self._counter.add(case)
+            self._pending.append(case)
+        if len(self._pending) >= self._batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.rows += self._store._append_cases(self._run_id, self._shard_id, self._pending)
+            self._pending = []
+
+    def finish(self, head: ResultSet, summary: Summary | None = None) -> int:
+        """Write the last batch, the run and the shard row; returns the rows inserted."""
+        if self.skip:
+            return 0
+        self._flush()
+        final = summary if summary is not None else self._counter.summary(head.duration_s)
+        now = _now()
+        with self._store._tx() as con:
+            Store._upsert_run(con, head.run, self._run_id, now)
+            Store._insert_shard(con, head, self._run_id, self._shard_id, now, final)
+            metric_rows = [
+                (self._run_id, self._shard_id, m.name, float(m.value), m.unit, m.direction)
+                for m in head.metrics
+            ]
+            if metric_rows:
+                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)", metric_rows)
+        return self.rows
 
 
 def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:

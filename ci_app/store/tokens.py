@@ -212,21 +212,32 @@ def ingest_checked(store: Store, rs: ResultSet, grant: RunGrant | None = None) -
     and nothing is stored. Check and insert run under the store's lock: no other writer can
     slip in between.
     """
+    with store._lock:
+        _check_identity_locked(store, rs, grant)
+        return store.ingest(rs)
+
+
+def check_identity(store: Store, rs: ResultSet, grant: RunGrant | None = None) -> None:
+    """The identity check of :func:`ingest_checked` alone (for streamed ingests, which take
+    the store's lock per batch): :class:`RunIdentityError` when ``rs`` names another run."""
+    with store._lock:
+        _check_identity_locked(store, rs, grant)
+
+
+def _check_identity_locked(store: Store, rs: ResultSet, grant: RunGrant | None) -> None:
     r = rs.run
     have = RunIdentity(r.run_id or "", r.repo, r.provider, r.pr, r.commit)
-    with store._lock:
-        con = store._con
-        problems: list[str] = []
-        if grant is not None:
-            problems += identity_problems(grant.identity, have, strict=True)
-        for want in (_identity_row(con, have.run), _stored_run(con, have.run)):
-            if not problems and want is not None:
-                problems += identity_problems(want, have, strict=False)
-        if problems:
-            raise RunIdentityError(
-                f"results of run {r.run_id!r} name another identity: " + "; ".join(problems)
-            )
-        return store.ingest(rs)
+    con = store._con
+    problems: list[str] = []
+    if grant is not None:
+        problems += identity_problems(grant.identity, have, strict=True)
+    for want in (_identity_row(con, have.run), _stored_run(con, have.run)):
+        if not problems and want is not None:
+            problems += identity_problems(want, have, strict=False)
+    if problems:
+        raise RunIdentityError(
+            f"results of run {r.run_id!r} name another identity: " + "; ".join(problems)
+        )
 
 
 # ---------------------------------------------------------------------------------- runners

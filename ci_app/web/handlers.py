@@ -13,12 +13,10 @@ Handlers raise :class:`~ci_app.errors.ProviderError` (retried with backoff) or
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import threading
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,11 @@ from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
+from ci_app.providers.download import read_results
 from ci_app.store import Job
 from ci_app.store.tokens import (
     RunIdentityError,
-    ingest_checked,
+    check_identity,
     label_pools,
     revoke_run_tokens,
     runner_allow_list,
@@ -76,7 +75,6 @@ LABELS = "runner.labels"
 STATUS_CONTEXT = "ci-fanout"
 #: labels the provider sets at registration and will not let us delete (GitHub) — never touched
 READ_ONLY_LABELS = frozenset({"self-hosted", "linux", "windows", "macos", "x64", "arm64", "arm"})
-MAX_RESULTS_BYTES = 512 * 1024 * 1024
 
 
 class PermanentJobError(CiFanoutError):
@@ -134,30 +132,6 @@ def handle_plan(ctx: AppContext, job: Job) -> None:
 
 
 # ---------------------------------------------------------------------------------- collect
-def _resultsets_in(paths: list[Path]) -> Iterator[ResultSet]:
-    for path in paths:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                for info in zf.infolist():
-                    name = info.filename.rsplit("/", 1)[-1]
-                    if info.is_dir() or not name.endswith("results.json"):
-                        continue
-                    if info.file_size > MAX_RESULTS_BYTES:
-                        log.warning("%s in %s is too large; skipped", info.filename, path.name)
-                        continue
-                    yield from _parse_resultset(zf.read(info), f"{path.name}:{info.filename}")
-        elif path.name.endswith("results.json"):
-            yield from _parse_resultset(path.read_bytes(), path.name)
-
-
-def _parse_resultset(data: bytes, where: str) -> Iterator[ResultSet]:
-    try:
-        doc = json.loads(data)
-        yield ResultSet.from_dict(doc)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.warning("%s is not a usable results.json: %s", where, exc)
-
-
 def _fill_run(rs: ResultSet, p: Mapping[str, Any], fallback_run: str) -> ResultSet:
     """The run identity of an artifact's results: where the signed webhook says something
     (repository, provider, PR), it wins over what the file claims — the file was written by
@@ -191,22 +165,27 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
     ci_run = str(run_id)
     if p["provider"] == "azure" and p.get("pipeline_id"):
         ci_run = f"{p['pipeline_id']}/{run_id}"  # the Pipelines API names runs by both ids
-    with tempfile.TemporaryDirectory(prefix="ci-fanout-collect-") as tmp:
-        paths = prov.ci.fetch_artifacts(ci_run, Path(tmp))
-        sets = list(_resultsets_in(paths))
     fallback = f"{p['provider']}:{p.get('repo') or '-'}:{run_id}"
     runs: set[str] = set()
-    for rs in sets:
-        filled = _fill_run(rs, p, fallback)
-        try:
-            check_resultset(filled)
-            ingest_checked(ctx.store, filled)
-        except (InputError, RunIdentityError) as exc:
-            # one bad or foreign result set costs only itself
-            shard = filled.run.shard_id
-            log.warning("job %s: results of shard %r not stored: %s", job.id, shard, exc)
-            continue
-        runs.add(filled.run.run_id or fallback)
+    collected = 0
+    with tempfile.TemporaryDirectory(prefix="ci-fanout-collect-") as tmp:
+        paths = prov.ci.fetch_artifacts(ci_run, Path(tmp))
+        # Streamed member by member: a bad member is skipped (and logged), the good ones
+        # beside it in the same zip are stored; memory holds one batch. A result set that
+        # names another run's identity costs only itself.
+        for member in read_results(paths):
+            assert member.head is not None  # read_results yields usable members only
+            filled = _fill_run(member.head, p, fallback)
+            try:
+                check_resultset(filled)
+                check_identity(ctx.store, filled)
+            except (InputError, RunIdentityError) as exc:
+                shard = filled.run.shard_id
+                log.warning("job %s: results of shard %r not stored: %s", job.id, shard, exc)
+                continue
+            ctx.store.ingest_stream(filled, member.batches())
+            runs.add(filled.run.run_id or fallback)
+            collected += 1
     for rid in sorted(runs):
         _recover_from_queue(ctx, rid)
         ctx.store.enqueue_job(
@@ -216,7 +195,7 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
             idempotency_key=f"report:{rid}:collect:{job.id}",
         )
     log.info(
-        "job %s: collected %d result sets from %s run %s", job.id, len(sets), p["provider"], run_id
+        "job %s: collected %d result sets from %s run %s", job.id, collected, p["provider"], run_id
     )
 
 

@@ -1,0 +1,1 @@
+test('never runs either', () => { expect(1).toBe(1) ;
