@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
+from ci_app.artifacts.base import ReportParseError
 from ci_app.ci.context import CiContext
 from ci_app.ci.shard import STATUS_FILE
 from ci_app.ci.step import (
@@ -96,15 +97,20 @@ def extract_results(zips: Sequence[Path], dest: Path) -> list[Path]:
 def load_shard_results(paths: Sequence[Path], ctx: CiContext) -> list[ResultSet]:
     """Read each shard's results.json and stamp this run's identity on it (one run id for all
     shards, the PR head commit, branch, base) while keeping its shard id and runner."""
+    from ci_app.artifacts.resultset import iter_result_members
+
     sets: list[ResultSet] = []
     seen: set[str] = set()
-    for p in paths:
+    for member in iter_result_members(paths):  # checked and streamed, depth bounded
         try:
-            rs = ResultSet.from_dict(json.loads(p.read_text(encoding="utf-8")))
+            rs = member.resultset()
         except (OSError, ValueError, KeyError, TypeError, RecursionError, CiFanoutError) as exc:
-            log.warning("%s skipped: not a ci-fanout results.json (%s)", p, exc)
+            log.warning("%s skipped: not a ci-fanout results.json (%s)", member.path, exc)
             continue
-        shard = rs.run.shard_id or safe_id(p.parent.name)
+        except ReportParseError as exc:
+            log.warning("%s skipped: not a ci-fanout results.json (%s)", member.path, exc)
+            continue
+        shard = rs.run.shard_id or safe_id(Path(member.path).parent.name)
         if shard in seen:  # the same shard's artifact twice (re-run jobs): keep the first
             continue
         seen.add(shard)
