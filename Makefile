@@ -5,9 +5,23 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint types pytest venv clean docs bench goldens
+.PHONY: test demo lint types pytest venv tools clean docs bench goldens
+
+# Node 22 and gitlab-ci-local for the real-runner tests (tests/realci), from the npm registry
+TOOLS       := .tools
+TOOLS_STAMP := $(TOOLS)/.installed
+NODE_PKG    ?= node@22
+GCL_PKG     ?= gitlab-ci-local@4.75.1
 
 venv: $(STAMP)
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): Makefile
+	@mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) --no-audit --no-fund --silent $(NODE_PKG) $(GCL_PKG)
+	@$(TOOLS)/node_modules/.bin/node --version
+	@touch $(TOOLS_STAMP)
 
 $(STAMP): pyproject.toml setup.py ci_app/artifacts/_speedups.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +36,7 @@ lint: venv
 types: venv
 	$(BIN)/mypy
 
-pytest: venv
+pytest: venv tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint types pytest
@@ -41,4 +55,4 @@ goldens: venv
 	$(BIN)/python -m tests.artifacts.goldens --write
 
 clean:
-	rm -rf out ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out .tools ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache

@@ -12,9 +12,10 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ci_app import __version__, commands
-from ci_app.errors import CiFanoutError
+from ci_app.errors import CiFanoutError, ConfigError
 
 
 def _command_modules(argv: Sequence[str]) -> list[str]:
@@ -27,7 +28,25 @@ def _command_modules(argv: Sequence[str]) -> list[str]:
         m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
     )
     first = next((w for w in argv if not w.startswith("-")), None)
+    if first is None and "--version" in argv:
+        return []
     return [first] if first in names else names
+
+
+def _needs_extra(sub: Any, name: str, exc: ImportError) -> None:
+    """``name`` cannot load here (an optional dependency is missing): the subcommand exists
+    and says what to install instead of a traceback."""
+    missing = exc.name or str(exc)
+
+    def run(args: argparse.Namespace) -> int:
+        raise ConfigError(
+            f"this command needs {missing!r}, which is not installed: install ci-fanout with "
+            "the [app] extra (pip install 'ci-fanout[app]', or '.[app]' in a checkout)"
+        )
+
+    p = sub.add_parser(name, help=f"(needs the [app] extra: {missing} is missing)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -40,7 +59,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _command_modules(argv or []):
-        module = importlib.import_module(f"{commands.__name__}.{name}")
+        try:
+            module = importlib.import_module(f"{commands.__name__}.{name}")
+        except ImportError as exc:  # an optional dependency of this command is missing
+            _needs_extra(sub, name, exc)
+            continue
         module.register(sub)
     return parser
 

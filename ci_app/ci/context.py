@@ -86,6 +86,15 @@ class CiContext:
         )
 
 
+def _root(declared: str | None, cwd: Path) -> Path:
+    """The checkout: the CI's declared directory; where it does not exist (a container job
+    run by a shell executor, e.g. gitlab-ci-local declares ``/builds/...``), the working
+    directory the job runs in."""
+    if declared and Path(declared).is_dir():
+        return Path(declared)
+    return cwd
+
+
 def _github_context(env: Mapping[str, str], cwd: Path) -> CiContext:
     event: dict[str, Any] = {}
     path = env.get("GITHUB_EVENT_PATH")
@@ -107,7 +116,7 @@ def _github_context(env: Mapping[str, str], cwd: Path) -> CiContext:
     return CiContext(
         provider="github",
         run_id=run_id,
-        root=Path(env.get("GITHUB_WORKSPACE") or cwd),
+        root=_root(env.get("GITHUB_WORKSPACE"), cwd),
         repo=env.get("GITHUB_REPOSITORY") or None,
         pipeline_id=env.get("GITHUB_RUN_ID") or None,
         commit=(head or {}).get("sha") or inputs.get("sha") or env.get("GITHUB_SHA") or None,
@@ -132,7 +141,7 @@ def _gitlab_context(env: Mapping[str, str], cwd: Path) -> CiContext:
     return CiContext(
         provider="gitlab",
         run_id=env.get(RUN_ID_ENV) or env.get("CI_PIPELINE_ID", "") or "local",
-        root=Path(env.get("CI_PROJECT_DIR") or cwd),
+        root=_root(env.get("CI_PROJECT_DIR"), cwd),
         repo=env.get("CI_PROJECT_PATH") or None,
         project=env.get("CI_PROJECT_ID") or None,
         pipeline_id=env.get("CI_PIPELINE_ID") or None,

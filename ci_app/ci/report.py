@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -195,11 +196,14 @@ def _plan_record(step: Step) -> Matrix | None:
 
 
 def _results_paths(step: Step, results_dir: Path) -> list[Path]:
-    paths = sorted(results_dir.rglob(RESULTS_FILE)) if results_dir.exists() else []
-    if not paths and step.ctx.provider == "gitlab":
+    if step.ctx.provider == "gitlab":
+        # this pipeline's shards, through the API; never what an earlier pipeline left in a
+        # reused build directory
+        shutil.rmtree(results_dir, ignore_errors=True)
         with step.io.group("ci-fanout: download shard artifacts"):
             _fetch_gitlab_results(step, results_dir)
-        paths = sorted(results_dir.rglob(RESULTS_FILE))
+        return sorted(results_dir.rglob(RESULTS_FILE))
+    paths = sorted(results_dir.rglob(RESULTS_FILE)) if results_dir.exists() else []
     if not paths:
         paths = sorted(step.output_dir.glob(f"shard-*/{RESULTS_FILE}"))
     return paths

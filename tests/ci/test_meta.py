@@ -33,6 +33,7 @@ ACTION_YML = ROOT / "action.yml"
 GITLAB_TEMPLATE = ROOT / ".gitlab-ci-template.yml"
 COMPONENT = ROOT / "templates" / "ci-fanout.yml"
 SELF_TEST = ROOT / ".github" / "workflows" / "action-self-test.yml"
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
 EXAMPLE_GITHUB = ROOT / "examples" / "github" / "ci-fanout.yml"
 EXAMPLE_GITLAB = ROOT / "examples" / "gitlab" / ".gitlab-ci.yml"
 EXAMPLE_AZURE = ROOT / "examples" / "azure" / "azure-pipelines.yml"
@@ -212,7 +213,14 @@ def test_docs_ci_md_is_current() -> None:
 def test_actionlint_clean() -> None:
     """actionlint checks the workflows and, for `uses: ./`, their inputs against action.yml."""
     proc = subprocess.run(
-        [_tool("actionlint"), "-shellcheck=", "-pyflakes=", str(SELF_TEST), str(EXAMPLE_GITHUB)],
+        [
+            _tool("actionlint"),
+            "-shellcheck=",
+            "-pyflakes=",
+            str(SELF_TEST),
+            str(RELEASE),
+            str(EXAMPLE_GITHUB),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -93,6 +93,10 @@ class FakeGitLab(FakeServer):
         #: called (under the fake's lock) with each pipeline created through the API or a
         #: trigger and the request body: a test can "run" it (tests/fakes/workflows.py)
         self.on_pipeline: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+        #: called (under the fake's lock) with the id of a pipeline the fake does not know
+        #: when a client asks for its jobs or bridges: a test can describe a pipeline that an
+        #: independent runner (gitlab-ci-local) ran
+        self.pipeline_source: Callable[[int], None] | None = None
         self._install_routes()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -177,9 +181,14 @@ class FakeGitLab(FakeServer):
         return self.shaped("runner.json", {k: runner[k] for k in keys})
 
     def new_pipeline(
-        self, ref: str, variables: dict[str, str], *, parent: int | None = None
+        self,
+        ref: str,
+        variables: dict[str, str],
+        *,
+        parent: int | None = None,
+        pipeline_id: int | None = None,
     ) -> dict[str, Any]:
-        pipeline_id = next(self._ids)
+        pipeline_id = pipeline_id if pipeline_id is not None else next(self._ids)
         pipeline = {
             "id": pipeline_id,
             "iid": len(self.pipelines) + 1,
@@ -513,17 +522,22 @@ class FakeGitLab(FakeServer):
         return Response(201, self._pipeline_json(pipeline))
 
     def _list_jobs(self, request: Request, m: re.Match[str]) -> Response:
-        pipeline = self.pipelines.get(int(m["id"]))
+        pipeline = self._pipeline(int(m["id"]))
         if pipeline is None:
             return self.not_found(request)
         jobs = [self.shaped("job.json", self.jobs[j]) for j in pipeline["job_ids"]]
         return self._paged(request, jobs)
 
     def _list_bridges(self, request: Request, m: re.Match[str]) -> Response:
-        pipeline = self.pipelines.get(int(m["id"]))
+        pipeline = self._pipeline(int(m["id"]))
         if pipeline is None:
             return self.not_found(request)
         return self._paged(request, pipeline["bridges"])
+
+    def _pipeline(self, pipeline_id: int) -> dict[str, Any] | None:
+        if pipeline_id not in self.pipelines and self.pipeline_source is not None:
+            self.pipeline_source(pipeline_id)
+        return self.pipelines.get(pipeline_id)
 
     def _cancel(self, request: Request, m: re.Match[str]) -> Response:
         pipeline = self.pipelines.get(int(m["id"]))

@@ -270,3 +270,86 @@ def write_tar(paths: Iterable[Path], dest: Path) -> None:  # pragma: no cover - 
     with tarfile.open(dest, "w:gz") as tar:
         for p in paths:
             tar.add(p, arcname=p.name)
+
+
+# -- gitlab-ci-local ----------------------------------------------------------------------------
+def gitlab_ci_local() -> tuple[str, Path]:
+    """``(gitlab-ci-local, the bin directory holding Node 22)`` from ``make tools``."""
+    bin_dir = TOOLS / "node_modules" / ".bin"
+    exe = bin_dir / "gitlab-ci-local"
+    if not exe.exists() or not (bin_dir / "node").exists():
+        missing(f"gitlab-ci-local and Node 22 are not in {bin_dir} (make tools)")
+    if shutil.which("rsync") is None:
+        missing("gitlab-ci-local needs rsync (apt-get install rsync)")
+    return str(exe), bin_dir
+
+
+@dataclass
+class PipelineResult:
+    returncode: int
+    log: str
+    jobs: dict[str, str] = field(default_factory=dict)  # job -> "PASS" | "FAIL" | "WARN"
+
+
+@dataclass
+class GitLabCiLocal:
+    """Runs a repository's ``.gitlab-ci.yml`` with gitlab-ci-local, shell executor.
+
+    The GitLab API the jobs call is a loopback fake; the pipelines gitlab-ci-local ran are
+    described to it (:meth:`describe`) when a job asks, from gitlab-ci-local's own state:
+    the parent pipeline with its trigger job (bridge) to the child pipeline, whose jobs carry
+    the artifacts gitlab-ci-local exported for them.
+    """
+
+    repo: Path
+    path_prefix: Sequence[Path] = ()
+    variables: Mapping[str, str] = field(default_factory=dict)
+    parent_jobs: tuple[str, ...] = ("ci-fanout-plan", "ci-fanout-report")
+    bridge: str = "ci-fanout-shards"
+
+    def seed_component(self, project: str, ref: str, name: str, text: str, host: str) -> None:
+        """Put a component project's template where gitlab-ci-local keeps fetched includes
+        (what it would have cloned from ``host/project@ref``)."""
+        dest = self.repo / ".gitlab-ci-local" / "includes" / host / project / ref / "templates"
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / f"{name}.yml").write_text(text)
+
+    def describe(self, fake: Any, pipeline_id: int) -> None:
+        """Describe the pipeline gitlab-ci-local ran to the fake GitLab (``pipeline_source``)."""
+        artifacts = self.repo / ".gitlab-ci-local" / "artifacts"
+        parent = fake.new_pipeline("main", {}, pipeline_id=pipeline_id)
+        child = fake.add_child(parent, self.bridge)
+        for job_dir in sorted(p for p in artifacts.iterdir() if p.is_dir()):
+            if job_dir.name in self.parent_jobs:
+                continue
+            files = {
+                str(f.relative_to(job_dir)): f.read_bytes()
+                for f in sorted(job_dir.rglob("*"))
+                if f.is_file() and ".gitlab-ci-reports" not in f.parts
+            }
+            fake.add_job(child, job_dir.name, files=files or None)
+
+    def run(
+        self, *, variables: Mapping[str, str] | None = None, timeout: float = 900
+    ) -> PipelineResult:
+        exe, node_bin = gitlab_ci_local()
+        argv = [exe, "--force-shell-executor", "--no-color", "--max-job-name-padding", "0"]
+        for k, v in {**self.variables, **(variables or {})}.items():
+            argv += ["--variable", f"{k}={v}"]
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([*map(str, self.path_prefix), str(node_bin), env["PATH"]])
+        for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_CURRENT_TEST", "CI"):
+            env.pop(name, None)
+        shutil.rmtree(self.repo / ".gitlab-ci-local" / "artifacts", ignore_errors=True)
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            argv, cwd=self.repo, env=env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+        log = proc.stdout + proc.stderr
+        (self.repo.parent / "gitlab-ci-local.log").write_text(log)
+        jobs = {
+            m[2].strip(): m[1] for m in re.finditer(r"^ (PASS|FAIL|WARN)\s+(.+?)\s*$", log, re.M)
+        }
+        print(f"gitlab-ci-local: rc={proc.returncode} in {time.monotonic() - t0:.0f}s, {jobs}")
+        return PipelineResult(proc.returncode, log, jobs)

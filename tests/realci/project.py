@@ -15,15 +15,22 @@ FAILING = "tests/test_core.py::test_colours"
 FLAKY = "tests/test_core.py::test_flaky"
 KILLER = "tests/test_zz_last.py::test_last"
 
+KILL_FILE = "e2e-kill.txt"
+
 CONFTEST = '''
 import os
 import signal
+from pathlib import Path
 
 
 def pytest_runtest_setup(item):
-    """E2E_KILL=all: every shard's test process dies at its first test; E2E_KILL=<node id>:
-    the process that runs that test dies (SIGKILL: no report is written)."""
+    """E2E_KILL (or the file e2e-kill.txt at the root) = all: every shard's test process dies
+    at its first test; = <node id>: the process that runs that test dies (SIGKILL: no report
+    is written)."""
     kill = os.environ.get("E2E_KILL", "")
+    marker = Path(item.config.rootpath, "e2e-kill.txt")
+    if not kill and marker.exists():
+        kill = marker.read_text().strip()
     if kill and (kill == "all" or item.nodeid == kill):
         os.kill(os.getpid(), signal.SIGKILL)
 '''
@@ -78,8 +85,9 @@ def test_last():
 """
 
 
-def write_project(root: Path, *, failing: bool = True) -> Path:
-    """The project at ``root``; ``failing=False`` makes ``test_colours`` pass (the base)."""
+def write_project(root: Path, *, failing: bool = True, kill: str = "") -> Path:
+    """The project at ``root``; ``failing=False`` makes ``test_colours`` pass (the base);
+    ``kill`` (a node id or ``all``) makes the shards that run it die."""
     tests = root / "tests"
     tests.mkdir(parents=True, exist_ok=True)
     (tests / "conftest.py").write_text(CONFTEST)
@@ -87,6 +95,11 @@ def write_project(root: Path, *, failing: bool = True) -> Path:
     (tests / "test_more.py").write_text(TEST_MORE)
     (tests / "test_hw.py").write_text(TEST_HW)
     (tests / "test_zz_last.py").write_text(TEST_LAST)
+    marker = root / KILL_FILE
+    if kill:
+        marker.write_text(kill + "\n")
+    else:
+        marker.unlink(missing_ok=True)
     return root
 
 
