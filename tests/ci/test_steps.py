@@ -519,31 +519,6 @@ def test_gitlab_report_reads_the_child_pipeline_and_posts_the_mr_note(tmp_path: 
     assert len(stored) == 2
 
 
-@pytest.fixture
-def real_app() -> Iterator[tuple[str, Any]]:
-    """The real ``ci-app serve`` Flask app on a loopback port (no job worker)."""
-    from werkzeug.serving import make_server
-
-    from ci_app.settings import Settings
-    from ci_app.store import open_store
-    from ci_app.web.app import create_app
-
-    with open_store(":memory:") as store:
-        app = create_app(
-            Settings(api_token="admin-t0ken", report_on_results=False),
-            store=store,
-            start_worker=False,
-        )
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_port}", store
-        finally:
-            server.shutdown()
-            thread.join(5)
-
-
 def test_queue_mode_against_the_real_app(sample: Path, real_app: tuple[str, Any]) -> None:
     """plan creates the run's queue on the app, the shards pull their tests from it with the
     pytest plugin and send their results.json to the app."""
