@@ -8,8 +8,11 @@ Mermaid block from :mod:`ci_app.reporting.render` instead (GitHub strips
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ci_app.reporting.classes import class_names, readable_class
+from ci_app.reporting.explorer import DurationSeries
 from ci_app.reporting.report import MetricTrend, Report
 
 if TYPE_CHECKING:
@@ -83,7 +86,8 @@ def metric_chart(trend: MetricTrend) -> bytes:
         ax.axvline(cp - 0.5, color="tab:purple", ls=":", lw=1.5)
     better = "higher" if trend.direction == "higher" else "lower"
     ax.set_title(
-        f"{trend.name} on {trend.runner_class} ({better} is better; dotted: change points)",
+        f"{_trim(trend.name, 50)} on {readable_class(trend.runner_class)} "
+        f"({better} is better; dotted: change points)",
         fontsize=9,
     )
     ax.set_ylabel(trend.unit or "value")
@@ -95,7 +99,8 @@ def runner_class_chart(report: Report) -> bytes:
     """Wall time and failures per runner class in this run."""
     fig = _figure(8.0, 3.0, wide_labels=True)
     ax = fig.add_subplot()
-    names = [k for k, _ in report.runner_classes]
+    readable = class_names(k for k, _ in report.runner_classes)
+    names = [readable[k] for k, _ in report.runner_classes]
     ys = list(range(len(names)))
     ax.barh(ys, [c.wall_s for _, c in report.runner_classes], color="tab:blue")
     for y, (_, c) in zip(ys, report.runner_classes, strict=True):
@@ -112,6 +117,55 @@ def runner_class_chart(report: Report) -> bytes:
     ax.set_yticks(ys, [_trim(n, 40) for n in names], fontsize=7)
     ax.set_xlabel("wall time (s)")
     ax.set_title("Per runner class")
+    return _png(fig)
+
+
+_PALETTE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def test_duration_chart(series: Sequence[DurationSeries], *, title: str = "") -> bytes:
+    """A test's duration over runs, one line per runner class (readable names), each change
+    point a dotted line in the class's colour with its relative size."""
+    fig = _figure(8.0, 3.4)
+    ax = fig.add_subplot()
+    names = class_names(s.runner_class for s in series)
+    longest = max((len(s.values) for s in series), default=0)
+    for k, s in enumerate(series[: len(_PALETTE)]):
+        color = _PALETTE[k]
+        # align series on their latest run: x = runs before the newest
+        offset = longest - len(s.values)
+        xs = [offset + i for i in range(len(s.values))]
+        ax.plot(
+            xs,
+            list(s.values),
+            marker=".",
+            ms=4,
+            color=color,
+            label=_trim(names[s.runner_class], 45),
+        )
+        for cp in s.change_points:
+            ax.axvline(offset + cp.index - 0.5, color=color, ls=":", lw=1.5)
+            ax.annotate(
+                f"{cp.change * 100:+.0f} %",
+                (offset + cp.index - 0.5, cp.after),
+                fontsize=7,
+                color=color,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    if series:
+        ref = max(series, key=lambda s: len(s.values))
+        xs = list(range(len(ref.values)))
+        step = max(1, len(xs) // 10)
+        ax.set_xticks(
+            xs[::step], [(c or "?")[:7] for c in ref.commits][::step], rotation=30, fontsize=7
+        )
+        ax.legend(fontsize=7, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no duration recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_ylabel("seconds")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title or "Duration per run (dotted: change points)", fontsize=9)
     return _png(fig)
 
 

@@ -6,7 +6,6 @@ history 10M+ rows: building one object per row would dominate report time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -154,19 +153,3 @@ class MetricValue:
     unit: str = ""
     direction: str = "lower"
     runner_class: str = "default"
-
-
-_LADDER_OR_ISA = re.compile(r"-ge-|^cpu-x86-64-v|^cpu-avx|^cpu-amx|^cpu-neon|^disk-free|^sm-ge")
-
-
-def short_class(runner_class: str, limit: int = 4) -> str:
-    """A runner class (comma-joined labels) short enough for a comment line.
-
-    Threshold-ladder and ISA labels (``mem-ge-16g``, ``cpu-avx2`` …) are dropped first;
-    the rest (arch, GPU vendor/model, browser features) are kept, with a ``+N`` count.
-    """
-    labels = [x for x in runner_class.split(",") if x]
-    if len(labels) <= limit:
-        return ",".join(labels)
-    shown = [x for x in labels if not _LADDER_OR_ISA.search(x)][:limit] or labels[:1]
-    return f"{','.join(shown)} +{len(labels) - len(shown)}"

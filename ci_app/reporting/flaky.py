@@ -21,7 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ci_app.reporting.data import FAILING, HistoryRows, short_class
+from ci_app.reporting.classes import readable_class
+from ci_app.reporting.data import FAILING, HistoryRows
 
 FLAKY = "flaky"
 REGRESSION = "regression"
@@ -37,7 +38,7 @@ class Evidence:
     commit: str | None
 
     def describe(self) -> str:
-        where = f"on `{short_class(self.runner_class)}`"
+        where = f"on `{readable_class(self.runner_class)}`"
         at = f" at `{(self.commit or '?')[:10]}`"
         if self.kind == "retry":
             run = "this run" if self.run_id == "this run" else f"run {self.run_id}"

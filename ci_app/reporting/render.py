@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_app.reporting import markdown as md
-from ci_app.reporting.data import short_class
+from ci_app.reporting.classes import class_names
 from ci_app.reporting.flaky import Evidence
+from ci_app.reporting.links import dashboard_base, page_url
 from ci_app.reporting.report import Regression, Report
 
 MARKER_PREFIX = "<!-- ci-fanout:report v1"
@@ -69,6 +70,44 @@ def _id(value: str, *, table: bool = False) -> str:
 def _name(value: str, *, table: bool = False) -> str:
     """A shard, runner, label set, run id or branch: an inert code span."""
     return md.code(value, limit=NAME_MAX, table=table)
+
+
+@dataclass(frozen=True)
+class _Names:
+    """A report's readable runner-class names (each told apart from the report's other
+    classes) and, when the dashboard link is a ci-fanout run page, each test's page."""
+
+    classes: dict[str, str]
+    base: str | None
+
+    def cls(self, runner_class: str, *, table: bool = False) -> str:
+        return _name(self.classes.get(runner_class, runner_class), table=table)
+
+    def test(self, test_id: str, *, table: bool = False) -> str:
+        """A test id as an inert code span, linked to its dashboard page when there is one."""
+        label = _id(test_id, table=table)
+        if self.base is None:
+            return label
+        url = md.safe_url(page_url(self.base, test_id))
+        return f"[{label}]({url})" if url else label
+
+
+def _report_classes(report: Report) -> set[str]:
+    c = report.comparison
+    found = {k for k, _ in report.runner_classes}
+    found |= {f.runner_class for f in (*c.new_failures, *c.still_failing)}
+    for h in c.hardware_specific:
+        found |= {*h.failing, *h.passing}
+    for fl in c.flaky:
+        found |= {e.runner_class for e in fl.evidence}
+        if fl.verdict is not None:
+            found |= {s.runner_class for s in fl.verdict.stats}
+    found |= {r.runner_class for r in report.regressions if r.runner_class}
+    return found
+
+
+def report_names(report: Report) -> _Names:
+    return _Names(class_names(_report_classes(report)), dashboard_base(report.dashboard_url))
 
 
 def _short(sha: str | None) -> str:
@@ -227,6 +266,7 @@ def _link(url: str | None, text: str = "job") -> str:
 
 def _sections(report: Report) -> list[_Section]:
     c = report.comparison
+    n = report_names(report)
     secs: list[_Section] = []
     if c.lost:  # infrastructure errors first: these tests have no result at all
         secs.append(
@@ -234,16 +274,16 @@ def _sections(report: Report) -> list[_Section]:
                 "lost",
                 f"🛑 Lost: planned, no result ({len(c.lost):,}) — infrastructure error",
                 [
-                    f"- {_id(t)} — {md.text(why.removeprefix('lost: '))}"
+                    f"- {n.test(t)} — {md.text(why.removeprefix('lost: '))}"
                     for t, why in c.lost[:_INITIAL_CAP]
                 ],
                 total=len(c.lost),
             )
         )
     nf = [
-        f"| {_id(f.test_id, table=True)}{' 🆕' if f.new_test else ''} "
+        f"| {n.test(f.test_id, table=True)}{' 🆕' if f.new_test else ''} "
         f"| {_name(f.shard_id, table=True)} "
-        f"| {_name(f.runner_name or short_class(f.runner_class), table=True)} "
+        f"| {_runner(f.runner_name, f.runner_class, n, table=True)} "
         f"| {_link(f.job_url)} "
         f"| {_message(f.message)} |"
         for f in c.new_failures[:_INITIAL_CAP]
@@ -261,7 +301,7 @@ def _sections(report: Report) -> list[_Section]:
         _Section(
             "reg",
             f"🐢 Regressions ({len(report.regressions)})",
-            [_regression_row(r) for r in report.regressions[:_INITIAL_CAP]],
+            [_regression_row(r, n) for r in report.regressions[:_INITIAL_CAP]],
             head="| what | before | after | change | confidence | since |\n"
             "|---|---:|---:|---:|---:|---|",
             total=len(report.regressions),
@@ -270,16 +310,16 @@ def _sections(report: Report) -> list[_Section]:
     fl = []
     for f in c.flaky[:_INITIAL_CAP]:
         where = "failed here" if f.failed_here else "passed on retry here"
-        ev = "; ".join(_evidence(e) for e in f.evidence[:3])
+        ev = "; ".join(_evidence(e, n) for e in f.evidence[:3])
         stats = ""
         if f.verdict is not None and any(s.failures for s in f.verdict.stats):
             stats = "; " + ", ".join(
-                f"{s.failures}/{s.runs} runs failed on {_name(short_class(s.runner_class))} "
+                f"{s.failures}/{s.runs} runs failed on {n.cls(s.runner_class)} "
                 f"({s.failure_rate * 100:.1f} %, flip rate {s.flip_rate * 100:.1f} %)"
                 for s in f.verdict.stats
                 if s.failures
             )
-        fl.append(f"- {_id(f.test_id)} — {where}. Evidence: {ev or 'retry'}{stats}")
+        fl.append(f"- {n.test(f.test_id)} — {where}. Evidence: {ev or 'retry'}{stats}")
     secs.append(
         _Section(
             "flaky",
@@ -289,8 +329,8 @@ def _sections(report: Report) -> list[_Section]:
         )
     )
     hw = [
-        f"- {_id(h.test_id)} fails on {', '.join(_name(x) for x in h.failing[:10])}"
-        + (f", passes on {', '.join(_name(x) for x in h.passing[:10])}" if h.passing else "")
+        f"- {n.test(h.test_id)} fails on {', '.join(n.cls(x) for x in h.failing[:10])}"
+        + (f", passes on {', '.join(n.cls(x) for x in h.passing[:10])}" if h.passing else "")
         + (
             " (known from history"
             + (f", since {_sha(h.since_commit)}" if h.since_commit else "")
@@ -313,7 +353,7 @@ def _sections(report: Report) -> list[_Section]:
             _Section(
                 "notrun",
                 f"🚫 Not run: no online runner has the hardware ({len(c.not_run):,})",
-                [f"- {_id(t)} — {_why_not_run(why)}" for t, why in c.not_run[:_INITIAL_CAP]],
+                [f"- {n.test(t)} — {_why_not_run(why)}" for t, why in c.not_run[:_INITIAL_CAP]],
                 total=len(c.not_run),
             )
         )
@@ -343,7 +383,7 @@ def _sections(report: Report) -> list[_Section]:
             "still",
             f"Still failing, also on base ({len(c.still_failing):,})",
             [
-                f"- {_id(f.test_id)} ({_name(short_class(f.runner_class))})"
+                f"- {n.test(f.test_id)} ({n.cls(f.runner_class)})"
                 for f in c.still_failing[:_INITIAL_CAP]
             ],
             folded=True,
@@ -352,28 +392,28 @@ def _sections(report: Report) -> list[_Section]:
         _Section(
             "fixed",
             f"Fixed ({len(c.fixed):,})",
-            [f"- {_id(t)}" for t in c.fixed[:_INITIAL_CAP]],
+            [f"- {n.test(t)}" for t in c.fixed[:_INITIAL_CAP]],
             folded=True,
             total=len(c.fixed),
         ),
         _Section(
             "added",
             f"Added tests ({len(c.added):,})",
-            [f"- {_id(t)}" for t in c.added[:_INITIAL_CAP]],
+            [f"- {n.test(t)}" for t in c.added[:_INITIAL_CAP]],
             folded=True,
             total=len(c.added),
         ),
         _Section(
             "removed",
             f"Removed tests ({len(c.removed):,})",
-            [f"- {_id(t)}" for t in c.removed[:_INITIAL_CAP]],
+            [f"- {n.test(t)}" for t in c.removed[:_INITIAL_CAP]],
             folded=True,
             total=len(c.removed),
         ),
         _Section(
             "skipped",
             f"Newly skipped ({len(c.newly_skipped):,})",
-            [f"- {_id(t)}" for t in c.newly_skipped[:_INITIAL_CAP]],
+            [f"- {n.test(t)}" for t in c.newly_skipped[:_INITIAL_CAP]],
             folded=True,
             total=len(c.newly_skipped),
         ),
@@ -381,7 +421,7 @@ def _sections(report: Report) -> list[_Section]:
             "slow",
             "Slowest tests",
             [
-                f"| {_id(t, table=True)} | {_dur(d)} | "
+                f"| {n.test(t, table=True)} | {_dur(d)} | "
                 + (f"{_dur(b)} ({_pct(d, b)})" if b else "new")
                 + " |"
                 for t, d, b in report.slowest
@@ -393,11 +433,11 @@ def _sections(report: Report) -> list[_Section]:
             "classes",
             "Per runner class",
             [
-                f"| {_name(short_class(k), table=True)} | {v.tests:,} | {v.failed + v.errors:,} "
-                f"| {_dur(v.wall_s)} |"
+                f"| {n.cls(k, table=True)} | {v.tests:,} | {v.failed + v.errors:,} "
+                f"| {_dur(v.wall_s)} | {_id(k.replace(',', ', '), table=True)} |"
                 for k, v in report.runner_classes
             ],
-            head="| runner class | tests | failed | wall time |\n|---|---:|---:|---:|",
+            head="| runner class | tests | failed | wall time | labels |\n|---|---:|---:|---:|---|",
             folded=True,
         ),
     ]
@@ -408,13 +448,18 @@ def _sections(report: Report) -> list[_Section]:
             "messages",
             f"Failure messages ({len(fails_with_msg)})",
             [
-                f"**{_id(f.test_id)}**\n\n{md.fenced(f.message or '', limit=FENCE_MAX)}"
+                f"**{n.test(f.test_id)}**\n\n{md.fenced(f.message or '', limit=FENCE_MAX)}"
                 for f in fails_with_msg
             ],
             folded=True,
         )
     )
     return secs
+
+
+def _runner(name: str | None, runner_class: str, n: _Names, *, table: bool = False) -> str:
+    """The runner's name, else its class's readable name."""
+    return _name(name, table=table) if name else n.cls(runner_class, table=table)
 
 
 def _message(message: str | None) -> str:
@@ -432,9 +477,9 @@ def _why_not_run(why: str) -> str:
     return md.text(why)
 
 
-def _evidence(e: Evidence) -> str:
+def _evidence(e: Evidence, n: _Names) -> str:
     """:meth:`Evidence.describe` with every string from a run made inert."""
-    where = f"on {_name(short_class(e.runner_class))}"
+    where = f"on {n.cls(e.runner_class)}"
     if e.kind == "retry":
         run = "this run" if e.run_id == "this run" else f"run {_name(e.run_id)}"
         return f"failed then passed on retry in {run} {where}"
@@ -444,11 +489,9 @@ def _evidence(e: Evidence) -> str:
     return f"failed once between passes{at} {where} (other runners passed)"
 
 
-def _regression_row(r: Regression) -> str:
+def _regression_row(r: Regression, n: _Names) -> str:
     where = (
-        f" on {_name(short_class(r.runner_class), table=True)}"
-        if r.runner_class and r.kind == "metric"
-        else ""
+        f" on {n.cls(r.runner_class, table=True)}" if r.runner_class and r.kind == "metric" else ""
     )
     arrow = "higher is better" if r.direction == "higher" else "lower is better"
     since = (
@@ -457,7 +500,8 @@ def _regression_row(r: Regression) -> str:
         else f"{_sha(r.since_commit, table=True)} (on base)"
     )
     return (
-        f"| {_id(r.what, table=True)}{where} ({arrow}) | {_value(r.before, r.unit)} "
+        f"| {n.test(r.what, table=True) if r.kind == 'test_duration' else _id(r.what, table=True)}"
+        f"{where} ({arrow}) | {_value(r.before, r.unit)} "
         f"| {_value(r.after, r.unit)} | {r.change * 100:+.1f} % | {r.confidence * 100:.1f} % "
         f"| {since} |"
     )

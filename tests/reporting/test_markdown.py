@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ci_app.reporting import markdown as md
 from ci_app.reporting.compare import Comparison, FailureItem, FlakyItem, HardwareItem
-from ci_app.reporting.data import RunMeta, RunTotals, ShardMeta, short_class
+from ci_app.reporting.data import RunMeta, RunTotals, ShardMeta
 from ci_app.reporting.flaky import ClassStats, Evidence, Verdict
 from ci_app.reporting.render import (
     ID_MAX,
@@ -22,6 +22,7 @@ from ci_app.reporting.render import (
     marker,
     mermaid_trend,
     render_comment,
+    report_names,
     render_job_summary,
 )
 from ci_app.reporting.report import Counts, Regression, Report
@@ -191,7 +192,8 @@ def check_inert(report: Report, *, links: int) -> Html:
     for row, f in zip(rows[1:], report.new_failures, strict=True):
         assert row[0] == shown_code(f.test_id, ID_MAX), row
         assert row[1] == shown_code(f.shard_id, NAME_MAX), row
-        runner = f.runner_name or short_class(f.runner_class)
+        names = report_names(report).classes
+        runner = f.runner_name or names.get(f.runner_class, f.runner_class)
         assert row[2] == shown_code(runner, NAME_MAX), row
         assert row[3] == ("job" if md.safe_url(f.job_url) else ""), row
         message = shown_text(first_line(f.message)).replace(md.WORD_JOINER, "")
@@ -283,8 +285,8 @@ def test_backticks_in_labels_and_commits_keep_code_spans_mermaid_and_footer() ->
     assert chart.startswith("```mermaid\nxychart-beta\n") and chart.endswith("\n```")
     assert chart.count("```") == 2 and "%%" not in chart and "`b" not in chart
     assert text.rstrip().endswith("· ci-fanout</sub>")  # the footer is still the footer
-    # the label, shown verbatim (line breaks as spaces) in one code span
-    assert "a`b``c``` ```mermaid %%{init: {}}%%,x64" in html.code_text
+    # the runner class's labels, shown verbatim (line breaks as spaces) in one code span
+    assert "a`b``c``` ```mermaid %%{init: {}}%%, x64" in html.code_text
 
 
 def test_job_url_must_be_http() -> None:

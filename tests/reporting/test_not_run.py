@@ -47,20 +47,3 @@ def test_not_run_section_and_json() -> None:
     assert "Not run: no online runner has the hardware (1)" in comment
     assert "`t::gpu` — no runner with `gpu-mem-ge-24g`, `gpu-nvidia`" in comment
     assert "plain_skip" not in comment.split("Not run")[1].split("###")[0]
-
-
-def test_short_runner_class_keeps_the_distinctive_labels() -> None:
-    from ci_app.reporting.data import short_class
-
-    assert short_class("gpu,x64") == "gpu,x64"
-    many = "cpu-avx2,cpus-ge-2,gpu,gpu-model-h100,mem-ge-16g,sm-ge-90,x64"
-    assert short_class(many) == "gpu,gpu-model-h100,x64 +4"
-    assert short_class("cpu-avx2,cpus-ge-1,cpus-ge-2,mem-ge-4g,mem-ge-8g") == "cpu-avx2 +4"
-
-
-def test_not_run_shard_is_not_a_runner_class() -> None:
-    with open_store(":memory:") as store:
-        for rs in _run("r1", "a" * 40):
-            store.ingest(rs)
-        report = build_report(store, "r1")
-    assert [k for k, _ in report.runner_classes] == ["x64"]
