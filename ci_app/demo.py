@@ -10,7 +10,10 @@
    and its report job updates the sticky comment (the local forge writes it under
    ``out/``);
 4. the final report is rendered: ``out/comment.md``, ``out/*.png``, ``out/report.json``;
-5. the dashboard is served at a printed URL (until Ctrl-C when run in a terminal).
+5. the dashboard is served at a printed URL (until Ctrl-C when run in a terminal); the two
+   local runners heartbeat the probe's profile with runner tokens of their own, like any
+   runner, and a screenshot of each dashboard page is saved as ``out/dashboard-*.png``
+   (Playwright with Debian's Chromium, when installed).
 
 Environment: ``CI_FANOUT_DB`` (default ``out/ci-fanout.duckdb``, recreated each run),
 ``CI_FANOUT_OUT`` (default ``out``), ``CI_FANOUT_DEMO_SERVE`` (seconds to keep the
@@ -98,6 +101,8 @@ class Server:
                 "CI_FANOUT_LOG_LEVEL": "warning",
                 # results of provider "local": the server writes their sticky comment here
                 "CI_FANOUT_LOCAL_OUT_DIR": str(out),
+                # the runner processes below: the local provider syncs their labels
+                "CI_FANOUT_LOCAL_RUNNERS": " ".join(f"local-{i + 1}" for i in range(RUNNERS)),
             }
         )
         self.proc = subprocess.Popen(
@@ -159,8 +164,8 @@ class Server:
         self.log.close()
 
 
-def probe() -> list[str]:
-    """Describe this machine; returns its labels."""
+def probe() -> tuple[list[str], Any]:
+    """Describe this machine; returns its labels and its HardwareProfile."""
     from ci_app.model.labels import derive_labels
     from runner_probe.detect import DetectOptions, detect
 
@@ -173,7 +178,73 @@ def probe() -> list[str]:
         f"GPUs: {len(profile.gpus) or 'none'}"
     )
     _say(f"probe: labels {' '.join(labels)}")
-    return labels
+    return labels, profile
+
+
+class LocalRunners:
+    """The local runners register like any other: a runner token each (admin API), then
+    heartbeats with this machine's profile every few seconds, until :meth:`stop`."""
+
+    def __init__(self, server: Server, profile: Any, names: Sequence[str]) -> None:
+        import threading
+
+        from runner_probe.heartbeat import HeartbeatClient, HeartbeatConfig, sample_load
+
+        self._stop = threading.Event()
+        self.clients = []
+        for name in names:
+            path = f"/api/v1/admin/runners/{name}/tokens"
+            token = server.call("POST", path, {"provider": "local"})["token"]
+            config = HeartbeatConfig(
+                server=server.url, token=token, runner=name, interval_s=5.0, jitter=0.0
+            )
+            self.clients.append(
+                HeartbeatClient(
+                    config, profile_fn=lambda: profile, load_fn=sample_load, wait=self._stop.wait
+                )
+            )
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> LocalRunners:
+        import threading
+
+        self._stop.clear()
+        for client in self.clients:
+            client.force_profile = True
+            client.beat()  # online before the first shard starts
+            t = threading.Thread(target=client.run, daemon=True, name=client.config.runner)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+        self.threads = []
+
+
+def save_dashboard_screenshots(server: Server, out: Path, last: str, report: Any) -> None:
+    """One screenshot per dashboard page, as ``out/dashboard-<page>.png`` (for the README)."""
+    from ci_app.reporting.links import page_key
+    from ci_app.web.screenshots import save_screenshots
+
+    named = [f.get("test_id") for f in report.get("new_failures") or []]
+    named += [f.get("test_id") for f in report.get("flaky") or []]
+    pages = [("overview", "/"), ("runners", "/runners"), ("runner", "/runners/local-1"),
+             ("runs", "/runs"), ("run", f"/runs/{last}"), ("tests", "/tests?status=failed"),
+             ("repo", f"/repo?name={REPO}"), ("jobs", "/jobs")]  # fmt: skip
+    for n, test_id in enumerate(t for t in named[:2] if t):
+        pages.append((f"test-{n + 1}", f"/tests/{page_key(test_id)}"))
+    try:
+        shots = save_screenshots(server.url, pages, out)
+    except RuntimeError as exc:
+        _say(f"no dashboard screenshots: {exc}")
+        return
+    for shot in shots:
+        if shot.status != 200 or shot.problems:
+            _say(f"dashboard page {shot.path}: HTTP {shot.status}; {'; '.join(shot.problems)}")
+    _say(f"dashboard screenshots: {', '.join(str(s.file.name) for s in shots if s.file)}")
 
 
 def _unsatisfied_results(matrix: Mapping[str, Any], run: RunInfo) -> ResultSet | None:
@@ -318,11 +389,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
 
-    labels = probe()
+    labels, profile = probe()
     token = secrets.token_urlsafe(24)
     _say("starting ci-app serve (gunicorn) ...")
     server = Server(db, out, token)
     _say(f"server: {server.url} (DuckDB {db})")
+    runners = LocalRunners(server, profile, [f"local-{i + 1}" for i in range(RUNNERS)]).start()
     provider = LocalProvider(work_dir=out / "local", out_dir=out, labels=frozenset(labels))
     history: list[Path] = []
     try:
@@ -330,9 +402,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
             history.append(run_commit(server, provider, work, labels, commit, branch, pr, history))
         server.wait_idle()
     except BaseException:
+        runners.stop()
         server.stop()
         raise
     last = f"demo-{COMMITS[-1][0]}"
+    runners.stop()
     server.stop()  # one writer: release the DuckDB file for the report step
 
     _say("rendering the report for the pull request ...")
@@ -357,9 +431,12 @@ def main(env: Mapping[str, str] | None = None) -> int:
     _say(f"done in {time.monotonic() - started:.0f}s")
 
     server = Server(db, out, token, port=server.port)
+    runners.start()
     try:
+        save_dashboard_screenshots(server, out, last, report)
         serve_dashboard(server, env)
     finally:
+        runners.stop()
         server.stop()
     return 0
 

@@ -145,6 +145,9 @@ class Settings:
         "folder the local provider writes comments and statuses to for results of provider "
         "'local' (empty: such runs are only stored; the server writes no files)",
     )
+    local_runners: str = _opt(
+        "", "names of the local provider's runners, space-separated (empty: one, 'local')"
+    )
     dispatch_workflow: str = _opt(
         "", "workflow/pipeline to dispatch on a PR (empty: CI-native fan-out only)"
     )

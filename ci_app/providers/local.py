@@ -1,8 +1,10 @@
 """Local provider: shards run as subprocesses on this machine; results are "posted" as files.
 
 The embedded default behind ``make demo`` and for a small team with one box. One runner,
-``local``, whose labels come from the local probe (``runner_probe.detect`` +
-``ci_app.model.labels.derive_labels``) when available, else from the ``labels`` setting.
+``local`` (or one per name in the ``runners`` setting: the runner processes of ``make demo``,
+which register with the app like any runner), whose labels come from the local probe
+(``runner_probe.detect`` + ``ci_app.model.labels.derive_labels``) when available, else from
+the ``labels`` setting.
 The forge side writes the sticky comment to ``<out>/comment-<number>-<kind>.md`` (rewritten in
 place), check runs to ``check-run-<name>.json``, statuses to ``statuses.jsonl`` and images as files.
 """
@@ -74,12 +76,16 @@ class LocalProvider:
         out_dir: Path,
         labels: frozenset[str] | None = None,
         use_probe: bool = True,
+        runners: tuple[str, ...] = (),
     ) -> None:
         self.work_dir = work_dir.resolve()  # absolute: file URIs and subprocess cwd
         self.out_dir = out_dir.resolve()
         self._configured = labels
         self._use_probe = use_probe
         self._labels: set[str] | None = None
+        #: named runners of this machine, each with its own label set (synced by the app)
+        self._runners = runners
+        self._runner_labels: dict[str, set[str]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
 
@@ -90,8 +96,22 @@ class LocalProvider:
             self._labels = set(found if found is not None else (self._configured or ()))
         return self._labels
 
+    def _labels_of(self, runner_id: str) -> set[str]:
+        if runner_id == RUNNER_ID and not self._runners:
+            return self._current_labels()
+        if runner_id not in self._runners:
+            raise ProviderError(
+                f"no runner {runner_id!r}", provider=NAME, operation="labels", status=404
+            )
+        return self._runner_labels.setdefault(runner_id, set(self._current_labels()))
+
     def list_runners(self) -> list[RunnerInfo]:
         busy = any(p.poll() is None for p in self._procs.values())
+        if self._runners:
+            return [
+                RunnerInfo(id=n, name=n, labels=frozenset(self._labels_of(n)), busy=busy)
+                for n in self._runners
+            ]
         return [
             RunnerInfo(
                 id=RUNNER_ID,
@@ -101,19 +121,11 @@ class LocalProvider:
             )
         ]
 
-    def _check_runner(self, runner_id: str) -> None:
-        if runner_id != RUNNER_ID:
-            raise ProviderError(
-                f"no runner {runner_id!r}", provider=NAME, operation="labels", status=404
-            )
-
     def add_label(self, runner_id: str, label: str) -> None:
-        self._check_runner(runner_id)
-        self._current_labels().add(label)
+        self._labels_of(runner_id).add(label)
 
     def remove_label(self, runner_id: str, label: str) -> None:
-        self._check_runner(runner_id)
-        self._current_labels().discard(label)
+        self._labels_of(runner_id).discard(label)
 
     # -- CI server ---------------------------------------------------------------------------
     def dispatch(self, request: DispatchRequest) -> DispatchResult:
@@ -253,12 +265,15 @@ class LocalProvider:
 
 def from_settings(settings: Mapping[str, str]) -> Provider:
     """Settings: ``work_dir`` (default ``.ci-fanout/local``), ``out_dir`` (default ``out``),
-    ``labels`` (space/comma separated; used when the probe is unavailable or ``probe=0``)."""
+    ``labels`` (space/comma separated; used when the probe is unavailable or ``probe=0``),
+    ``runners`` (space/comma separated runner names; default one runner, ``local``)."""
     raw = settings.get("labels", "").replace(",", " ").split()
+    names = tuple(dict.fromkeys(settings.get("runners", "").replace(",", " ").split()))
     provider = LocalProvider(
         work_dir=Path(settings.get("work_dir") or ".ci-fanout/local"),
         out_dir=Path(settings.get("out_dir") or "out"),
         labels=frozenset(raw) if raw else None,
         use_probe=settings.get("probe", "1") not in ("0", "false", "no"),
+        runners=names,
     )
     return Provider(name=NAME, forge=provider, ci=provider, runners=provider)

@@ -143,6 +143,18 @@ def test_duration_chart(series: Sequence[DurationSeries], *, title: str = "") ->
             color=color,
             label=_trim(names[s.runner_class], 45),
         )
+        if s.highlight is not None:
+            x = offset + s.highlight
+            ax.plot([x], [s.values[s.highlight]], marker="o", ms=7, color="tab:red")
+            ax.annotate(
+                "this run",
+                (x, s.values[s.highlight]),
+                fontsize=7,
+                color="tab:red",
+                xytext=(-10, 6),
+                textcoords="offset points",
+                ha="right",
+            )
         for cp in s.change_points:
             ax.axvline(offset + cp.index - 0.5, color=color, ls=":", lw=1.5)
             ax.annotate(
@@ -160,11 +172,12 @@ def test_duration_chart(series: Sequence[DurationSeries], *, title: str = "") ->
         ax.set_xticks(
             xs[::step], [(c or "?")[:7] for c in ref.commits][::step], rotation=30, fontsize=7
         )
-        ax.legend(fontsize=7, loc="upper left")
+        top = max((max(s.values) for s in series if s.values), default=1.0)
+        ax.set_ylim(0, top * 1.3 or 1.0)
+        ax.legend(fontsize=7, loc="upper left", framealpha=0.9)
     else:
         ax.text(0.5, 0.5, "no duration recorded", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("seconds")
-    ax.set_ylim(bottom=0)
     ax.set_title(title or "Duration per run (dotted: change points)", fontsize=9)
     return _png(fig)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ci_app.model.results import LOST_SHARD, NOT_RUN_PREFIX, NOT_RUN_SHARD
 from ci_app.reporting.changepoint import ChangePoint, detect_change_points
@@ -151,6 +151,8 @@ class DurationSeries:
     commits: tuple[str | None, ...]
     values: tuple[float, ...]
     change_points: tuple[ChangePoint, ...]
+    #: index of the run asked for (``summarise_test(..., run=...)``), shown apart
+    highlight: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -226,8 +228,13 @@ def summarise_test(
     strip_runs: int = 30,
     duration_branch: str | None = None,
     min_change_points: int = 10,
+    run: str | None = None,
 ) -> TestSummary:
-    """Everything the test page shows, from the test's rows (see :class:`TestRows`)."""
+    """Everything the test page shows, from the test's rows (see :class:`TestRows`).
+
+    The duration series are of ``duration_branch`` (default: the base branch, else the branch
+    with the most runs); ``run`` adds that run's point to them (a pull request's run beside
+    its base branch), marked as :attr:`DurationSeries.highlight`."""
     states = [
         cell_state(o, s, m, f, i)
         for o, s, m, f, i in zip(
@@ -250,12 +257,12 @@ def summarise_test(
             if b != branch:
                 continue
             cells: list[Cell] = []
-            for run, seq, commit, grp in _runs(rows, idx):
+            for run_id, seq, commit, grp in _runs(rows, idx):
                 worst = min(grp, key=lambda i: _RANK[states[i]])
                 durations = [d for i in grp if (d := rows.duration_s[i]) is not None]
                 cells.append(
                     Cell(
-                        run_id=run,
+                        run_id=run_id,
                         seq=seq,
                         commit=commit,
                         state=states[worst],
@@ -311,7 +318,7 @@ def summarise_test(
 
     messages = _message_groups(rows, states)
     chart_branch = duration_branch if duration_branch in branches else _default_branch(branches)
-    series = _duration_series(rows, states, chart_branch, min_change_points)
+    series = _duration_series(rows, states, chart_branch, min_change_points, run)
     last_file = next((f for f in reversed(rows.file) if f), None)
     last_line = next((ln for ln in reversed(rows.line) if ln), None)
     return TestSummary(
@@ -378,11 +385,13 @@ def _message_groups(rows: TestRows, states: Sequence[str]) -> list[MessageGroup]
 
 
 def _duration_series(
-    rows: TestRows, states: Sequence[str], branch: str | None, min_points: int
+    rows: TestRows, states: Sequence[str], branch: str | None, min_points: int, run: str | None
 ) -> list[DurationSeries]:
     per_class: dict[str, dict[str, tuple[int, str | None, float]]] = {}
     for i, st in enumerate(states):
-        if st not in _COUNTED or _branch_key(rows.branch[i]) != branch:
+        if st not in _COUNTED:
+            continue
+        if _branch_key(rows.branch[i]) != branch and rows.run_id[i] != run:
             continue
         d = rows.duration_s[i]
         if d is None:
@@ -395,15 +404,22 @@ def _duration_series(
     for rclass, runs in sorted(per_class.items()):
         ordered = sorted(runs.items(), key=lambda kv: kv[1][0])
         values = [v for _, (_, _, v) in ordered]
-        cps = detect_change_points(values) if len(values) >= min_points else []
+        ids = [r for r, _ in ordered]
+        # change points of the branch's own series (the extra run is checked against it)
+        own = [v for r, (_, _, v) in ordered if r != run or run is None]
+        cps = detect_change_points(own) if len(own) >= min_points else []
+        at = ids.index(run) if run in ids else None
+        if at is not None:  # indexes of the full series
+            cps = [c if c.index <= at else replace(c, index=c.index + 1) for c in cps]
         out.append(
             DurationSeries(
                 branch=branch,
                 runner_class=rclass,
-                run_ids=tuple(r for r, _ in ordered),
+                run_ids=tuple(ids),
                 commits=tuple(c for _, (_, c, _) in ordered),
                 values=tuple(values),
                 change_points=tuple(cps),
+                highlight=at,
             )
         )
     return out

@@ -652,3 +652,8 @@ def render_check_run(
         "conclusion": conclusion,
         "annotations": annotations,
     }
+
+
+def headline(report: Report) -> str:
+    """The comment's headline as plain text (icon, verdict, counts: no string from the run)."""
+    return _headline(report)[0].removeprefix("## ")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD
+from ci_app.reporting.data import RunMeta
 from ci_app.reporting.explorer import TestRows
-from ci_app.store.db import Store, _iso, _one
+from ci_app.store.db import Store, _iso, _one, _run_meta
 
 __all__ = [
     "RUN_STATUSES",
@@ -316,8 +317,8 @@ def search_runs(
     query: str | None = None,
     pr: int | None = None,
     limit: int = 100,
-) -> list[str]:
-    """Run ids, newest first, filtered by repo, branch, PR and a run id or commit fragment."""
+) -> list[RunMeta]:
+    """Runs, newest first, filtered by repo, branch, PR and a run id or commit fragment."""
     where: list[str] = []
     params: list[Any] = []
     if repo:
@@ -333,13 +334,14 @@ def search_runs(
         where.append("(run_id ILIKE ? ESCAPE '\\' OR starts_with(lower(commit), lower(?)))")
         params += [f"%{_like(query)}%", query]
     sql = (
-        "SELECT run_id FROM runs"  # noqa: S608 - constant fragments
+        "SELECT run_id, seq, repo, provider, pipeline_id, commit, branch, base_commit, pr, "  # noqa: S608
+        "started_at FROM runs"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY coalesce(started_at, ingested_at) DESC, seq DESC LIMIT ?"
     )
     with store._lock:
         rows = store._con.execute(sql, [*params, limit]).fetchall()
-    return [str(r[0]) for r in rows]
+    return [_run_meta(r) for r in rows]
 
 
 def branches(store: Store, repo: str | None = None, limit: int = 200) -> list[str]:

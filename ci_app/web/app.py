@@ -87,11 +87,12 @@ def create_app(
     metrics.bind_store(the_store, lambda: ctx.queue, clock)
     app.extensions["ci_fanout"] = ctx
 
-    from ci_app.web import api, dashboard, webhooks
+    from ci_app.web import api, dashboard, explorer, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(explorer.bp)
 
     @app.before_request
     def refuse_when_failed() -> tuple[Response, int] | None:

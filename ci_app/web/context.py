@@ -127,6 +127,7 @@ class SettingsProviders:
                 "out_dir": str(out_dir),
                 "work_dir": str(out_dir / "local"),
                 "probe": "0",
+                "runners": s.local_runners,
                 "dashboard_url": dashboard,
             }
         return {"dashboard_url": dashboard}

@@ -1,6 +1,7 @@
-"""Server-rendered dashboard: runners, pipeline runs with shards and queue progress, per-repo
-trends and flaky tests (matplotlib PNG routes), parked jobs. Read-only (no forms, no CSRF
-surface); protected by HTTP basic auth when ``dashboard-password`` is set."""
+"""Server-rendered dashboard: overview, runners, pipeline runs, per-repo trends and flaky tests
+(matplotlib PNG routes), parked jobs; the run, test and runner pages and search live in
+:mod:`ci_app.web.explorer`. Read-only (GET forms only, no CSRF surface); protected by HTTP
+basic auth when ``dashboard-password`` is set."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
-from ci_app.matrix.queue import LeaseError
+from ci_app.store import explorer as q
 from ci_app.store.web import delivery_count, job_age_stats, list_jobs, runner_rows
 from ci_app.web.charts import RenderLimitedError
 from ci_app.web.security import basic_auth_password, tokens_equal
@@ -32,8 +33,20 @@ def _ctx() -> Any:
     return current_app.extensions["ci_fanout"]
 
 
+#: page CSP: the app's, but the filter forms may submit (GET) to this origin
+PAGE_CSP = (
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def page_headers(resp: Response) -> Response:
+    resp.headers["Content-Security-Policy"] = PAGE_CSP
+    return resp
+
+
 @bp.before_request
-def _auth() -> Response | None:
+def require_dashboard_auth() -> Response | None:
     password = _ctx().settings.dashboard_password
     if not password:
         return None
@@ -45,6 +58,9 @@ def _auth() -> Response | None:
         401,
         {"WWW-Authenticate": 'Basic realm="ci-fanout dashboard"', "Content-Type": "text/plain"},
     )
+
+
+bp.after_request(page_headers)
 
 
 @bp.app_template_filter("ago")
@@ -74,7 +90,7 @@ def _utc(ts: float | None) -> str:
     return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _load_text(load: Any) -> str:
+def load_text(load: Any) -> str:
     if not isinstance(load, dict):
         return "-"
     parts = []
@@ -95,15 +111,21 @@ def _load_text(load: Any) -> str:
 
 @bp.get("/")
 def index() -> str:
+    from ci_app.web.explorer import fleet
+
     ctx = _ctx()
     rows = runner_rows(ctx.store)
     runs = ctx.store.runs(limit=10)
     totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
+    counts = fleet(rows)
+    live = ("online", "degraded")
+    statuses = _statuses_of(rows)
     return render_template(
         "index.html",
-        runners_online=sum(1 for r in rows if r.status == "online"),
-        runners_busy=sum(1 for r in rows if r.status == "online" and r.busy),
+        runners_online=sum(counts.get(s, 0) for s in live),
+        runners_busy=sum(1 for r in rows if r.busy and statuses.get(r.name) in live),
         runners_total=len(rows),
+        runner_counts=counts,
         jobs=ctx.store.job_counts(),
         ages=job_age_stats(ctx.store, now=ctx.clock()),
         deliveries=delivery_count(ctx.store),
@@ -113,17 +135,46 @@ def index() -> str:
     )
 
 
+def _class_names(classes: set[str]) -> dict[str, str]:
+    from ci_app.web.explorer import page_names
+
+    return page_names(classes)
+
+
+def _statuses_of(rows: Any) -> dict[str, str]:
+    from ci_app.web.explorer import runner_statuses
+
+    return runner_statuses(rows)
+
+
 @bp.get("/runners")
 def runners() -> str:
+    from ci_app.web.explorer import pool_rows
+
     rows = runner_rows(_ctx().store)
-    return render_template("runners.html", runners=rows, load_text=_load_text)
+    statuses = _statuses_of(rows)
+    return render_template(
+        "runners.html",
+        runners=rows,
+        statuses=statuses,
+        pools=pool_rows(rows, statuses),
+        load_text=load_text,
+    )
 
 
 @bp.get("/runs")
 def runs() -> str:
+    from ci_app.web.explorer import query_arg
+
     ctx = _ctx()
-    repo = request.args.get("repo") or None
-    runs = ctx.store.runs(repo=repo, limit=100)
+    repo = query_arg("repo")
+    branch = query_arg("branch")
+    query = query_arg("q")
+    pr_text = query_arg("pr")
+    if pr_text is not None and not pr_text.isdigit():
+        abort(400, description="'pr' must be a pull request number")
+    pr = int(pr_text) if pr_text else None
+    runs = q.search_runs(ctx.store, repo=repo, branch=branch, query=query, pr=pr, limit=100)
     totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
     shards: dict[str, int] = {}
     for s in ctx.store.shards([r.run_id for r in runs]):
@@ -132,33 +183,15 @@ def runs() -> str:
     for run, qrepo, created in ctx.queue.runs(limit=30):
         queues.append((run, qrepo, created, ctx.queue.progress(run)))
     return render_template(
-        "runs.html", runs=runs, totals=totals, shards=shards, queues=queues, repo=repo
-    )
-
-
-@bp.get("/runs/<path:run_id>")
-def run_detail(run_id: str) -> str:
-    ctx = _ctx()
-    meta = ctx.store.run(run_id)
-    has_queue = ctx.queue.has_run(run_id)
-    if meta is None and not has_queue:
-        abort(404)
-    shards = ctx.store.shards([run_id]) if meta else []
-    pools: list[tuple[str, list[str], Any]] = []
-    if has_queue:
-        try:
-            for pool, labels in sorted(ctx.queue.pools(run_id).items()):
-                pools.append((pool, sorted(labels), ctx.queue.progress(run_id, pool)))
-        except LeaseError:
-            pools = []
-    totals = ctx.store.run_totals([run_id]) if meta else []
-    return render_template(
-        "run.html",
-        run_id=run_id,
-        meta=meta,
+        "runs.html",
+        runs=runs,
+        totals=totals,
         shards=shards,
-        pools=pools,
-        total=totals[0] if totals else None,
+        queues=queues,
+        repo=repo,
+        filters={"repo": repo, "branch": branch, "q": query, "pr": pr_text},
+        repos=sorted({r.repo for r in ctx.store.runs(limit=500) if r.repo}),
+        branches=q.branches(ctx.store, repo),
     )
 
 
@@ -176,8 +209,14 @@ def repo() -> str:
     verdicts = classify_history(ctx.store.history(repo=name, max_runs=300))
     flaky = flaky_tests(verdicts)
     totals = ctx.store.run_totals([r.run_id for r in runs])
+    names = _class_names({e.runner_class for v in flaky for e in v.evidence[:5]})
     return render_template(
-        "repo.html", name=name, runs=runs, flaky=flaky, totals=list(reversed(totals))
+        "repo.html",
+        name=name,
+        runs=runs,
+        flaky=flaky,
+        totals=list(reversed(totals)),
+        names=names,
     )
 
 

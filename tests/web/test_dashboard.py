@@ -104,7 +104,7 @@ def test_pages_render_from_the_store(dash: Server) -> None:
     assert "gpu-box-1" in runners and "busy" in runners and "cpu 42%" in runners
     assert "gpu 97%" in runners and "offline" in runners and "gpu-nvidia" in runners
     run = dash.client.get("/runs/main-3").get_data(as_text=True)
-    assert "s1" in run and "s2" in run and "Queue progress" in run and "0/6" in run
+    assert "s1" in run and "s2" in run and "<h2>Queue</h2>" in run and "0/6" in run
     repo = dash.client.get("/repo?name=octo/app").get_data(as_text=True)
     assert "tests/test_m.py::flaky" in repo
     jobs = dash.client.get("/jobs").get_data(as_text=True)
