@@ -86,7 +86,7 @@ class _Names:
     def test(self, test_id: str, *, table: bool = False) -> str:
         """A test id as an inert code span, linked to its dashboard page when there is one."""
         label = _id(test_id, table=table)
-        if self.base is None:
+        if self.base is None or not test_id:
             return label
         url = md.safe_url(page_url(self.base, test_id))
         return f"[{label}]({url})" if url else label

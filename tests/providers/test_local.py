@@ -84,3 +84,32 @@ def test_forge_writes_files_and_edits_comment_in_place(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "check-run-ci.json").exists()
     image = forge.upload_image("trend.png", b"png")
     assert image is not None and (tmp_path / "out" / "trend.png").read_bytes() == b"png"
+
+
+def test_named_runners_keep_their_own_labels(tmp_path: Path) -> None:
+    """``runners``: the local runner processes (make demo's local-1, local-2) are runners of
+    their own, each with labels the app syncs (the probe's labels to start with)."""
+    provider = get_provider(
+        "local",
+        {
+            "out_dir": str(tmp_path / "out"),
+            "work_dir": str(tmp_path / "w"),
+            "probe": "0",
+            "labels": "x64",
+            "runners": "local-1 local-2,local-1",
+        },
+    )
+    admin = provider.runners
+    assert admin is not None
+    assert [(r.id, r.name, r.labels) for r in admin.list_runners()] == [
+        ("local-1", "local-1", frozenset({"x64"})),
+        ("local-2", "local-2", frozenset({"x64"})),
+    ]
+    admin.add_label("local-1", "mem-ge-8g")
+    admin.remove_label("local-2", "x64")
+    assert {r.id: r.labels for r in admin.list_runners()} == {
+        "local-1": {"x64", "mem-ge-8g"},
+        "local-2": set(),
+    }
+    with pytest.raises(ProviderError):
+        admin.add_label("local", "x")  # the default runner is not one of them

@@ -22,8 +22,8 @@ from ci_app.reporting.render import (
     marker,
     mermaid_trend,
     render_comment,
-    report_names,
     render_job_summary,
+    report_names,
 )
 from ci_app.reporting.report import Counts, Regression, Report
 from tests.reporting.gfm import Html, parse

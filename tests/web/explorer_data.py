@@ -105,7 +105,7 @@ def populate_explorer(store: Store) -> Explorer:
         store.ingest(_doc(run, "gpu", GPU, gpu, branch="main", commit=commit, runner="gpu-box"))
     base = main_commit(MAIN_RUNS - 1)
     head = "feedbeef" + "0" * 32
-    pr = {"branch": "feature/x", "commit": head, "pr": 9, "base_commit": base}
+    pr: dict[str, Any] = {"branch": "feature/x", "commit": head, "pr": 9, "base_commit": base}
     cpu = [_case(t, "passed") for t in PASSING if t != NEW_FAIL]
     cpu.append(
         _case(

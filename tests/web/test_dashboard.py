@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,12 +140,12 @@ def test_dashboard_password_and_no_secrets_in_pages() -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
-@pytest.mark.skipif(
-    not CHROMIUM.exists() or shutil.which("chromium") is None,
-    reason="needs Debian's /usr/bin/chromium",
-)
 def test_dashboard_in_chromium(dash: Server) -> None:
     from playwright.sync_api import sync_playwright
+
+    from .test_dashboard_browser import needs_chromium
+
+    needs_chromium()
 
     http = make_server("127.0.0.1", 0, dash.app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -229,7 +230,7 @@ def test_hostile_test_id_round_trips_and_stays_inert(srv: Server) -> None:
     run = srv.client.get(f"/runs/{PR_RUN}").get_data(as_text=True)
     assert "<script>" not in run and "<b>bold</b>" not in run
     assert "javascript:" not in "".join(Page(run).hrefs)  # the shard's job link is not a link
-    for bad in ("!!!", "a", "_" * 9000, links.page_key("x") + "=", "QQ"):  # not our keys
+    for bad in ("!!!", "a", "_" * 9000, links.page_key("x") + "=", "QR"):  # not our keys
         assert srv.client.get(f"/tests/{bad}").status_code == 404, bad
     assert srv.client.get(f"/tests/{links.page_key('never/ran::t')}").status_code == 404
 
@@ -378,3 +379,37 @@ def test_dashboard_password_covers_the_explorer() -> None:
         for path in (f"/runs/{PR_RUN}", "/tests", f"/tests/{links.page_key(FLAKY)}",
                      "/runners/cpu-box", f"/run-charts/trend.png?run={PR_RUN}"):  # fmt: skip
             assert s.client.get(path).status_code == 401, path
+
+
+def test_local_runners_register_and_sync_like_any_other(tmp_path: Path) -> None:
+    """make demo's local runners: a runner token each, heartbeats with the probe's profile;
+    the app's local provider (``local-runners``) keeps their labels: online, synced."""
+    from ci_app.store import open_store
+    from ci_app.web.app import create_app
+    from tests.web.conftest import ADMIN, Clock, make_settings
+    from tests.web.test_dashboard import PROFILE
+
+    clock = Clock()
+    settings = make_settings(local_out_dir=str(tmp_path), local_runners="local-1 local-2")
+    with open_store(":memory:") as store:
+        app = create_app(settings, store=store, clock=clock, start_worker=False)
+        client = app.test_client()
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        for name in ("local-1", "local-2"):
+            made = client.post(
+                f"/api/v1/admin/runners/{name}/tokens", json={"provider": "local"}, headers=admin
+            )
+            token = made.get_json()["token"]
+            beat = client.post(
+                "/api/v1/runners/heartbeat",
+                json={"runner": name, "profile_hash": "h1", "profile": PROFILE, "load": {}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert beat.status_code == 200 and beat.get_json()["ok"], beat.get_json()
+        app.extensions["ci_fanout"].worker.drain()
+        text = Page(client.get("/runners").get_data(as_text=True)).all_text
+        assert re.search(r"local-1 \(local\) online", text), text
+        assert re.search(r"local-2 \(local\) online", text), text
+        assert "no runner named" not in text
+        overview = Page(client.get("/").get_data(as_text=True)).all_text
+        assert "2 runners online (0 busy, 2 known)" in overview
