@@ -117,15 +117,13 @@ def index() -> str:
     rows = runner_rows(ctx.store)
     runs = ctx.store.runs(limit=10)
     totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
-    counts = fleet(rows)
-    live = ("online", "degraded")
-    statuses = _statuses_of(rows)
+    runners = fleet(rows)
     return render_template(
         "index.html",
-        runners_online=sum(counts.get(s, 0) for s in live),
-        runners_busy=sum(1 for r in rows if r.busy and statuses.get(r.name) in live),
-        runners_total=len(rows),
-        runner_counts=counts,
+        runners_online=runners["online"],
+        runners_busy=runners["busy"],
+        runners_total=runners["known"],
+        runner_counts=runners["counts"],
         jobs=ctx.store.job_counts(),
         ages=job_age_stats(ctx.store, now=ctx.clock()),
         deliveries=delivery_count(ctx.store),

@@ -243,9 +243,12 @@ def run_detail(run_id: str) -> str:
 
 
 def _headline(report: Report | None) -> str:
+    """The comment's headline without its emoji (a server may have no emoji font)."""
     from ci_app.reporting.render import headline
 
-    return headline(report) if report is not None else ""
+    if report is None:
+        return ""
+    return headline(report).split(" ", 1)[-1].removeprefix("ci-fanout: ")
 
 
 def _regression_charts(report: Report | None) -> list[tuple[Any, str | None]]:
@@ -253,6 +256,7 @@ def _regression_charts(report: Report | None) -> list[tuple[Any, str | None]]:
     if report is None:
         return []
     out: list[tuple[Any, str | None]] = []
+    shown: set[str] = set()
     run_id = report.run.run_id
     for r in report.regressions:
         chart: str | None = None
@@ -268,7 +272,9 @@ def _regression_charts(report: Report | None) -> list[tuple[Any, str | None]]:
                 branch=report.base_branch,
                 run=run_id,
             )
-        out.append((r, chart))
+        out.append((r, chart if chart not in shown else None))  # each series once
+        if chart is not None:
+            shown.add(chart)
     return out
 
 
@@ -462,24 +468,32 @@ def probe_errors(profile: Any) -> list[str]:
 
 
 def runner_statuses(rows: Iterable[RunnerRow]) -> dict[str, str]:
+    """Each runner's status (see :func:`runner_status`), profiles read in one query."""
     ctx = _ctx()
     now = ctx.clock()
     after = ctx.settings.runner_offline_after_s
-    out = {}
-    for r in rows:
-        runner = ctx.store.runner(r.name)
-        out[r.name] = runner_status(
-            r, runner.profile if runner else None, now=now, offline_after_s=after
-        )
-    return out
+    profiles = {r.name: r.profile for r in ctx.store.list_runners()}
+    return {
+        r.name: runner_status(r, profiles.get(r.name), now=now, offline_after_s=after) for r in rows
+    }
 
 
-def fleet(rows: list[RunnerRow]) -> dict[str, int]:
-    """Counts per status, for the overview (``runners online (busy, known)``)."""
+#: statuses of runners that take jobs
+LIVE = ("online", "degraded")
+
+
+def fleet(rows: list[RunnerRow]) -> dict[str, Any]:
+    """The overview's numbers: runners online (busy, known) and how many per status."""
+    statuses = runner_statuses(rows)
     counts: dict[str, int] = {}
-    for status in runner_statuses(rows).values():
+    for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    return counts
+    return {
+        "online": sum(counts.get(s, 0) for s in LIVE),
+        "busy": sum(1 for r in rows if r.busy and statuses.get(r.name) in LIVE),
+        "known": len(statuses),
+        "counts": counts,
+    }
 
 
 def pool_rows(rows: list[RunnerRow], statuses: dict[str, str]) -> list[dict[str, Any]]:
@@ -488,11 +502,7 @@ def pool_rows(rows: list[RunnerRow], statuses: dict[str, str]) -> list[dict[str,
     depths = ctx.queue.pool_depths()
     out = []
     for pool, labels in sorted(ctx.queue.active_pools().items()):
-        able = [
-            r.name
-            for r in rows
-            if labels <= set(r.labels) and statuses.get(r.name) in ("online", "degraded")
-        ]
+        able = [r.name for r in rows if labels <= set(r.labels) and statuses.get(r.name) in LIVE]
         out.append(
             {"pool": pool, "labels": sorted(labels), "depth": depths.get(pool, 0), "runners": able}
         )

@@ -100,6 +100,11 @@ def test_every_page_and_the_comment_links_in_chromium(live: tuple[Server, str]) 
                 resp = page.goto(base + path, wait_until="networkidle")
                 assert resp is not None and resp.status == 200, path
                 assert page.locator("h1").count() == 1, path  # one heading per page
+                # accessibility basics: every image has a text alternative, every table
+                # its header cells, every form control a label
+                assert page.locator("img:not([alt])").count() == 0, path
+                assert page.locator("table:not(:has(th))").count() == 0, path
+                assert page.locator("select:not(label select), input:not(label input)").count() == 0
                 sizes = page.eval_on_selector_all(
                     "img", "imgs => imgs.map(i => [i.src, i.complete && i.naturalWidth > 0])"
                 )

@@ -153,7 +153,8 @@ def test_run_page_shows_what_the_comment_shows(srv: Server) -> None:
     assert "fails on " + names[",".join(sorted(GPU))] in text
     # each regression with the series it was found in
     charts = [u for u in run.imgs if "run-charts" in u or "duration.png" in u]
-    assert len(charts) == len(report.regressions)
+    assert len(charts) == 2  # the suite's series (two regressions in it) and the test's
+    assert {r.kind for r in report.regressions} == {"suite_duration", "test_duration"}
     for src in charts:
         resp = srv.client.get(src)
         assert resp.status_code == 200 and resp.data[:4] == b"\x89PNG", src
@@ -214,6 +215,7 @@ def test_test_page_history_rates_verdicts_durations_messages(srv: Server) -> Non
 
     slow = page(srv, f"/tests/{links.page_key(SLOW)}")
     assert "+100.0 %" in slow.all_text  # the change point at run 6: 1.0 s -> 2.0 s
+    assert "slower on main" in slow.all_text and "No verdict" not in slow.all_text
     assert f"{main_commit(6)[:10]} (main-6)" in slow.all_text
     chart = srv.client.get(f"/tests/{links.page_key(SLOW)}/duration.png?branch=main&run={PR_RUN}")
     assert chart.status_code == 200 and chart.data[:4] == b"\x89PNG"
