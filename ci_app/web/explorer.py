@@ -89,9 +89,10 @@ def _page() -> int:
 
 # ---------------------------------------------------------------------------------- caches
 class _Lru:
-    """A small bounded cache of built reports (a run page and its charts share one)."""
+    """A small bounded cache of built reports (a run page and its charts share one; a
+    100k-test report holds ~10 MB, so few are kept)."""
 
-    def __init__(self, size: int = 32) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()

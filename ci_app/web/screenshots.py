@@ -92,7 +92,7 @@ def save_screenshots(
             )
             for name, path in pages:
                 current.clear()
-                resp = page.goto(base_url.rstrip("/") + path, wait_until="networkidle")
+                resp = page.goto(base_url.rstrip("/") + path, wait_until="load")
                 file = out_dir / f"dashboard-{_safe(name)}.png"
                 page.screenshot(path=str(file), full_page=True)
                 shots.append(

@@ -97,7 +97,7 @@ def test_every_page_and_the_comment_links_in_chromium(live: tuple[Server, str]) 
             page = browser.new_page()
             watch = Watch(page)
             for path in pages:
-                resp = page.goto(base + path, wait_until="networkidle")
+                resp = page.goto(base + path, wait_until="load")
                 assert resp is not None and resp.status == 200, path
                 assert page.locator("h1").count() == 1, path  # one heading per page
                 # accessibility basics: every image has a text alternative, every table
@@ -111,24 +111,24 @@ def test_every_page_and_the_comment_links_in_chromium(live: tuple[Server, str]) 
                 assert all(ok for _, ok in sizes), (path, sizes)
             # the comment's links: each lands on its test's page, with its history
             for url in test_urls:
-                resp = page.goto(url, wait_until="networkidle")
+                resp = page.goto(url, wait_until="load")
                 assert resp is not None and resp.status == 200, url
                 test_id = links.page_test_id(url.rsplit("/", 1)[-1])
                 assert page.locator("h1 code").inner_text() == test_id
-            page.goto(f"{base}/tests/{links.page_key(GPU_ONLY)}", wait_until="networkidle")
+            page.goto(f"{base}/tests/{links.page_key(GPU_ONLY)}", wait_until="load")
             strips = page.locator("table.strips th[scope=row]").all_inner_texts()
             assert names[",".join(sorted(GPU))] in strips and names[",".join(sorted(CPU))] in strips
             img = page.eval_on_selector("#chart-duration", "i => i.naturalWidth")
             assert img > 300
             # a strip cell is a link to its run, whose page shows the comment's headline
             page.locator("table.strips a.cell").last.click()
-            page.wait_for_load_state("networkidle")
+            page.wait_for_load_state("load")
             assert page.url.endswith(f"/runs/{PR_RUN}")
             assert "1 test(s) lost" in page.locator("#headline").inner_text()
             # the filter form submits (CSP form-action 'self') and filters server-side
             page.select_option("#tests select[name=status]", "retried")
             page.locator("#tests button[type=submit]").click()
-            page.wait_for_load_state("networkidle")
+            page.wait_for_load_state("load")
             assert "status=retried" in page.url
             rows = page.locator("#test-table tbody tr").all_inner_texts()
             assert len(rows) == 1 and FLAKY in rows[0]
