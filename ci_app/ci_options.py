@@ -139,8 +139,9 @@ OPTIONS: Final[tuple[CiOption, ...]] = (
         name="collect",
         default=".",
         description="Path given to `pytest --collect-only` to list the tests (markers such as "
-        '`@pytest.mark.hw("gpu-mem>=24g")` become runner labels); empty: plan only the tests '
-        "the duration history knows",
+        '`@pytest.mark.hw("gpu-mem>=24g")` become runner labels), with the pytest arguments of '
+        "test-command (e.g. `--doctest-modules`) so the plan sees what the shards run; empty: "
+        "plan only the tests the duration history knows",
         commands=("plan",),
     ),
     CiOption(

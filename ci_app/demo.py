@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_app.artifacts.ingest import ingest_paths
+from ci_app.ci.journal import merge_journal
 from ci_app.cli import main as ci_app
 from ci_app.errors import CiFanoutError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
@@ -314,7 +315,8 @@ def run_commit(
         target = (
             f"{{python}} -m pytest {SAMPLE / 'tests'} -q -p no:cacheprovider --reruns 1 "
             f"--rootdir {SAMPLE} --fanout-matrix {matrix_path} --fanout-shard {shard} "
-            f"--fanout-queue {queue['url']} --fanout-runner local-{i + 1} --junitxml {junit}"
+            f"--fanout-queue {queue['url']} --fanout-runner local-{i + 1} --junitxml {junit} "
+            f"--fanout-journal {junit.with_suffix('.journal')}"
         )
         os.environ["CI_FANOUT_QUEUE_TOKEN"] = queue["token"]
         os.environ["CI_FANOUT_DEMO_COMMIT"] = str(commit)
@@ -338,6 +340,8 @@ def run_commit(
         rs = ingest_paths([junit]).with_run(
             _with(base, shard_id=shard, runner_name=f"local-{i + 1}")
         )
+        if state is JobState.FAILURE and not rs.tests:  # died before its report: the journal
+            rs, _ = merge_journal(rs, junit.with_suffix(".journal"), why="the shard died")
         s = rs.summary
         _say(
             f"  shard {shard} on local-{i + 1} ({state.value}): {s.tests} tests, "

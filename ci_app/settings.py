@@ -93,7 +93,9 @@ class Settings:
         86400.0, "lifetime of a run token unless its request asks for less (ttl_s)"
     )
     run_token_max_ttl_s: float = _opt(7 * 86400.0, "longest ttl_s a run token may ask for")
-    queue_lease_timeout_s: float = _opt(600.0, "test-queue lease lifetime without a heartbeat")
+    queue_lease_timeout_s: float = _opt(
+        30.0, "test-queue lease lifetime after the runner's last heartbeat (clients beat every 5 s)"
+    )
     # -- jobs --------------------------------------------------------------------------------
     job_lease_s: float = _opt(120.0, "a job not finished within this is redone by another worker")
     job_max_attempts: int = _opt(5, "failures before a job is parked")

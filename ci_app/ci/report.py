@@ -1,10 +1,13 @@
 """``ci-app ci report``: every shard's results against the plan → history, comment, check run.
 
 Collects the shards' ``results.json`` (downloaded artifacts; on GitLab through the API, since
-``needs:`` cannot reach into a child pipeline), accounts for every planned test against the plan's
-record (``matrix.json``: ran, not run for want of hardware, or lost), stores them in the DuckDB
-history, compares with the base branch, writes the comment, charts, report.json, a merged JUnit
-file (GitLab's MR widget) and the job summary, and posts the sticky comment + check run.
+``needs:`` cannot reach into a child pipeline), in queue mode merges the queue's record (the
+results a killed shard had completed, :mod:`ci_app.matrix.record`), accounts for every planned
+test against the plan's record (``matrix.json``: ran, not run for want of hardware, or lost),
+stores them in the DuckDB history (a shard whose test command died, that reported nothing or
+whose queue leases expired is marked as an infrastructure error), compares with the base
+branch, writes the comment, charts, report.json, a merged JUnit file (GitLab's MR widget) and
+the job summary, and posts the sticky comment + check run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import contextlib
 import json
 import logging
 import shutil
+import urllib.parse
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -209,12 +213,39 @@ def _results_paths(step: Step, results_dir: Path) -> list[Path]:
     return paths
 
 
+def _queue_record(
+    step: Step, matrix: Matrix | None
+) -> tuple[dict[str, Any], tuple[dict[str, str], dict[str, str]]]:
+    """The queue's accepted results (test id → TestResult) and who died (shard → why, runner
+    → why), fetched from the app with the run token; empty outside queue mode or on error."""
+    from ci_app.matrix.queue_api import parse_record
+    from ci_app.matrix.record import dead_runners
+
+    token = step.run_token
+    if matrix is None or matrix.mode != "queue" or not step.server or not token:
+        return {}, ({}, {})
+    run = urllib.parse.quote(step.ctx.run_id, safe="-._~")
+    try:
+        results, expired = parse_record(step.app(token).get(f"api/v1/queue/{run}/results"))
+    except (ProviderError, InputError) as exc:
+        step.io.annotate(
+            "warning",
+            f"the queue's record is unavailable ({exc}): results of a shard that died before "
+            "uploading its report cannot be recovered",
+            title="ci-fanout report",
+        )
+        return {}, ({}, {})
+    return {r.id: r for r in results}, dead_runners(expired)
+
+
 def step_report(step: Step) -> int:
     from ci_app.artifacts.export import write_junit
     from ci_app.matrix.accounting import accounted_sets
+    from ci_app.matrix.record import recovered_results
     from ci_app.reporting.render import render_check_run, render_comment, render_job_summary
     from ci_app.reporting.report import build_report
     from ci_app.store import open_store
+    from ci_app.store.queue import mark_interrupted
 
     vals, ctx, io = step.vals, step.ctx, step.io
     out = step.output_dir
@@ -223,18 +254,42 @@ def step_report(step: Step) -> int:
     matrix = _plan_record(step)
     paths = _results_paths(step, out / "results")
     sets = load_shard_results(paths, ctx)
+    why = shard_status(paths)
+    # the queue's record first: what a killed shard completed is not lost
+    record, (dead_shards, dead) = _queue_record(step, matrix)
+    recovered = recovered_results(record, sets, ctx.run_info())
+    if recovered is not None:
+        sets.append(recovered)
+        io.info(
+            f"ci-fanout: {len(recovered.tests)} test result(s) recovered from the queue's record "
+            "(their shard stopped before uploading them)"
+        )
+    interrupted = {shard: f"its test command {text}" for shard, text in why.items()}
+    for shard, text in dead_shards.items():
+        interrupted.setdefault(shard, text)
     if matrix is not None:
-        acc, sets = accounted_sets(matrix, sets, ctx.run_info(), why=shard_status(paths))
+        acc, sets = accounted_sets(matrix, sets, ctx.run_info(), why=why)
         io.info(
             f"ci-fanout: {acc.planned} test(s) planned: {acc.ran} ran, {acc.not_run} not run "
             f"(no runner has their hardware), {len(acc.lost)} lost"
             + (f"; {len(acc.silent_shards)} shard(s) reported nothing" if acc.silent_shards else "")
         )
         for shard in acc.silent_shards:
+            interrupted.setdefault(
+                shard, "reported no results (its job died, was cancelled or never ran)"
+            )
             io.annotate(
                 "error",
                 f"shard {shard} reported no results (its job died, was cancelled or never ran)",
                 title="ci-fanout: lost shard",
+            )
+        if acc.unplanned:
+            io.annotate(
+                "warning",
+                f"{len(acc.unplanned)} test(s) ran that the plan did not list (collected "
+                f"differently at plan time), e.g. {', '.join(acc.unplanned[:3])}: plan with the "
+                "same pytest arguments as the shards",
+                title="ci-fanout: unplanned tests",
             )
     if not sets:
         raise InputError(
@@ -246,6 +301,8 @@ def step_report(step: Step) -> int:
     with io.group(f"ci-fanout: store {len(sets)} shard(s) of run {ctx.run_id}"):
         with open_store(db) as store:
             rows = store.ingest_many(sets)
+            if interrupted or dead:
+                mark_interrupted(store, ctx.run_id, shards=interrupted, runners=dead)
         n = update_durations(step.history_dir / DURATIONS_FILE, sets)
         io.info(f"{rows} test rows stored in {db}; {n} test durations kept for planning")
     with open_store(db, read_only=True) as store:
@@ -281,7 +338,7 @@ def step_report(step: Step) -> int:
     io.set_output("comment-id", comment_id)
     io.set_output("report-json", str(report_json))
     io.info(f"ci-fanout: report {conclusion}; comment, charts and report.json in {report_dir}")
-    infra = bool(report.comparison.lost or report.empty)
+    infra = bool(report.comparison.lost or report.comparison.infra_shards or report.empty)
     if conclusion == "failure" and (infra or vals.text("fail-on") == "failures"):
         io.annotate("error", str(check.get("title") or "tests failed"), title="ci-fanout")
         return 1

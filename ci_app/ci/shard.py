@@ -4,7 +4,9 @@ The tests run in the ``python`` option's interpreter with a scrubbed environment
 provider credential; the run-scoped queue token, in queue mode, is handed over in a file the
 plugin deletes once read). Writes ``<output-dir>/shard-<id>/results.json`` (atomically), a
 standard ``junit.xml`` and ``status.json`` (exit code, signal, wall time: the report uses it to
-say why tests of a dying shard were lost).
+say why tests of a dying shard were lost). A pytest command also keeps a journal (one line per
+finished test): when the command dies before writing its report, the journal's results are
+merged in, so only the test it was running is lost.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ci_app.ci.journal import JOURNAL_FILE, merge_journal
 from ci_app.ci.step import MATRIX_FILE, RESULTS_FILE, Step, globs, safe_id
 from ci_app.ci.testenv import PLUGIN_NAME, is_pytest, plugin_dir, resolve_command, sandbox_env
 from ci_app.credentials import TOKEN_FILE_ENV
@@ -33,7 +37,8 @@ STATUS_FILE: Final = "status.json"
 
 
 def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    """UTC, to the millisecond: the report's wall time is the shard's own end - start."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -65,7 +70,13 @@ def _matrix(step: Step) -> Matrix:
 
 
 def _argv(
-    step: Step, cmd: list[str], matrix: Matrix, shard_id: str, native: Path, queue: str | None
+    step: Step,
+    cmd: list[str],
+    matrix: Matrix,
+    shard_id: str,
+    native: Path,
+    queue: str | None,
+    journal: Path | None = None,
 ) -> tuple[list[str], bool]:
     """The command line, and whether it is pytest (the plugin is loaded into it)."""
     matrix_path = step.output_dir / MATRIX_FILE
@@ -103,6 +114,7 @@ def _argv(
             f"--junitxml={native}",
             "-o",
             "junit_family=xunit1",  # file= and line= attributes, for annotations
+            *(["--fanout-journal", str(journal)] if journal else []),
             *(["--fanout-queue", queue] if queue else []),
         ], True
     raise ConfigError(
@@ -133,8 +145,10 @@ def step_shard(step: Step) -> int:
     cmd = resolve_command(raw, step.test_python(), vals.text("python"))
     native = shard_dir / "native-junit.xml"
     native.unlink(missing_ok=True)
+    journal = shard_dir / JOURNAL_FILE
+    journal.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="ci-fanout-shard-") as tmp:
-        argv, pytest_cmd = _argv(step, cmd, matrix, shard_id, native, queue)
+        argv, pytest_cmd = _argv(step, cmd, matrix, shard_id, native, queue, journal)
         extra = {"CI_FANOUT_LABELS": ",".join(shard.runs_on)}
         if token and queue:
             token_file = Path(tmp) / "queue-token"
@@ -160,6 +174,19 @@ def step_shard(step: Step) -> int:
         finished_at=_iso(started + wall),
     )
     results = replace(ingest_paths(patterns, run=run), duration_s=round(wall, 3))
+    recovered = 0
+    if rc not in (0, 1, 5) or not results.tests:
+        # the command died (no report, or a partial one): keep what it finished
+        results, recovered = merge_journal(
+            results, journal, why=f"the test command {exit_text(rc)}"
+        )
+        if recovered:
+            io.annotate(
+                "warning",
+                f"the test command {exit_text(rc)}; {recovered} finished test result(s) "
+                "recovered from its journal",
+                title=f"ci-fanout: shard {shard_id}",
+            )
     results_path = shard_dir / RESULTS_FILE
     write_atomic(
         results_path, (json.dumps(results.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
@@ -173,6 +200,7 @@ def step_shard(step: Step) -> int:
         "wall_s": round(wall, 3),
         "planned": len(shard.tests),
         "reported": len(results.tests),
+        "recovered": recovered,
     }
     write_atomic(shard_dir / "status.json", (json.dumps(status) + "\n").encode("utf-8"))
     return _finish(step, shard_id, shard.runs_on, results, results_path, rc, wall)

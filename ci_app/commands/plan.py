@@ -2,8 +2,8 @@
 
 Plan::
 
-    ci-app plan [--durations F] [--tests F | --collect PATH | --inventory F] [--runners F]
-                [--shards K | --target-minutes M] [--mode static|queue]
+    ci-app plan [--durations F] [--tests F | --collect PATH [--pytest-args ARGS] | --inventory F]
+                [--runners F] [--shards K | --target-minutes M] [--mode static|queue]
                 [--format json|github|gitlab] --output F
 
 Simulate (prints ``{"makespan_s", "lower_bound_s", "ratio"}`` as its last line)::
@@ -129,7 +129,7 @@ def _inventory(args: argparse.Namespace, config: dict[str, Any]) -> Inventory:
     elif args.inventory:
         inv = Inventory.from_dict(_read_json(args.inventory, "inventory"))
     elif args.collect:
-        inv = collect_inventory(args.collect)
+        inv = collect_inventory(args.collect, args=shlex.split(args.pytest_args or ""))
     elif args.durations:
         # no inventory given: plan what the history knows (pytest-split's behaviour)
         ids = sorted(
@@ -276,6 +276,13 @@ def register(sub: Any) -> None:
     src.add_argument("--tests", metavar="F", help="file with one test id per line")
     src.add_argument("--collect", metavar="PATH", help="run pytest --collect-only on PATH")
     src.add_argument("--inventory", metavar="F", help="inventory JSON (pytest --fanout-inventory)")
+    p.add_argument(
+        "--pytest-args",
+        metavar="ARGS",
+        help="with --collect: the pytest arguments the shards run with (e.g. "
+        "'--doctest-modules -p no:randomly'; write --pytest-args='...'), so that the plan "
+        "collects the same tests",
+    )
     p.add_argument(
         "--durations",
         metavar="F",

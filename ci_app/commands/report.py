@@ -55,6 +55,7 @@ def register(sub: Any) -> None:
 def make_report(args: argparse.Namespace) -> Report:
     from ci_app.store import open_store
 
+    _merge_queue_record(args.db, args.run_id)
     with open_store(args.db, read_only=True) as store:
         return build_report(
             store,
@@ -97,3 +98,27 @@ def _publish(args: argparse.Namespace, report: Report) -> None:
     result = publish_from_args(args, comment, check_run=check_run)
     if result is not None:
         print(describe(result), file=sys.stderr)
+
+
+def _merge_queue_record(db: str, run_id: str) -> None:
+    """A queue-mode run in the app's store: merge the queue's record first (the results a
+    killed runner completed, and which runners died), as the app's own report does."""
+    from ci_app.errors import StoreError
+    from ci_app.store import open_store
+    from ci_app.store.queue import DuckQueue, merge_record
+
+    with open_store(db, read_only=True) as store:
+        if not DuckQueue(store).has_run(run_id):
+            return
+    try:
+        with open_store(db) as store:
+            inserted, marked = merge_record(store, run_id)
+    except StoreError as exc:
+        print(f"warning: the queue's record was not merged: {exc}", file=sys.stderr)
+        return
+    if inserted or marked:
+        print(
+            f"ci-app report: {inserted} result(s) recovered from the queue's record, "
+            f"{marked} shard(s) marked as died",
+            file=sys.stderr,
+        )

@@ -20,13 +20,22 @@ from ci_app.matrix.policies import PlanContext, Policy, PoolBudget, PoolWork, ap
 from ci_app.matrix.pools import Pool, Runner, assign_pools, default_cost, group_runners
 from ci_app.matrix.queue import PoolSpec, QueueItem
 from ci_app.matrix.sharding import (
+    Unit,
     build_units,
     choose_shard_count,
     order_with_dependencies,
     partition,
 )
 
-__all__ = ["MATRIX_VERSION", "Matrix", "PlanOptions", "PoolPlan", "Shard", "plan_matrix"]
+__all__ = [
+    "MATRIX_VERSION",
+    "Matrix",
+    "PlanOptions",
+    "PoolPlan",
+    "Shard",
+    "absent_from_inventory",
+    "plan_matrix",
+]
 
 MATRIX_VERSION = "ci-fanout/matrix/v1"
 
@@ -240,6 +249,62 @@ def _implicit_pools(
     return out
 
 
+def test_class(test_id: str) -> str | None:
+    """``f.py::TestX`` for ``f.py::TestX::test_y[p]``; None for a test outside a class."""
+    base = test_id.split("[", 1)[0]
+    return base.rsplit("::", 1)[0] if base.count("::") >= 2 else None
+
+
+def class_items(units: Sequence[Unit], *, cap_s: float) -> list[QueueItem]:
+    """Queue items: a class's tests travel in one batch (its ``setup_class`` and class-scoped
+    fixtures run once, as in a static slice, not once per batch that holds some of them),
+    split into items of at most ``cap_s`` estimated seconds when the class is long. Other
+    units (a test, a group, a dependency chain) are items of their own."""
+    out: list[QueueItem] = []
+    run: list[Unit] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        if len(run) == 1:
+            u = run[0]
+            out.append(QueueItem(u.key, u.seconds, u.tests, u.unknown))
+        else:
+            tests = tuple(t for u in run for t in u.tests)
+            out.append(
+                QueueItem(
+                    f"class:{run[0].tests[0]}",
+                    sum(u.seconds for u in run),
+                    tests,
+                    any(u.unknown for u in run),
+                )
+            )
+        run.clear()
+
+    scope: str | None = None
+    for u in units:
+        here = test_class(u.tests[0]) if len(u.tests) == 1 else None
+        if here is None or here != scope or sum(x.seconds for x in run) + u.seconds > cap_s:
+            flush()
+        scope = here
+        if here is None:
+            out.append(QueueItem(u.key, u.seconds, u.tests, u.unknown))
+        else:
+            run.append(u)
+    flush()
+    return out
+
+
+def absent_from_inventory(inventory: Inventory, history: DurationHistory) -> list[str]:
+    """Tests the duration history knows that the inventory does not hold, sorted."""
+    known: set[str] = set()
+    for durations in history.by_class.values():
+        known.update(durations)
+    if not known:
+        return []
+    return sorted(known.difference(t.id for t in inventory.tests))
+
+
 def plan_matrix(
     inventory: Inventory,
     history: DurationHistory,
@@ -347,7 +412,7 @@ def plan_matrix(
             )
         queue: tuple[QueueItem, ...] = ()
         if opts.mode == "queue":
-            queue = tuple(QueueItem(u.key, u.seconds, u.tests, u.unknown) for u in units)
+            queue = tuple(class_items(units, cap_s=max(longest, total / (4 * max(1, n)))))
         pool_plans.append(
             PoolPlan(
                 key=key,
@@ -363,6 +428,14 @@ def plan_matrix(
         if est.unknown:
             notes.append(f"pool {key}: {len(est.unknown)} test(s) without history")
     warnings.extend(f"not run: {len(u.tests)} test(s): {u.reason}" for u in unsatisfied)
+    absent = absent_from_inventory(inventory, history)
+    if absent:
+        warnings.append(
+            f"{len(absent)} test(s) in the duration history were not collected for this plan "
+            f"(e.g. {', '.join(absent[:3])}); if they still exist, the plan collected with "
+            "other pytest arguments than the shards run with (e.g. --doctest-modules): give "
+            "the same ones (ci-app plan --pytest-args, or the test-command's arguments)"
+        )
     return Matrix(
         opts.mode, tuple(shards), tuple(pool_plans), tuple(warnings), tuple(notes), unsatisfied
     )

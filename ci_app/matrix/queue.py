@@ -8,9 +8,17 @@ static plan can (real drift: static LPT 1.08x the lower bound, a longest-first q
   min_batch_factor * pull_overhead)`` estimated seconds, so early pulls are few and large and
   the tail is fine-grained, while no batch is so small that the per-pull overhead dominates.
 * Leases time out: a runner that dies or is cancelled has its leased, not-yet-reported tests
-  re-queued (at their original priority, i.e. near the front). Heartbeats extend a lease.
+  re-queued (at their original priority, i.e. near the front). A lease lives
+  ``lease_timeout_s`` (30 s) past the runner's last sign of life: any heartbeat or partial
+  completion from a runner extends *every* lease it holds (a prefetched batch as well as the one
+  running), so a dead runner's tests wait about six missed heartbeats, while a live runner's
+  long test is never handed to someone else.
 * Completion is idempotent: the first result reported for a test is kept, later ones are
   reported back as duplicates; completing the same lease twice changes nothing.
+* The results the queue accepted are the record of the run (:meth:`QueueState.results`): they
+  name the runner that reported each one, and :meth:`QueueState.expired_leases` names the
+  runners that stopped answering, so a report can recover the tests a killed runner had
+  completed and name it as an infrastructure error.
 
 State lives behind :class:`QueueState` so the web app can keep it in DuckDB; time is always
 passed in (``now``, seconds), never read here.
@@ -21,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from ci_app.errors import CiFanoutError
@@ -29,6 +37,7 @@ from ci_app.errors import CiFanoutError
 __all__ = [
     "CompleteResult",
     "Done",
+    "ExpiredLease",
     "InMemoryQueue",
     "Lease",
     "LeaseError",
@@ -41,6 +50,7 @@ __all__ = [
     "TestResult",
     "Wait",
     "batch_target_s",
+    "clip_message",
     "queue_order",
 ]
 
@@ -79,7 +89,10 @@ class PoolSpec:
 class QueueConfig:
     """Queue tuning; defaults suit an in-session HTTP pull (about 0.05 s per pull)."""
 
-    lease_timeout_s: float = 600.0
+    #: a lease expires this long after the runner's last heartbeat (about six missed beats)
+    lease_timeout_s: float = 30.0
+    #: how often clients are told to heartbeat (``lease`` answers carry it)
+    heartbeat_s: float = 5.0
     pull_overhead_s: float = 0.05
     #: no batch smaller than this many times the pull overhead (so overhead stays <= ~20 %)
     min_batch_factor: float = 5.0
@@ -101,6 +114,8 @@ class Lease:
     tests: tuple[str, ...]
     expires_at: float
     estimate_s: float
+    #: the CI job (matrix shard) the runner pulls for, when it says so
+    shard: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +142,21 @@ class TestResult:
     id: str
     outcome: str
     duration_s: float = 0.0
+    #: first line(s) of the failure, when the runner sends one
+    message: str | None = None
+    #: the runner that reported it (filled in by the queue from the lease)
+    runner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    """A lease whose runner stopped answering: its unreported tests went back to the queue."""
+
+    lease_id: str
+    pool: str
+    runner: str
+    tests: int  # tests it held that had no result when it expired
+    shard: str | None = None  # the CI job the runner pulled for, when it said so
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +193,9 @@ class QueueState(Protocol):
         self, run: str, pools: Mapping[str, PoolSpec], config: QueueConfig, now: float
     ) -> None: ...
 
-    def lease(self, run: str, pool: str, runner: str, now: float) -> LeaseResult: ...
+    def lease(
+        self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
+    ) -> LeaseResult: ...
 
     def complete(
         self,
@@ -186,6 +218,16 @@ class QueueState(Protocol):
     def pools(self, run: str) -> Mapping[str, frozenset[str]]: ...
 
     def results(self, run: str) -> Mapping[str, TestResult]: ...
+
+    def expired_leases(self, run: str) -> Sequence[ExpiredLease]: ...
+
+
+#: a result's message is the first lines of a failure, not its log
+MESSAGE_LIMIT = 2000
+
+
+def clip_message(message: str | None) -> str | None:
+    return None if message is None else message[:MESSAGE_LIMIT]
 
 
 def queue_order(items: Sequence[QueueItem]) -> list[QueueItem]:
@@ -242,6 +284,7 @@ class _Run:
     pools: dict[str, _PoolQueue]
     results: dict[str, TestResult] = field(default_factory=dict)
     lease_pool: dict[str, str] = field(default_factory=dict)
+    expired: list[ExpiredLease] = field(default_factory=list)
 
 
 class InMemoryQueue:
@@ -249,7 +292,8 @@ class InMemoryQueue:
 
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
-        self._closed: dict[tuple[str, str], list[int]] = {}  # (run, lease id) -> items
+        #: (run, lease id) -> (items, runner) of closed leases (late completions)
+        self._closed: dict[tuple[str, str], tuple[list[int], str]] = {}
 
     # -- setup --------------------------------------------------------------------------------
     def create_run(
@@ -296,7 +340,9 @@ class InMemoryQueue:
         return {k: q.labels for k, q in self._run(run).pools.items()}
 
     # -- leasing --------------------------------------------------------------------------------
-    def lease(self, run: str, pool: str, runner: str, now: float) -> LeaseResult:
+    def lease(
+        self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
+    ) -> LeaseResult:
         r = self._run(run)
         q = self._pool(r, run, pool)
         self._expire_pool(r, q, now)
@@ -337,7 +383,7 @@ class InMemoryQueue:
         q.n_leases += 1
         lease_id = f"{run}/{pool}/{q.n_leases}"
         expires = now + r.config.lease_timeout_s
-        lease = Lease(lease_id, run, pool, runner, tuple(tests), expires, est)
+        lease = Lease(lease_id, run, pool, runner, tuple(tests), expires, est, shard)
         q.open[lease_id] = _OpenLease(lease, taken, expires)
         r.lease_pool[lease_id] = pool
         return lease
@@ -380,7 +426,9 @@ class InMemoryQueue:
         q, ol = self._open(r, run, lease_id)
         leased_tests: set[str] = set()
         owner: dict[str, int] = {}
-        items = ol.items if ol is not None else self._closed.get((run, lease_id), [])
+        items, runner = (
+            (ol.items, ol.lease.runner) if ol is not None else self._closed[(run, lease_id)]
+        )
         for idx in items:
             for t in q.items[idx].test_ids:
                 leased_tests.add(t)
@@ -395,7 +443,7 @@ class InMemoryQueue:
             if res.id in r.results:
                 duplicates.append(res.id)
                 continue
-            r.results[res.id] = res
+            r.results[res.id] = replace(res, runner=runner, message=clip_message(res.message))
             accepted.append(res.id)
             idx = owner[res.id]
             rem = q.remaining[idx]
@@ -410,10 +458,10 @@ class InMemoryQueue:
                 for idx in ol.items:
                     for t in sorted(q.remaining[idx]):
                         missing.append(t)
-                        r.results[t] = TestResult(t, "missing", 0.0)
+                        r.results[t] = TestResult(t, "missing", 0.0, runner=runner)
                     q.remaining[idx].clear()
             else:
-                ol.expires_at = now + r.config.lease_timeout_s
+                self._touch(r, runner, now)
         return CompleteResult(tuple(accepted), tuple(duplicates), tuple(foreign), tuple(missing))
 
     def heartbeat(self, run: str, lease_id: str, now: float) -> float:
@@ -427,8 +475,17 @@ class InMemoryQueue:
         if ol.expires_at <= now:
             self._expire_pool(r, q, now)
             raise LeaseError(f"lease {lease_id!r} expired; its unreported tests were re-queued")
-        ol.expires_at = now + r.config.lease_timeout_s
+        self._touch(r, ol.lease.runner, now)
         return ol.expires_at
+
+    @staticmethod
+    def _touch(r: _Run, runner: str, now: float) -> None:
+        """A sign of life from ``runner``: extend every lease it holds that has not expired
+        (a prefetched batch must not expire while the runner works on the current one)."""
+        for q in r.pools.values():
+            for ol in q.open.values():
+                if ol.lease.runner == runner and ol.expires_at > now:
+                    ol.expires_at = now + r.config.lease_timeout_s
 
     def cancel(self, run: str, lease_id: str, now: float) -> int:
         r = self._run(run)
@@ -440,7 +497,7 @@ class InMemoryQueue:
         return self._requeue(q, ol)
 
     def _remember_closed(self, run: str, lease_id: str, ol: _OpenLease) -> None:
-        self._closed[(run, lease_id)] = ol.items
+        self._closed[(run, lease_id)] = (ol.items, ol.lease.runner)
 
     def _expire_pool(self, r: _Run, q: _PoolQueue, now: float) -> int:
         dead = [lid for lid, ol in q.open.items() if ol.expires_at <= now]
@@ -448,7 +505,8 @@ class InMemoryQueue:
             ol = q.open.pop(lid)
             self._remember_closed(ol.lease.run, lid, ol)
             q.expired += 1
-            self._requeue(q, ol)
+            n = self._requeue(q, ol)
+            r.expired.append(ExpiredLease(lid, ol.lease.pool, ol.lease.runner, n, ol.lease.shard))
         return len(dead)
 
     def expire(self, now: float) -> int:
@@ -497,3 +555,6 @@ class InMemoryQueue:
 
     def results(self, run: str) -> Mapping[str, TestResult]:
         return dict(self._run(run).results)
+
+    def expired_leases(self, run: str) -> Sequence[ExpiredLease]:
+        return tuple(sorted(self._run(run).expired, key=lambda e: e.lease_id))

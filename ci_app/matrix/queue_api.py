@@ -4,13 +4,18 @@ The web app mounts these under ``/api/v1/queue/<run>``; the tests' loopback serv
 over an :class:`~ci_app.matrix.queue.InMemoryQueue`. Clients (the pytest plugin, ``ci-app shard
 run``) only know the URL ``{url}`` of one run's queue:
 
-* ``POST {url}/lease`` ``{"runner", "labels": [...], "pool"?}`` →
+* ``POST {url}/lease`` ``{"runner", "labels": [...], "pool"?, "shard"?}`` →
   ``{"lease_id", "pool", "tests": [...], "expires_at"}``, or ``{"done": true}``, or
   ``{"done": false, "retry_after": seconds}`` (nothing pending, other leases outstanding);
-* ``POST {url}/complete`` ``{"lease_id", "results": [{"id", "outcome", "duration_s"}],
-  "final"?: true}`` → ``{"accepted", "duplicates", "missing"}``;
-* ``POST {url}/heartbeat`` ``{"lease_id"}`` → ``{"expires_at"}``;
-* ``GET {url}/progress`` → counts.
+* ``POST {url}/complete`` ``{"lease_id", "results": [{"id", "outcome", "duration_s",
+  "message"?}], "final"?: true, "next"?: {lease body}}`` → ``{"accepted", "duplicates",
+  "foreign", "missing"}``, plus ``"next"`` (the answer to a lease with that body) when asked: a
+  runner reports what it finished and gets its next batch in one round trip;
+* ``POST {url}/heartbeat`` ``{"lease_id"}`` → ``{"expires_at"}``: extends every lease the
+  runner holds (a partial ``complete`` does the same);
+* ``GET {url}/progress`` → counts;
+* ``GET {url}/results`` → the queue's record: every accepted result with the runner that
+  reported it, and the leases that expired (their runner stopped answering).
 
 Errors raise :class:`~ci_app.matrix.queue.LeaseError` (HTTP 409) or
 :class:`~ci_app.errors.InputError` (HTTP 400). Authentication (a bearer token,
@@ -27,6 +32,7 @@ from ci_app.errors import InputError
 from ci_app.matrix.planner import Matrix
 from ci_app.matrix.queue import (
     Done,
+    ExpiredLease,
     Lease,
     QueueConfig,
     QueueState,
@@ -35,13 +41,19 @@ from ci_app.matrix.queue import (
 )
 
 __all__ = [
+    "OUTCOMES",
     "handle_complete",
     "handle_create",
     "handle_heartbeat",
     "handle_lease",
     "handle_progress",
+    "handle_results",
+    "parse_record",
     "pools_for_runner",
 ]
+
+#: outcomes a runner may report; ``missing`` = leased, never reported (final completion)
+OUTCOMES = frozenset({"passed", "failed", "error", "skipped", "missing"})
 
 
 def _str(body: Mapping[str, Any], key: str) -> str:
@@ -77,6 +89,9 @@ def handle_lease(
     state: QueueState, run: str, body: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     runner = _str(body, "runner")
+    shard = body.get("shard")
+    if shard is not None and (not isinstance(shard, str) or len(shard) > 200):
+        raise InputError("'shard' must be the CI job's shard id (a string)")
     pool = body.get("pool")
     if pool is not None:
         candidates = [_str(body, "pool")]
@@ -90,7 +105,7 @@ def handle_lease(
             return {"done": True, "reason": "no pool of this run matches the runner's labels"}
     wait: float | None = None
     for p in candidates:
-        got = state.lease(run, p, runner, now)
+        got = state.lease(run, p, runner, now, shard=shard)
         if isinstance(got, Lease):
             return {
                 "lease_id": got.lease_id,
@@ -108,6 +123,29 @@ def handle_lease(
     return {"done": True}
 
 
+def _duration(value: Any) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"'duration_s' must be a number of seconds, got {value!r:.40}")
+    d = float(value)
+    if not math.isfinite(d) or d < 0:
+        raise InputError(f"'duration_s' must be finite and >= 0, got {value!r:.40}")
+    return d
+
+
+def _result(r: Any) -> TestResult:
+    if not isinstance(r, Mapping) or not isinstance(r.get("id"), str) or not r["id"]:
+        raise InputError("each result needs a non-empty string 'id'")
+    outcome = r.get("outcome", "passed")
+    if outcome not in OUTCOMES:
+        raise InputError(f"result {r['id']!r:.200}: outcome must be one of {sorted(OUTCOMES)}")
+    message = r.get("message")
+    if message is not None and not isinstance(message, str):
+        raise InputError(f"result {r['id']!r:.200}: 'message' must be a string")
+    return TestResult(r["id"], outcome, _duration(r.get("duration_s")), message)
+
+
 def handle_complete(
     state: QueueState, run: str, body: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
@@ -115,38 +153,87 @@ def handle_complete(
     raw = body.get("results") or []
     if not isinstance(raw, list):
         raise InputError("'results' must be a list of {id, outcome, duration_s}")
-    results = []
-    for r in raw:
-        if not isinstance(r, Mapping) or not isinstance(r.get("id"), str):
-            raise InputError("each result needs a string 'id'")
-        outcome = r.get("outcome", "passed")
-        duration = r.get("duration_s") or 0.0
-        if not isinstance(outcome, str):
-            raise InputError(f"result {r['id']!r}: 'outcome' must be a string")
-        if (
-            isinstance(duration, bool)
-            or not isinstance(duration, (int, float))
-            or not math.isfinite(duration)
-            or duration < 0
-        ):
-            raise InputError(f"result {r['id']!r}: 'duration_s' must be a non-negative number")
-        results.append(TestResult(r["id"], outcome, float(duration)))
+    results = [_result(r) for r in raw]
     final = body.get("final", True)
     if not isinstance(final, bool):
         raise InputError("'final' must be true or false")
+    nxt = body.get("next")
+    if nxt is not None and not isinstance(nxt, Mapping):
+        raise InputError("'next' must be a lease request {runner, labels, pool?}")
     res = state.complete(run, lease_id, results, now, final=final)
-    return {
+    out: dict[str, Any] = {
         "accepted": len(res.accepted),
         "duplicates": list(res.duplicates),
         "foreign": list(res.foreign),
         "missing": list(res.missing),
     }
+    if nxt is not None:
+        out["next"] = handle_lease(state, run, nxt, now)
+    return out
 
 
 def handle_heartbeat(
     state: QueueState, run: str, body: Mapping[str, Any], now: float
 ) -> dict[str, Any]:
     return {"expires_at": state.heartbeat(run, _str(body, "lease_id"), now)}
+
+
+def handle_results(state: QueueState, run: str) -> dict[str, Any]:
+    """The queue's record of a run (``GET {url}/results``); :func:`parse_record` reads it."""
+    results = state.results(run)
+    return {
+        "run": run,
+        "results": [
+            {
+                "id": r.id,
+                "outcome": r.outcome,
+                "duration_s": r.duration_s,
+                "message": r.message,
+                "runner": r.runner,
+            }
+            for _, r in sorted(results.items())
+        ],
+        "expired": [
+            {
+                "lease_id": e.lease_id,
+                "pool": e.pool,
+                "runner": e.runner,
+                "tests": e.tests,
+                "shard": e.shard,
+            }
+            for e in state.expired_leases(run)
+        ],
+    }
+
+
+def parse_record(doc: Any) -> tuple[list[TestResult], list[ExpiredLease]]:
+    """Read a ``GET {url}/results`` answer (from a server: checked like any input)."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("results"), list):
+        raise InputError("not a queue record: expected {results: [...], expired: [...]}")
+    results = []
+    for r in doc["results"]:
+        res = _result(r)
+        runner = r.get("runner")
+        results.append(
+            TestResult(res.id, res.outcome, res.duration_s, res.message, str(runner or "") or None)
+        )
+    expired = []
+    for e in doc.get("expired") or ():
+        if not isinstance(e, Mapping):
+            raise InputError("queue record: each expired lease must be an object")
+        tests = e.get("tests") or 0
+        if isinstance(tests, bool) or not isinstance(tests, int):
+            raise InputError("queue record: an expired lease's 'tests' must be an integer")
+        expired.append(
+            ExpiredLease(
+                str(e.get("lease_id") or ""),
+                str(e.get("pool") or ""),
+                str(e.get("runner") or ""),
+                tests,
+                str(e["shard"]) if e.get("shard") else None,
+            )
+        )
+    return results, expired
 
 
 def handle_progress(state: QueueState, run: str) -> dict[str, Any]:

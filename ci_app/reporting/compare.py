@@ -134,7 +134,8 @@ class Comparison:
     not_run: tuple[tuple[str, str], ...] = ()
     #: planned tests no shard reported: their shard died (test, why); infrastructure errors
     lost: tuple[tuple[str, str], ...] = ()
-    #: shards that failed as a whole (not the synthetic ``lost``/``unsatisfied`` shards)
+    #: shards that failed as a whole or died (``interrupted``); not the synthetic
+    #: ``lost``/``unsatisfied`` shards
     infra_shards: tuple[ShardMeta, ...] = ()
     head_durations: Mapping[str, float] = field(default_factory=dict)
     base_durations: Mapping[str, float] = field(default_factory=dict)
@@ -222,8 +223,14 @@ def compare_runs(
     verdicts = verdicts or {}
     shard_by_id = {s.shard_id: s for s in head_shards}
     shard_class = {s.shard_id: s.runner_class for s in head_shards}
-    infra = tuple(s for s in head_shards if s.infra_failure and s.shard_id not in SYNTHETIC_SHARDS)
-    skip = {s.shard_id for s in infra} | {LOST_SHARD}
+    # a shard that failed as a whole, or whose test process died (killed, lease expired):
+    # an infrastructure error; only the first kind's rows say nothing about the tests
+    infra = tuple(
+        s
+        for s in head_shards
+        if (s.infra_failure or s.interrupted) and s.shard_id not in SYNTHETIC_SHARDS
+    )
+    skip = {s.shard_id for s in infra if s.infra_failure} | {LOST_SHARD}
     agg, passed, head_durations = _aggregate(head, shard_class, skip)
     if any(s.shard_id in SYNTHETIC_SHARDS for s in head_shards):
         for i, sid in enumerate(head.shard_id):  # no runner ran these: no duration

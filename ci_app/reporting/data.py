@@ -52,6 +52,15 @@ class ShardMeta:
     failed: int = 0
     errors: int = 0
     skipped: int = 0
+    #: the shard's own start to end when it recorded them (else ``duration_s``)
+    wall_s: float = 0.0
+    #: why the shard's test process ended abnormally (killed, its queue lease expired, it
+    #: reported nothing): an infrastructure error even when its tests were all recovered
+    interrupted: str | None = None
+
+    @property
+    def wall(self) -> float:
+        return self.wall_s if self.wall_s > 0 else self.duration_s
 
     @property
     def infra_failure(self) -> bool:
@@ -137,8 +146,8 @@ class RunTotals:
     failed: int
     errors: int
     skipped: int
-    duration_s: float  # sum of shard durations (machine time)
-    wall_s: float  # longest shard (what the user waited)
+    duration_s: float  # sum of shard wall times (machine time)
+    wall_s: float  # longest shard, from its own start and end (what the user waited)
 
     @property
     def pass_rate(self) -> float:

@@ -21,9 +21,10 @@ from typing import Any
 
 from ci_app.reporting import markdown as md
 from ci_app.reporting.classes import class_names
+from ci_app.reporting.data import ShardMeta
 from ci_app.reporting.flaky import Evidence
 from ci_app.reporting.links import dashboard_base, page_url
-from ci_app.reporting.report import Regression, Report
+from ci_app.reporting.report import Counts, Regression, Report
 
 MARKER_PREFIX = "<!-- ci-fanout:report v1"
 COMMENT_BUDGET = 65_536
@@ -210,7 +211,7 @@ def _headline(report: Report) -> list[str]:
             f"{len(c.new_failures):,} new failure" + ("s" if len(c.new_failures) > 1 else ""),
         )
     elif c.infra_shards:
-        icon, word = "🛑", f"{len(c.infra_shards)} shard(s) failed as a whole"
+        icon, word = "🛑", _infra_headline(c.infra_shards, h)
     elif c.still_failing:
         icon, word = "⚠️", f"{len(c.still_failing):,} still failing (also on base)"
     elif report.regressions:
@@ -251,6 +252,14 @@ def _headline(report: Report) -> list[str]:
             f"not run for want of hardware {h.not_run:,}, lost {h.lost:,}."
         )
     return lines
+
+
+def _infra_headline(shards: Sequence[ShardMeta], h: Counts) -> str:
+    died = sum(1 for s in shards if s.interrupted)
+    if died < len(shards):
+        return f"{len(shards)} shard(s) failed as a whole"
+    tests = "; no test failed" if not (h.failed or h.errors) else ""
+    return f"{died} shard(s) died (infrastructure error){tests}"
 
 
 def _pct(now: float, before: float) -> str:
@@ -363,8 +372,14 @@ def _sections(report: Report) -> list[_Section]:
                 "infra",
                 f"🛑 Infrastructure failures ({len(c.infra_shards)})",
                 [
-                    f"- shard {_name(s.shard_id)} on {_name(s.runner_name or s.runner_class)}: all "
-                    f"{s.errors:,} tests errored — not counted against any test {_link(s.job_url)}"
+                    f"- shard {_name(s.shard_id)} on {_name(s.runner_name or s.runner_class)}: "
+                    + (
+                        f"{md.text(s.interrupted)} — the {s.tests:,} test(s) it finished are "
+                        "counted, the rest ran elsewhere or are listed as lost "
+                        if s.interrupted
+                        else f"all {s.errors:,} tests errored — not counted against any test "
+                    )
+                    + _link(s.job_url)
                     for s in c.infra_shards
                 ],
             )

@@ -81,8 +81,8 @@ class Counts:
     errors: int = 0
     skipped: int = 0
     flaky: int = 0
-    duration_s: float = 0.0  # machine time (sum over shards)
-    wall_s: float = 0.0  # longest shard
+    duration_s: float = 0.0  # machine time: the sum of the shards' wall times
+    wall_s: float = 0.0  # the longest shard, from its own start to end
     #: planned tests no runner could take (no hardware), not counted in ``tests``
     not_run: int = 0
     #: planned tests no shard reported (their shard died), not counted in ``tests``
@@ -251,24 +251,75 @@ def _deltas(head: Counts, base: Counts) -> dict[str, float]:
     }
 
 
+_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
+_BY_RANK = ("skipped", "passed", "failed", "error")
+
+
+def _test_counts(rows: CaseRows, shard_ids: set[str]) -> dict[str, int] | None:
+    """Outcome counts with each test id once, at its worst outcome over ``shard_ids`` (a test
+    in two shards' files, import-time skips every shard repeats, a killed shard's journal and
+    the re-run of its batch). None when no test appears twice: the shard totals are exact."""
+    idx = [i for i, s in enumerate(rows.shard_id) if s in shard_ids]
+    if len(idx) == len(rows.shard_id):
+        ids: Sequence[str] = rows.test_id
+        outcomes: Sequence[str] = rows.outcome
+    else:
+        ids = [rows.test_id[i] for i in idx]
+        outcomes = [rows.outcome[i] for i in idx]
+    if len(set(ids)) == len(ids):
+        return None
+    worst: dict[str, int] = {}
+    for t, o in zip(ids, outcomes, strict=True):
+        r = _RANK.get(o, 3)
+        if r > worst.get(t, -1):
+            worst[t] = r
+    counts = dict.fromkeys(_BY_RANK, 0)
+    for r in worst.values():
+        counts[_BY_RANK[r]] += 1
+    counts["tests"] = len(worst)
+    return counts
+
+
+def _flaky(rows: CaseRows, shard_ids: set[str]) -> int:
+    """Tests retried into a pass (each once), over ``shard_ids``."""
+    if not rows.flaky:
+        return 0
+    bad: set[str] = set()
+    retried: set[str] = set()
+    for t, s, o, f in zip(rows.test_id, rows.shard_id, rows.outcome, rows.flaky, strict=True):
+        if s not in shard_ids:
+            continue
+        if o in FAILING:
+            bad.add(t)
+        elif f:
+            retried.add(t)
+    return len(retried - bad)
+
+
 def _counts(shards: Sequence[ShardMeta], rows: CaseRows | None = None) -> Counts:
-    """Totals over the shards that ran; the synthetic not-run and lost shards are counted
-    apart (``not_run``, ``lost``)."""
-    flaky = (
-        sum(1 for f, o in zip(rows.flaky, rows.outcome, strict=True) if f and o not in FAILING)
-        if rows is not None
-        else 0
-    )
+    """Totals over the shards that ran, each test id once (its worst outcome over shards, as
+    the comparison sees it); wall time is the longest shard's own start to end, machine time
+    the sum. The synthetic not-run and lost shards are counted apart (``not_run``, ``lost``)."""
     ran = [s for s in shards if s.shard_id not in SYNTHETIC_SHARDS]
+    ran_ids = {s.shard_id for s in ran}
+    exact = _test_counts(rows, ran_ids) if rows is not None else None
+    if exact is None:
+        exact = {
+            "tests": sum(s.tests for s in ran),
+            "passed": sum(s.passed for s in ran),
+            "failed": sum(s.failed for s in ran),
+            "error": sum(s.errors for s in ran),
+            "skipped": sum(s.skipped for s in ran),
+        }
     return Counts(
-        tests=sum(s.tests for s in ran),
-        passed=sum(s.passed for s in ran),
-        failed=sum(s.failed for s in ran),
-        errors=sum(s.errors for s in ran),
-        skipped=sum(s.skipped for s in ran),
-        flaky=flaky,
-        duration_s=sum(s.duration_s for s in ran),
-        wall_s=max((s.duration_s for s in ran), default=0.0),
+        tests=exact["tests"],
+        passed=exact["passed"],
+        failed=exact["failed"],
+        errors=exact["error"],
+        skipped=exact["skipped"],
+        flaky=_flaky(rows, ran_ids) if rows is not None else 0,
+        duration_s=sum(s.wall for s in ran),
+        wall_s=max((s.wall for s in ran), default=0.0),
         not_run=sum(s.tests for s in shards if s.shard_id == NOT_RUN_SHARD),
         lost=sum(s.tests for s in shards if s.shard_id == LOST_SHARD),
     )
@@ -359,7 +410,7 @@ def build_report(
     comparison = compare_runs(head, shards, base_rows, verdicts, base_shards=base_shards)
 
     head_counts = _counts(shards, head)
-    base_counts = _counts(base_shards) if base_shards else None
+    base_counts = _counts(base_shards, base_rows) if base_shards else None
     totals = store.run_totals(hist_ids) if hist_ids else []
     head_total = RunTotals(
         run_id=run.run_id,
@@ -397,7 +448,7 @@ def build_report(
         regressions=tuple(regressions),
         trend=(*totals[-trend_points:], head_total),
         metric_trends=tuple(metric_trends),
-        runner_classes=tuple((k, _counts(v)) for k, v in sorted(by_class.items())),
+        runner_classes=tuple((k, _counts(v, head)) for k, v in sorted(by_class.items())),
         slowest=tuple(slowest),
         history_runs=len(hist_ids),
         dashboard_url=dashboard_url,

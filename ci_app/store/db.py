@@ -348,7 +348,10 @@ class Store:
         run = rs.run
         s = rs.summary if summary is None else summary
         con.execute(
-            "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO shards (run_id, shard_id, runner_name, runner_labels, runner_class, "
+            "profile_hash, job_url, tool, started_at, finished_at, duration_s, tests, passed, "
+            "failed, errors, skipped, flaky, unreadable_files, ingested_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 run_id,
                 shard_id,
@@ -414,8 +417,8 @@ class Store:
         with self._lock:
             rows = self._con.execute(
                 "SELECT run_id, shard_id, runner_class, runner_name, runner_labels, job_url, "
-                "duration_s, tests, passed, failed, errors, skipped FROM shards "
-                "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, shard_id",
+                "duration_s, tests, passed, failed, errors, skipped, " + _WALL + ", interrupted "
+                "FROM shards WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, shard_id",
                 [list(run_ids)],
             ).fetchall()
         return [
@@ -432,9 +435,23 @@ class Store:
                 failed=int(r[9] or 0),
                 errors=int(r[10] or 0),
                 skipped=int(r[11] or 0),
+                wall_s=float(r[12] or 0.0),
+                interrupted=r[13],
             )
             for r in rows
         ]
+
+    def mark_interrupted(self, run_id: str, shard_id: str, why: str) -> bool:
+        """Record why a shard's test process ended abnormally (an infrastructure error shown
+        by the report even when all its tests were recovered); False if no such shard."""
+        with self._tx() as con:
+            row = _one(
+                con,
+                "UPDATE shards SET interrupted = ? WHERE run_id = ? AND shard_id = ? "
+                "RETURNING shard_id",
+                [why[:500], run_id, shard_id],
+            )
+        return row is not None
 
     def cases(self, run_ids: Sequence[str], *, details: bool = True) -> CaseRows:
         """All test rows of the given runs, columnar.
@@ -574,14 +591,25 @@ class Store:
         )
 
     def run_totals(self, run_ids: Sequence[str]) -> list[RunTotals]:
-        """Totals per run, in the order of ``run_ids``."""
+        """Totals per run, in the order of ``run_ids``: each test id counts once per run, with
+        its worst outcome over the shards (as in the report); wall time is the longest shard's
+        own start to end, machine time the sum over shards."""
         with self._lock:
             rows = self._con.execute(
-                "SELECT s.run_id, any_value(r.commit), sum(s.tests), sum(s.passed), sum(s.failed), "
-                "sum(s.errors), sum(s.skipped), sum(s.duration_s), max(s.duration_s) "
-                "FROM shards s JOIN runs r USING (run_id) WHERE s.run_id IN (SELECT unnest(?)) "
-                "AND s.shard_id NOT IN (SELECT unnest(?)) GROUP BY s.run_id",
-                [list(run_ids), sorted(SYNTHETIC_SHARDS)],
+                "WITH t AS (SELECT run_id, test_id, max(CASE outcome WHEN 'error' THEN 3 "  # noqa: S608 - constant fragments
+                "WHEN 'failed' THEN 2 WHEN 'passed' THEN 1 ELSE 0 END) AS worst "
+                "FROM test_results WHERE run_id IN (SELECT unnest(?)) "
+                "AND shard_id NOT IN (SELECT unnest(?)) GROUP BY run_id, test_id), "
+                "c AS (SELECT run_id, count(*) AS tests, count(*) FILTER (worst = 1) AS passed, "
+                "count(*) FILTER (worst = 2) AS failed, count(*) FILTER (worst = 3) AS errors, "
+                "count(*) FILTER (worst = 0) AS skipped FROM t GROUP BY run_id), "
+                "w AS (SELECT run_id, sum(wall) AS machine, max(wall) AS wall FROM (SELECT run_id, "
+                + _WALL
+                + " AS wall FROM shards WHERE run_id IN (SELECT unnest(?)) "
+                "AND shard_id NOT IN (SELECT unnest(?))) GROUP BY run_id) "
+                "SELECT w.run_id, r.commit, c.tests, c.passed, c.failed, c.errors, c.skipped, "
+                "w.machine, w.wall FROM w JOIN runs r USING (run_id) LEFT JOIN c USING (run_id)",
+                [list(run_ids), sorted(SYNTHETIC_SHARDS), list(run_ids), sorted(SYNTHETIC_SHARDS)],
             ).fetchall()
         by_id = {
             r[0]: RunTotals(
@@ -1015,6 +1043,14 @@ class Store:
         with self._lock:
             rows = self._con.execute(sql + " GROUP BY state", params).fetchall()
         return {str(s): int(n) for s, n in rows}
+
+
+#: a shard's wall time: its own start to end when it recorded both, else its duration
+_WALL = (
+    "CASE WHEN finished_at > started_at "
+    "THEN (epoch_ms(finished_at) - epoch_ms(started_at)) / 1000.0 "
+    "ELSE coalesce(duration_s, 0) END"
+)
 
 
 def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> Any:

@@ -9,6 +9,11 @@ transaction, so a server restart (or ``kill -9``) loses no lease, result or re-q
 Who may use a run's queue is decided by its run tokens (:mod:`ci_app.store.tokens`, bound to
 the run's identity); ``queue_runs.token_hash`` only holds the hash of queues created before
 those existed (schema 4 turned them into run tokens).
+
+Bulk paths are columnar: a run's items and a completion's results go in as one Arrow table each
+(``INSERT ... SELECT``), the per-item counters change in one ``UPDATE ... FROM``; a completion of
+2,000 tests is a handful of statements, not 4,000 (``executemany`` costs about a millisecond a
+row in DuckDB).
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import duckdb
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.matrix.queue import (
     CompleteResult,
     Done,
+    ExpiredLease,
     Lease,
     LeaseError,
     LeaseResult,
@@ -32,12 +40,53 @@ from ci_app.matrix.queue import (
     TestResult,
     Wait,
     batch_target_s,
+    clip_message,
     max_unknown_per_batch,
     queue_order,
 )
+from ci_app.matrix.record import RECOVERED_SHARD, dead_runners, recovered_results
+from ci_app.model.results import ResultSet, RunInfo
+from ci_app.reporting.data import RunMeta
 from ci_app.store.db import Store, _one
 
-__all__ = ["DuckQueue"]
+__all__ = ["DuckQueue", "mark_interrupted", "merge_record"]
+
+_ITEM_SCHEMA = pa.schema(
+    [
+        ("run", pa.string()),
+        ("pool", pa.string()),
+        ("idx", pa.int32()),
+        ("item_id", pa.string()),
+        ("estimate_s", pa.float64()),
+        ("unknown", pa.bool_()),
+        ("tests", pa.list_(pa.string())),
+        ("queued", pa.bool_()),
+        ("remaining", pa.int32()),
+    ]
+)
+_RESULT_SCHEMA = pa.schema(
+    [
+        ("run", pa.string()),
+        ("test_id", pa.string()),
+        ("pool", pa.string()),
+        ("item_idx", pa.int32()),
+        ("outcome", pa.string()),
+        ("duration_s", pa.float64()),
+        ("runner", pa.string()),
+        ("message", pa.string()),
+    ]
+)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
+    """Append an Arrow table whose columns are named like the table's."""
+    name = f"_bulk_{table}"
+    con.register(name, data)
+    try:
+        cols = ", ".join(data.schema.names)
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")  # noqa: S608
+    finally:
+        con.unregister(name)
 
 
 class DuckQueue:
@@ -58,27 +107,25 @@ class DuckQueue:
         repo: str | None = None,
     ) -> None:
         seen: set[str] = set()
-        item_rows: list[tuple[Any, ...]] = []
+        cols: dict[str, list[Any]] = {f: [] for f in _ITEM_SCHEMA.names}
         for name, spec in pools.items():
             for idx, it in enumerate(queue_order(spec.items)):
-                for t in it.test_ids:
+                tests = it.test_ids
+                for t in tests:
                     if t in seen:
                         raise LeaseError(f"test {t!r} is queued twice in run {run!r}")
                     seen.add(t)
-                tests = list(it.test_ids)
-                item_rows.append(
-                    (
-                        run,
-                        name,
-                        idx,
-                        it.id,
-                        float(it.estimate_s),
-                        it.unknown,
-                        tests,
-                        True,
-                        len(tests),
-                    )
-                )
+                cols["pool"].append(name)
+                cols["idx"].append(idx)
+                cols["item_id"].append(it.id)
+                cols["estimate_s"].append(float(it.estimate_s))
+                cols["unknown"].append(it.unknown)
+                cols["tests"].append(list(tests))
+                cols["remaining"].append(len(tests))
+        n = len(cols["idx"])
+        cols["run"] = [run] * n
+        cols["queued"] = [True] * n
+        items = pa.table(cols, schema=_ITEM_SCHEMA)
         with self.store._tx() as con:
             if _one(con, "SELECT 1 FROM queue_runs WHERE run = ?", [run]) is not None:
                 raise LeaseError(f"queue run {run!r} already exists")
@@ -92,10 +139,8 @@ class DuckQueue:
                     "VALUES (?, ?, ?, ?, [])",
                     [run, name, sorted(spec.labels), max(1, spec.workers)],
                 )
-            if item_rows:
-                con.executemany(
-                    "INSERT INTO queue_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", item_rows
-                )
+            if n:
+                _insert(con, "queue_items", items)
 
     def token_hash(self, run: str) -> str | None:
         with self.store._lock:
@@ -154,7 +199,9 @@ class DuckQueue:
         return {str(p): frozenset(labels or ()) for p, labels in rows}
 
     # -- leasing ----------------------------------------------------------------------------
-    def lease(self, run: str, pool: str, runner: str, now: float) -> LeaseResult:
+    def lease(
+        self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
+    ) -> LeaseResult:
         with self.store._tx() as con:
             config = self._config(con, run)
             workers, runners = self._pool_row(con, run, pool)
@@ -226,10 +273,12 @@ class DuckQueue:
             lease_id = f"{run}/{pool}/{int(row[0])}"
             expires = now + config.lease_timeout_s
             con.execute(
-                "INSERT INTO queue_leases VALUES (?, ?, ?, ?, ?, ?, ?, true)",
-                [run, lease_id, pool, runner, taken, expires, est],
+                "INSERT INTO queue_leases "
+                "(run, lease_id, pool, runner, items, expires_at, estimate_s, open, shard) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, true, ?)",
+                [run, lease_id, pool, runner, taken, expires, est, shard],
             )
-            return Lease(lease_id, run, pool, runner, tuple(tests), expires, est)
+            return Lease(lease_id, run, pool, runner, tuple(tests), expires, est, shard)
 
     @staticmethod
     def _remaining_counts(
@@ -266,16 +315,28 @@ class DuckQueue:
 
     def _lease_row(
         self, con: duckdb.DuckDBPyConnection, run: str, lease_id: str
-    ) -> tuple[str, list[int], float, bool]:
+    ) -> tuple[str, list[int], float, bool, str]:
         self._config(con, run)
         row = _one(
             con,
-            "SELECT pool, items, expires_at, open FROM queue_leases WHERE run = ? AND lease_id = ?",
+            "SELECT pool, items, expires_at, open, runner FROM queue_leases "
+            "WHERE run = ? AND lease_id = ?",
             [run, lease_id],
         )
         if row is None:
             raise LeaseError(f"run {run!r} never issued lease {lease_id!r}")
-        return str(row[0]), [int(i) for i in row[1]], float(row[2]), bool(row[3])
+        return str(row[0]), [int(i) for i in row[1]], float(row[2]), bool(row[3]), str(row[4])
+
+    @staticmethod
+    def _touch(
+        con: duckdb.DuckDBPyConnection, run: str, runner: str, now: float, timeout: float
+    ) -> None:
+        """A sign of life from ``runner``: extend every lease it holds that has not expired."""
+        con.execute(
+            "UPDATE queue_leases SET expires_at = ? WHERE run = ? AND runner = ? AND open "
+            "AND expires_at > ?",
+            [now + timeout, run, runner, now],
+        )
 
     def complete(
         self,
@@ -288,7 +349,7 @@ class DuckQueue:
     ) -> CompleteResult:
         with self.store._tx() as con:
             config = self._config(con, run)
-            pool, items, _expires, is_open = self._lease_row(con, run, lease_id)
+            pool, items, _expires, is_open, runner = self._lease_row(con, run, lease_id)
             owner: dict[str, int] = {}
             for idx, tests in con.execute(
                 "SELECT idx, tests FROM queue_items WHERE run = ? AND pool = ? "
@@ -298,18 +359,22 @@ class DuckQueue:
                 for t in tests:
                     owner[t] = int(idx)
             reported = [r.id for r in results if r.id in owner]
-            have = {
-                r[0]
-                for r in con.execute(
-                    "SELECT test_id FROM queue_results WHERE run = ? "
-                    "AND test_id IN (SELECT unnest(?))",
-                    [run, reported],
-                ).fetchall()
-            }
+            have = (
+                {
+                    r[0]
+                    for r in con.execute(
+                        "SELECT test_id FROM queue_results WHERE run = ? "
+                        "AND test_id IN (SELECT unnest(?))",
+                        [run, reported],
+                    ).fetchall()
+                }
+                if reported
+                else set()
+            )
             accepted: list[str] = []
             duplicates: list[str] = []
             foreign: list[str] = []
-            rows: list[tuple[Any, ...]] = []
+            new: list[TestResult] = []
             per_item: dict[int, int] = {}
             for res in results:
                 if res.id not in owner:
@@ -320,29 +385,35 @@ class DuckQueue:
                     continue
                 have.add(res.id)
                 accepted.append(res.id)
+                new.append(res)
                 idx = owner[res.id]
-                rows.append((run, res.id, pool, idx, res.outcome, res.duration_s))
                 per_item[idx] = per_item.get(idx, 0) + 1
-            if rows:
-                con.executemany("INSERT INTO queue_results VALUES (?, ?, ?, ?, ?, ?)", rows)
-                con.executemany(
-                    "UPDATE queue_items SET remaining = remaining - ?, "
-                    "queued = queued AND remaining - ? > 0 WHERE run = ? AND pool = ? AND idx = ?",
-                    [(n, n, run, pool, idx) for idx, n in per_item.items()],
+            if new:
+                self._insert_results(con, run, pool, runner, owner, new)
+                con.execute(
+                    "UPDATE queue_items AS i SET remaining = i.remaining - d.n, "
+                    "queued = i.queued AND i.remaining - d.n > 0 "
+                    "FROM (SELECT unnest(?) AS idx, unnest(?) AS n) AS d "
+                    "WHERE i.run = ? AND i.pool = ? AND i.idx = d.idx",
+                    [list(per_item), list(per_item.values()), run, pool],
                 )
             missing: list[str] = []
             if is_open:
                 if final:
                     con.execute(
-                        "UPDATE queue_leases SET open = false WHERE run = ? AND lease_id = ?",
+                        "UPDATE queue_leases SET open = false, closed = 'completed' "
+                        "WHERE run = ? AND lease_id = ?",
                         [run, lease_id],
                     )
-                    left = self._remaining_tests(con, run, pool, sorted(items))
-                    missing = sorted(left)
+                    missing = sorted(self._remaining_tests(con, run, pool, sorted(items)))
                     if missing:
-                        con.executemany(
-                            "INSERT INTO queue_results VALUES (?, ?, ?, ?, 'missing', 0.0)",
-                            [(run, t, pool, owner[t]) for t in missing],
+                        self._insert_results(
+                            con,
+                            run,
+                            pool,
+                            runner,
+                            owner,
+                            [TestResult(t, "missing", 0.0) for t in missing],
                         )
                     con.execute(
                         "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
@@ -350,18 +421,40 @@ class DuckQueue:
                         [run, pool, items],
                     )
                 else:
-                    con.execute(
-                        "UPDATE queue_leases SET expires_at = ? WHERE run = ? AND lease_id = ?",
-                        [now + config.lease_timeout_s, run, lease_id],
-                    )
+                    self._touch(con, run, runner, now, config.lease_timeout_s)
             return CompleteResult(
                 tuple(accepted), tuple(duplicates), tuple(foreign), tuple(missing)
             )
 
+    @staticmethod
+    def _insert_results(
+        con: duckdb.DuckDBPyConnection,
+        run: str,
+        pool: str,
+        runner: str,
+        owner: Mapping[str, int],
+        results: Sequence[TestResult],
+    ) -> None:
+        n = len(results)
+        table = pa.table(
+            {
+                "run": [run] * n,
+                "test_id": [r.id for r in results],
+                "pool": [pool] * n,
+                "item_idx": [owner[r.id] for r in results],
+                "outcome": [r.outcome for r in results],
+                "duration_s": [r.duration_s for r in results],
+                "runner": [runner] * n,
+                "message": [clip_message(r.message) for r in results],
+            },
+            schema=_RESULT_SCHEMA,
+        )
+        _insert(con, "queue_results", table)
+
     def heartbeat(self, run: str, lease_id: str, now: float) -> float:
         with self.store._tx() as con:
             config = self._config(con, run)
-            pool, _items, expires, is_open = self._lease_row(con, run, lease_id)
+            pool, _items, expires, is_open, runner = self._lease_row(con, run, lease_id)
             if not is_open:
                 raise LeaseError(
                     f"lease {lease_id!r} is closed (completed, cancelled or expired); "
@@ -373,10 +466,7 @@ class DuckQueue:
             else:
                 expired = False
                 new = now + config.lease_timeout_s
-                con.execute(
-                    "UPDATE queue_leases SET expires_at = ? WHERE run = ? AND lease_id = ?",
-                    [new, run, lease_id],
-                )
+                self._touch(con, run, runner, now, config.lease_timeout_s)
         if expired:
             # raised outside the transaction so that the re-queue above is committed
             raise LeaseError(f"lease {lease_id!r} expired; its unreported tests were re-queued")
@@ -384,14 +474,16 @@ class DuckQueue:
 
     def cancel(self, run: str, lease_id: str, now: float) -> int:
         with self.store._tx() as con:
-            pool, items, _expires, is_open = self._lease_row(con, run, lease_id)
+            pool, items, _expires, is_open, _runner = self._lease_row(con, run, lease_id)
             if not is_open:
                 return 0
+            n = self._requeue(con, run, pool, items)
             con.execute(
-                "UPDATE queue_leases SET open = false WHERE run = ? AND lease_id = ?",
-                [run, lease_id],
+                "UPDATE queue_leases SET open = false, closed = 'cancelled', requeued = ? "
+                "WHERE run = ? AND lease_id = ?",
+                [n, run, lease_id],
             )
-            return self._requeue(con, run, pool, items)
+            return n
 
     @staticmethod
     def _requeue(con: duckdb.DuckDBPyConnection, run: str, pool: str, items: Sequence[int]) -> int:
@@ -426,13 +518,15 @@ class DuckQueue:
             params.append(pool)
         dead = con.execute(sql, params).fetchall()
         for r, lid, p, items in dead:
+            n = self._requeue(con, r, p, [int(i) for i in items])
             con.execute(
-                "UPDATE queue_leases SET open = false WHERE run = ? AND lease_id = ?", [r, lid]
+                "UPDATE queue_leases SET open = false, closed = 'expired', requeued = ? "
+                "WHERE run = ? AND lease_id = ?",
+                [n, r, lid],
             )
             con.execute(
                 "UPDATE queue_pools SET expired = expired + 1 WHERE run = ? AND pool = ?", [r, p]
             )
-            self._requeue(con, r, p, [int(i) for i in items])
         return len(dead)
 
     def expire(self, now: float) -> int:
@@ -496,10 +590,21 @@ class DuckQueue:
         with self.store._lock:
             self._config(self.store._con, run)
             rows = self.store._con.execute(
-                "SELECT test_id, outcome, coalesce(duration_s, 0) FROM queue_results WHERE run = ?",
+                "SELECT test_id, outcome, coalesce(duration_s, 0), message, runner "
+                "FROM queue_results WHERE run = ?",
                 [run],
             ).fetchall()
-        return {str(t): TestResult(str(t), str(o), float(d)) for t, o, d in rows}
+        return {str(t): TestResult(str(t), str(o), float(d), m, r) for t, o, d, m, r in rows}
+
+    def expired_leases(self, run: str) -> Sequence[ExpiredLease]:
+        with self.store._lock:
+            self._config(self.store._con, run)
+            rows = self.store._con.execute(
+                "SELECT lease_id, pool, runner, coalesce(requeued, 0), shard FROM queue_leases "
+                "WHERE run = ? AND closed = 'expired' ORDER BY lease_id",
+                [run],
+            ).fetchall()
+        return tuple(ExpiredLease(str(a), str(b), str(c), int(d), e) for a, b, c, d, e in rows)
 
     def pool_depths(self) -> dict[str, int]:
         """Pending tests per pool over all runs (the autoscaling signal in ``/metrics``)."""
@@ -517,3 +622,74 @@ class DuckQueue:
                 "ON i.run = p.run AND i.pool = p.pool WHERE i.remaining > 0 GROUP BY p.pool"
             ).fetchall()
         return {str(p): frozenset(labels or ()) for p, labels in rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# the queue's record, merged into a run's stored results
+
+
+def mark_interrupted(
+    store: Store,
+    run_id: str,
+    *,
+    shards: Mapping[str, str] | None = None,
+    runners: Mapping[str, str] | None = None,
+) -> int:
+    """Record infrastructure errors on a run's shards: ``shards`` maps a shard id, ``runners``
+    a runner name (its queue leases expired) to why. A runner without a stored shard gets an
+    empty shard ``runner:<name>`` so that the report still names it. Returns shards marked."""
+    meta = store.run(run_id)
+    if meta is None:
+        return 0
+    n = 0
+    for shard, why in (shards or {}).items():
+        if not store.mark_interrupted(run_id, shard, why):
+            store.ingest(ResultSet(run=_run_info(meta, shard)))
+            store.mark_interrupted(run_id, shard, why)
+        n += 1
+    by_runner: dict[str, list[str]] = {}
+    for s in store.shards([run_id]):
+        if s.runner_name:
+            by_runner.setdefault(s.runner_name, []).append(s.shard_id)
+    for runner, why in (runners or {}).items():
+        ids = [s for s in by_runner.get(runner, []) if s not in (shards or {})]
+        if not ids and runner not in by_runner:
+            ids = [f"runner:{runner}"[:200]]
+            store.ingest(ResultSet(run=replace(_run_info(meta, ids[0]), runner_name=runner)))
+        for shard in ids:
+            n += store.mark_interrupted(run_id, shard, why)
+    return n
+
+
+def _run_info(meta: RunMeta, shard: str) -> RunInfo:
+    return RunInfo(
+        run_id=meta.run_id,
+        shard_id=shard,
+        repo=meta.repo,
+        provider=meta.provider,
+        pipeline_id=meta.pipeline_id,
+        commit=meta.commit,
+        branch=meta.branch,
+        base_commit=meta.base_commit,
+        pr=meta.pr,
+    )
+
+
+def merge_record(store: Store, run_id: str) -> tuple[int, int]:
+    """Store the queue's results no uploaded shard holds (shard ``queue-recovered``) and mark
+    the shards of runners whose leases expired; idempotent. Returns (rows stored, shards
+    marked); (0, 0) for a run without a queue or not stored yet."""
+    queue = DuckQueue(store)
+    if not queue.has_run(run_id) or store.run(run_id) is None:
+        return 0, 0
+    meta = store.run(run_id)
+    assert meta is not None
+    have = set(store.cases([run_id], details=False).test_id)
+    todo = {t: r for t, r in queue.results(run_id).items() if t not in have}
+    inserted = 0
+    recovered = recovered_results(todo, (), _run_info(meta, RECOVERED_SHARD))
+    if recovered is not None:
+        inserted = store.ingest(recovered)
+    shards, runners = dead_runners(queue.expired_leases(run_id))
+    marked = mark_interrupted(store, run_id, shards=shards, runners=runners)
+    return inserted, marked

@@ -257,6 +257,24 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         ALTER TABLE runner_state ADD COLUMN refused_labels VARCHAR[];
         """,
     ),
+    (
+        5,
+        "queue record: who reported each result and why a lease closed; interrupted shards",
+        """
+        -- The queue's accepted results are the record of a queue-mode run: the runner that
+        -- reported each one and the failure's message, so a report can recover them.
+        ALTER TABLE queue_results ADD COLUMN runner VARCHAR;
+        ALTER TABLE queue_results ADD COLUMN message VARCHAR;
+        -- completed | cancelled | expired (NULL while open); tests re-queued when it closed
+        ALTER TABLE queue_leases ADD COLUMN closed VARCHAR;
+        ALTER TABLE queue_leases ADD COLUMN requeued INTEGER;
+        -- the CI job (matrix shard) the runner pulled for, when it said so
+        ALTER TABLE queue_leases ADD COLUMN shard VARCHAR;
+        -- why a shard's test process ended abnormally (killed, lease expired, reported
+        -- nothing): an infrastructure error even when every test of it was recovered
+        ALTER TABLE shards ADD COLUMN interrupted VARCHAR;
+        """,
+    ),
 )
 
 LATEST_VERSION: Final[int] = MIGRATIONS[-1][0]

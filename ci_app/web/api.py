@@ -548,6 +548,12 @@ def queue_progress(run: str) -> Response:
     return _queue_call(run, queue_api.handle_progress, body=False)
 
 
+@bp.get("/queue/<path:run>/results")
+def queue_results(run: str) -> Response:
+    """The queue's record of the run: what the CI report step merges before accounting."""
+    return _queue_call(run, queue_api.handle_results, body=False)
+
+
 # ---------------------------------------------------------------------------------- results
 @bp.post("/results")
 def results() -> tuple[Response, int]:

@@ -26,10 +26,11 @@ from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
-from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.model.results import ResultSet
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.providers.download import read_results
 from ci_app.store import Job
+from ci_app.store.queue import merge_record
 from ci_app.store.tokens import (
     RunIdentityError,
     check_identity,
@@ -199,54 +200,25 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
     )
 
 
-RECOVERED_SHARD = "queue-recovered"
-
-
-def _recover_from_queue(ctx: AppContext, run_id: str) -> int:
-    """Store the queue's results for tests no uploaded ``results.json`` holds.
-
-    A shard that is killed after it completed some batches never writes its report,
-    but the queue accepted those batches' results (once). When the pipeline has
-    finished (this runs from the collect job) such tests are stored as shard
-    ``queue-recovered`` so that none is dropped; redoing the job stores nothing twice.
-    """
+def _recover_from_queue(ctx: AppContext, run_id: str, *, only_if_done: bool = False) -> int:
+    """Merge the queue's record into the stored run (``ci_app.matrix.record``): the results
+    the queue accepted that no uploaded ``results.json`` holds are stored as shard
+    ``queue-recovered``, and the shards of runners whose leases expired are marked as
+    infrastructure errors. Idempotent. ``only_if_done``: only once every queued test has a
+    result (a report job may run while shards are still uploading)."""
     try:
-        done = ctx.queue.results(run_id)
+        if only_if_done and not ctx.queue.progress(run_id).done:
+            return 0
     except CiFanoutError:
         return 0  # not a queue-mode run
-    if not done:
-        return 0
-    stored = set(ctx.store.cases([run_id], details=False).test_id)
-    missing = [r for t, r in sorted(done.items()) if t not in stored]
-    meta = ctx.store.run(run_id)
-    if not missing or meta is None:
-        return 0
-    valid = {o.value for o in Outcome}
-    cases = tuple(
-        TestCase(
-            id=r.id,
-            name=r.id.rsplit("::", 1)[-1],
-            file=r.id.split("::", 1)[0] if "::" in r.id else None,
-            outcome=Outcome(r.outcome) if r.outcome in valid else Outcome.ERROR,
-            duration_s=r.duration_s,
-            message="recovered from the test queue: the shard that ran it stopped "
-            "before uploading its report",
+    inserted, marked = merge_record(ctx.store, run_id)
+    if inserted or marked:
+        log.warning(
+            "run %s: %d test result(s) recovered from the queue, %d shard(s) marked as died",
+            run_id,
+            inserted,
+            marked,
         )
-        for r in missing
-    )
-    run = RunInfo(
-        run_id=run_id,
-        shard_id=RECOVERED_SHARD,
-        repo=meta.repo,
-        provider=meta.provider,
-        commit=meta.commit,
-        branch=meta.branch,
-        base_commit=meta.base_commit,
-        pr=meta.pr,
-    )
-    inserted = ctx.store.ingest(ResultSet(run=run, tests=cases))
-    if inserted:
-        log.warning("run %s: %d test result(s) recovered from the queue", run_id, inserted)
     return inserted
 
 
@@ -258,6 +230,7 @@ def handle_report(ctx: AppContext, job: Job) -> None:
     run_id = p.get("run_id")
     if not isinstance(run_id, str) or ctx.store.run(run_id) is None:
         raise PermanentJobError(f"report: no stored run {run_id!r}")
+    _recover_from_queue(ctx, run_id, only_if_done=True)
     _post_report(ctx, run_id)
     if p.get("final"):
         # the pipeline finished and its report is out: the run's tokens are done with

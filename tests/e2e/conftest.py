@@ -67,11 +67,41 @@ def test_blocks_the_first_runner_once() -> None:
 BLOCKER_TEST = "tests/test_0_blocker.py::test_blocks_the_first_runner_once"
 
 
-def copy_project(dest: Path, *, blocker: bool = False) -> Path:
-    """The sample project at ``dest``; with ``blocker``, plus the test that hangs a runner."""
+# A runner that dies after completing batches: the first test process to finish
+# ``E2E_KILL_AFTER`` tests SIGKILLs itself (in that test's teardown, so the test it was running
+# is the one left unfinished).
+MIDWAY_KILLER = """
+
+import signal as _signal
+
+_finished = 0
+
+
+@pytest.fixture(autouse=True)
+def _die_midway():
+    global _finished
+    yield
+    _finished += 1
+    if _finished != int(os.environ.get("E2E_KILL_AFTER") or 0):
+        return
+    try:
+        fd = os.open(os.environ["E2E_KILL_MARKER"] + ".midway", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), _signal.SIGKILL)
+"""
+
+
+def copy_project(dest: Path, *, blocker: bool = False, midway: bool = False) -> Path:
+    """The sample project at ``dest``; with ``blocker``, plus the test that hangs a runner;
+    with ``midway``, the first test process to finish ``E2E_KILL_AFTER`` tests dies."""
     shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     if blocker:
         (dest / "tests" / "test_0_blocker.py").write_text(BLOCKER)
+    if midway:
+        conftest = dest / "tests" / "conftest.py"
+        conftest.write_text(conftest.read_text() + MIDWAY_KILLER)
     return dest
 
 

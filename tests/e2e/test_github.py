@@ -90,7 +90,8 @@ class Flow:
 def project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """The sample project; with the parameter ``"blocker"``, plus a test that hangs its first
     runner."""
-    return copy_project(tmp_path / "project", blocker=getattr(request, "param", None) == "blocker")
+    param = getattr(request, "param", None)
+    return copy_project(tmp_path / "project", blocker=param == "blocker", midway=param == "midway")
 
 
 @pytest.fixture
@@ -194,3 +195,28 @@ def test_killed_shard_tests_rerun_elsewhere(flow: Flow, project: Path) -> None:
     check_report(body, everything)
     assert flow.fake.violations == []
     print(f"killed-shard round {time.monotonic() - t0:.1f}s")
+
+
+@pytest.mark.parametrize("project", ["midway"], indirect=True)
+def test_runner_killed_after_completing_batches_loses_nothing(flow: Flow, project: Path) -> None:
+    """The first shard to finish 10 tests is SIGKILLed (its first batch holds at most 8): the
+    tests it completed reach the report (its journal, the queue's record), the one it was
+    running re-runs on the other shard, the comment counts every test once and names the dead
+    shard as an infrastructure error."""
+    flow.workflow.env["E2E_KILL_AFTER"] = "10"
+    flow.pull_request("opened", commit=6)
+    (run,) = flow.settle(1)
+    assert sorted(run.shards.values()) == [0, 1], run.shards  # the killed shard's job failed
+    (victim,) = [s for s, rc in run.shards.items() if rc != 0]
+    kept = [t["id"] for t in run.results[victim]["tests"]]
+    assert len(kept) >= 9, "the killed shard's finished tests are in its results.json"
+    everything = sample_tests(project)
+    ran = ran_tests(run)
+    assert set(ran) == everything - {GPU_TEST}
+    (comment,) = flow.comments()
+    body = comment["body"]
+    check_report(body, everything)  # every test counted once, none lost
+    assert "Infrastructure failures (1)" in body and f"shard {victim}" in body
+    statuses = [s["state"] for s in flow.fake.statuses if s["sha"] == sha(6)]
+    assert statuses[-1] == "failure"
+    assert flow.fake.violations == []

@@ -25,7 +25,8 @@ def load_durations(name: str) -> dict[str, float]:
 
 
 class QueueServer:
-    """``/q/<run>/{lease,complete,heartbeat,progress}`` over an InMemoryQueue (tests only)."""
+    """``/q/<run>/{lease,complete,heartbeat,progress,results}`` over an InMemoryQueue (tests
+    only)."""
 
     def __init__(self, token: str | None = None) -> None:
         self.state = InMemoryQueue()
@@ -47,9 +48,14 @@ class QueueServer:
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                parts = self.path.strip("/").split("/")
+                parts = self.path.strip("/").split("/")  # q, run, progress|results
+                handler = (
+                    queue_api.handle_results
+                    if parts[-1] == "results"
+                    else queue_api.handle_progress
+                )
                 with outer.lock:
-                    self._send(200, queue_api.handle_progress(outer.state, parts[1]))
+                    self._send(200, handler(outer.state, parts[1]))
 
             def do_POST(self) -> None:
                 if outer.token and self.headers.get("Authorization") != f"Bearer {outer.token}":

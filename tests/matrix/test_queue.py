@@ -181,3 +181,154 @@ def test_queue_absorbs_noise() -> None:
         r = simulate_queue(items, actual, 2, QueueConfig(pull_overhead_s=0.05))
         assert r.ratio <= 1.06
         assert r.pulls < len(tests) / 2  # batched, not one pull per test
+
+
+# -- leases live as long as their runner answers (issue 13, item 2) ----------------------------
+
+
+def test_default_lease_outlives_a_few_missed_heartbeats_not_ten_minutes() -> None:
+    cfg = QueueConfig()
+    assert cfg.lease_timeout_s == 30.0 and cfg.heartbeat_s == 5.0
+    q = make([QueueItem("a", 1.0), QueueItem("b", 1.0)], workers=1, cfg=cfg)
+    got = lease(q, "dies", 0.0)
+    assert q.expire(29.0) == 0
+    assert q.expire(31.0) == 1  # a dead runner's tests go back after ~6 missed beats
+    again = lease(q, "lives", 31.0)
+    assert set(again.tests) == set(got.tests)
+
+
+def test_heartbeat_extends_every_lease_the_runner_holds() -> None:
+    """A prefetched batch must not expire while its runner works on a long last test."""
+    cfg = QueueConfig(lease_timeout_s=10.0, pull_overhead_s=0.05)
+    items = [QueueItem(f"t{i}", 5.0) for i in range(8)]
+    q = make(items, workers=2, cfg=cfg)
+    running = lease(q, "a", 0.0)
+    prefetched = lease(q, "a", 1.0)
+    other = lease(q, "b", 1.0)
+    for t in range(5, 60, 5):  # heartbeats name the running lease only
+        q.heartbeat("r", running.lease_id, float(t))
+    assert q.expire(60.0) == 1  # only b's lease, whose runner never beat
+    assert q.progress("r").leased == len(running.tests) + len(prefetched.tests)
+    # the prefetched lease is alive: nobody else is handed its tests
+    taken = lease(q, "b", 60.0)
+    assert not set(taken.tests) & set(prefetched.tests)
+    assert set(taken.tests) <= set(other.tests) | {i.id for i in items}
+    q.complete("r", prefetched.lease_id, ok(prefetched.tests), 61.0)
+    assert [e.runner for e in q.expired_leases("r")] == ["b"]
+
+
+def test_a_partial_completion_is_a_sign_of_life_for_all_leases() -> None:
+    cfg = QueueConfig(lease_timeout_s=10.0, pull_overhead_s=0.05)
+    q = make([QueueItem(f"t{i}", 5.0) for i in range(8)], workers=2, cfg=cfg)
+    first = lease(q, "a", 0.0)
+    second = lease(q, "a", 0.0)
+    q.complete("r", first.lease_id, ok(first.tests[:1]), 8.0, final=False)
+    assert q.expire(15.0) == 0
+    assert q.expire(18.0) == 2
+    assert {e.lease_id for e in q.expired_leases("r")} == {first.lease_id, second.lease_id}
+
+
+def test_an_expired_lease_is_not_revived_by_a_later_beat() -> None:
+    cfg = QueueConfig(lease_timeout_s=10.0, pull_overhead_s=0.05)
+    q = make([QueueItem(f"t{i}", 5.0) for i in range(8)], workers=2, cfg=cfg)
+    old = lease(q, "a", 0.0)
+    new = lease(q, "a", 11.0)  # old expired at 10 (nobody has expired it yet)
+    q.heartbeat("r", new.lease_id, 12.0)
+    with pytest.raises(LeaseError, match=r"expired|closed"):
+        q.heartbeat("r", old.lease_id, 12.5)
+
+
+def test_the_record_names_who_reported_what() -> None:
+    q = make([QueueItem("a", 2.0), QueueItem("b", 1.0)], workers=2)
+    la = lease(q, "w1", 0.0)
+    q.complete("r", la.lease_id, [TestResult(la.tests[0], "failed", 1.5, "assert 1 == 2")], 1.0)
+    rec = q.results("r")[la.tests[0]]
+    assert (rec.outcome, rec.message, rec.runner) == ("failed", "assert 1 == 2", "w1")
+    long = "x" * 10_000
+    lb = lease(q, "w2", 2.0)
+    q.complete("r", lb.lease_id, [TestResult(lb.tests[0], "error", 0.0, long)], 3.0)
+    assert len(q.results("r")[lb.tests[0]].message or "") == 2000
+
+
+# -- the HTTP contract ----------------------------------------------------------------------
+
+
+def test_complete_returns_the_next_lease_in_the_same_round_trip() -> None:
+    from ci_app.matrix import queue_api
+
+    q = make([QueueItem(f"t{i}", 1.0) for i in range(6)], workers=2)
+    first = queue_api.handle_lease(q, "r", {"runner": "a", "pool": "cpu"}, 0.0)
+    body = {
+        "lease_id": first["lease_id"],
+        "results": [{"id": first["tests"][0], "outcome": "passed", "duration_s": 0.5}],
+        "final": False,
+        "next": {"runner": "a", "pool": "cpu"},
+    }
+    answer = queue_api.handle_complete(q, "r", body, 1.0)
+    assert answer["accepted"] == 1
+    nxt = answer["next"]
+    assert nxt["lease_id"] != first["lease_id"] and nxt["tests"]
+    assert not set(nxt["tests"]) & set(first["tests"])
+    assert q.progress("r").leased == len(first["tests"]) - 1 + len(nxt["tests"])
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        ({"id": "t0", "duration_s": "abc"}, "number of seconds"),
+        ({"id": "t0", "duration_s": float("nan")}, "finite"),
+        ({"id": "t0", "duration_s": -1}, "finite"),
+        ({"id": "t0", "duration_s": True}, "number of seconds"),
+        ({"id": "t0", "outcome": "exploded"}, "outcome must be one of"),
+        ({"id": 7}, "non-empty string 'id'"),
+        ({"id": "t0", "message": ["no"]}, "'message' must be a string"),
+    ],
+)
+def test_bad_results_are_input_errors(result: dict[str, object], error: str) -> None:
+    from ci_app.errors import InputError
+    from ci_app.matrix import queue_api
+
+    q = make([QueueItem("t0", 1.0)], workers=1)
+    got = lease(q, "a")
+    with pytest.raises(InputError, match=error):
+        queue_api.handle_complete(q, "r", {"lease_id": got.lease_id, "results": [result]}, 1.0)
+    assert q.results("r") == {}  # nothing half-stored
+
+
+def test_the_record_round_trips_through_json() -> None:
+    from ci_app.matrix import queue_api
+
+    cfg = QueueConfig(lease_timeout_s=5.0)
+    q = make([QueueItem(f"t{i}", 1.0) for i in range(4)], workers=2, cfg=cfg)
+    dead = lease(q, "dies", 0.0)
+    alive = lease(q, "lives", 0.0)
+    q.complete("r", alive.lease_id, [TestResult(alive.tests[0], "failed", 0.2, "boom")], 1.0)
+    q.expire(10.0)
+    doc = json.loads(json.dumps(queue_api.handle_results(q, "r")))
+    results, expired = queue_api.parse_record(doc)
+    assert [(r.id, r.outcome, r.message, r.runner) for r in results if r.outcome != "missing"] == [
+        (alive.tests[0], "failed", "boom", "lives")
+    ]
+    assert [(e.runner, e.tests) for e in expired] == [("dies", len(dead.tests))]
+    from ci_app.errors import InputError
+
+    with pytest.raises(InputError, match="not a queue record"):
+        queue_api.parse_record({"results": "nope"})
+
+
+def test_a_class_travels_in_one_batch_unless_it_is_long() -> None:
+    """Queue items keep a class's tests together (its setup_class runs once, as in a static
+    slice); a class longer than the cap is cut into several items; plain tests stay alone."""
+    from ci_app.matrix.planner import class_items, test_class
+    from ci_app.matrix.sharding import Unit
+
+    assert test_class("t.py::TestA::test_x[a::b]") == "t.py::TestA"
+    assert test_class("t.py::test_x[a::b]") is None
+    ids = [f"t.py::TestA::test_{i}" for i in range(4)] + ["t.py::test_free"]
+    ids += [f"t.py::TestB::test_{i}[p]" for i in range(6)]
+    units = [Unit(t, (t,), 1.0) for t in ids]
+    items = class_items(units, cap_s=4.0)
+    assert [len(it.test_ids) for it in items] == [4, 1, 4, 2]
+    assert items[0].test_ids == tuple(ids[:4]) and items[0].estimate_s == 4.0
+    assert items[1].test_ids == ("t.py::test_free",)
+    assert {t for it in items for t in it.test_ids} == set(ids)

@@ -8,12 +8,13 @@ import zipfile
 from typing import Any
 
 from ci_app.matrix.queue import PoolSpec, QueueConfig, QueueItem, TestResult
+from ci_app.matrix.record import RECOVERED_SHARD
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import Provider
 from ci_app.settings import Settings
 from ci_app.store import Job, open_store
 from ci_app.web.context import AppContext
-from ci_app.web.handlers import RECOVERED_SHARD, handle_collect
+from ci_app.web.handlers import handle_collect
 from ci_app.web.metrics import Metrics
 
 from .conftest import FakeCI, FakeForge

@@ -33,8 +33,8 @@ def store() -> Iterator[Store]:
         yield s
 
 
-def ok(tests: tuple[str, ...]) -> list[TestResult]:
-    return [TestResult(t, "passed", 1.0) for t in tests]
+def ok(tests: tuple[str, ...], message: str | None = None) -> list[TestResult]:
+    return [TestResult(t, "passed", 1.0, message) for t in tests]
 
 
 def test_duck_queue_satisfies_protocol(store: Store) -> None:
@@ -116,6 +116,44 @@ def test_heartbeat_extends_then_expired_lease_is_requeued(store: Store) -> None:
     assert q.pool_depths() == {"cpu": 2}
 
 
+def test_runner_wide_heartbeat_and_the_record_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "q.duckdb"
+    cfg = QueueConfig(lease_timeout_s=10.0, pull_overhead_s=0.05)
+    items = tuple(QueueItem(f"t{i}", 5.0) for i in range(8))
+    with open_store(db) as s:
+        q = DuckQueue(s)
+        q.create_run("r", {"cpu": PoolSpec(items, 2)}, cfg, 0.0)
+        running = q.lease("r", "cpu", "a", 0.0)
+        prefetched = q.lease("r", "cpu", "a", 1.0)
+        other = q.lease("r", "cpu", "b", 1.0)
+        assert all(isinstance(x, Lease) for x in (running, prefetched, other))
+        assert isinstance(running, Lease) and isinstance(prefetched, Lease)
+        for t in range(5, 60, 5):
+            q.heartbeat("r", running.lease_id, float(t))
+        assert q.expire(60.0) == 1  # b never beat; a's prefetched lease is alive
+        q.complete("r", running.lease_id, [TestResult(running.tests[0], "failed", 2.0, "boom")], 61)
+    with open_store(db) as s:
+        q = DuckQueue(s)
+        rec = q.results("r")[running.tests[0]]
+        assert (rec.outcome, rec.message, rec.runner) == ("failed", "boom", "a")
+        (dead,) = q.expired_leases("r")
+        assert isinstance(other, Lease) and (dead.runner, dead.tests) == ("b", len(other.tests))
+        assert q.progress("r").leased == len(prefetched.tests)
+
+
+def test_a_big_completion_is_stored_in_bulk(store: Store) -> None:
+    """64k tests in one queue and a 2,000-test completion (the per-row path took seconds)."""
+    items = tuple(QueueItem(f"t{i}", 0.001) for i in range(64_000))
+    q = DuckQueue(store)
+    q.create_run("r", {"cpu": PoolSpec(items, 1)}, QueueConfig(max_batch_tests=2000), 0.0)
+    got = q.lease("r", "cpu", "a", 0.0)
+    assert isinstance(got, Lease) and len(got.tests) == 2000
+    res = q.complete("r", got.lease_id, ok(got.tests), 1.0)
+    assert len(res.accepted) == 2000 and res.missing == ()
+    p = q.progress("r")
+    assert p.completed == 2000 and p.pending == 62_000 and p.leased == 0
+
+
 # -- differential test: random operation sequences give identical answers -----------------------
 
 _item = st.tuples(
@@ -167,7 +205,7 @@ def test_duck_queue_matches_in_memory(
                         return q.complete("r", lease.lease_id, ok(lease.tests), now)
                     if name == "partial":
                         return q.complete(
-                            "r", lease.lease_id, ok(lease.tests[:1]), now, final=False
+                            "r", lease.lease_id, ok(lease.tests[:1], "m"), now, final=False
                         )
                     if name == "cancel":
                         return q.cancel("r", lease.lease_id, now)
@@ -208,3 +246,4 @@ def test_duck_queue_matches_in_memory(
             )
             assert pa_.remaining_s == pytest.approx(pb.remaining_s, abs=1e-6)
         assert dict(mem.results("r")) == dict(duck.results("r"))
+        assert mem.expired_leases("r") == duck.expired_leases("r")
