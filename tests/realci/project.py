@@ -14,6 +14,7 @@ GPU_TEST = "tests/test_hw.py::test_needs_a_big_gpu"
 FAILING = "tests/test_core.py::test_colours"
 FLAKY = "tests/test_core.py::test_flaky"
 KILLER = "tests/test_zz_last.py::test_last"
+SKIPPED = "tests/test_core.py::test_skipped"  # skip-marked: skipped before any set-up hook
 
 KILL_FILE = "e2e-kill.txt"
 
