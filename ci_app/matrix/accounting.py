@@ -34,6 +34,7 @@ from ci_app.model.results import (
 __all__ = [
     "Accounting",
     "account",
+    "account_ids",
     "accounted_sets",
     "lost_results",
     "not_run_results",
@@ -86,8 +87,6 @@ def _unsatisfied(matrix: Matrix) -> dict[str, tuple[str, ...]]:
 
 def account(matrix: Matrix, sets: Iterable[ResultSet]) -> Accounting:
     """Match the plan with what the shards reported."""
-    planned = planned_tests(matrix)
-    not_run = _unsatisfied(matrix)
     reported: set[str] = set()
     shards_seen: set[str] = set()
     for rs in sets:
@@ -96,6 +95,13 @@ def account(matrix: Matrix, sets: Iterable[ResultSet]) -> Accounting:
             continue
         shards_seen.add(shard)
         reported.update(t.id for t in rs.tests)
+    return account_ids(matrix, reported, shards_seen)
+
+
+def account_ids(matrix: Matrix, reported: set[str], shards_seen: set[str]) -> Accounting:
+    """:func:`account` from the test ids and shard ids a store already holds."""
+    planned = planned_tests(matrix)
+    not_run = _unsatisfied(matrix)
     lost = tuple(
         sorted(
             ((t, where) for t, where in planned.items() if t not in reported and t not in not_run),

@@ -13,20 +13,24 @@ Handlers raise :class:`~ci_app.errors.ProviderError` (retried with backoff) or
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ci_app.errors import CiFanoutError, InputError
+from ci_app.matrix.accounting import account_ids, lost_results, not_run_results
+from ci_app.matrix.planner import Matrix
 from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
-from ci_app.model.results import ResultSet
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet, RunInfo
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.providers.download import read_results
 from ci_app.store import Job
@@ -174,6 +178,7 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
         # Streamed member by member: a bad member is skipped (and logged), the good ones
         # beside it in the same zip are stored; memory holds one batch. A result set that
         # names another run's identity costs only itself.
+        plan = _plan_in(paths)
         for member in read_results(paths):
             assert member.head is not None  # read_results yields usable members only
             filled = _fill_run(member.head, p, fallback)
@@ -189,6 +194,8 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
             collected += 1
     for rid in sorted(runs):
         _recover_from_queue(ctx, rid)
+        if plan is not None:
+            _account(ctx, rid, plan)
         ctx.store.enqueue_job(
             REPORT,
             {"run_id": rid, "final": True},
@@ -198,6 +205,56 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
     log.info(
         "job %s: collected %d result sets from %s run %s", job.id, collected, p["provider"], run_id
     )
+
+
+_MAX_PLAN_BYTES = 64 * 1024 * 1024
+
+
+def _plan_in(paths: list[Path]) -> Matrix | None:
+    """The plan's record (``matrix.json`` of the plan step's artifact) among the artifacts."""
+    for path in paths:
+        if not zipfile.is_zipfile(path):
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if (
+                        Path(info.filename).name != "matrix.json"
+                        or info.file_size > _MAX_PLAN_BYTES
+                    ):
+                        continue
+                    return Matrix.from_dict(json.loads(archive.read(info)))
+        except (zipfile.BadZipFile, OSError, ValueError, RecursionError, CiFanoutError) as exc:
+            log.warning("artifact %s: no usable plan record: %s", path.name, exc)
+    return None
+
+
+def _account(ctx: AppContext, run_id: str, plan: Matrix) -> None:
+    """Every planned test ends reported once: store the tests no runner could take (if the
+    plan step did not post them) and the planned tests no shard reported, as lost."""
+    meta = ctx.store.run(run_id)
+    if meta is None:
+        return
+    shards = {s.shard_id for s in ctx.store.shards([run_id])}
+    reported = set(ctx.store.cases([run_id], details=False).test_id)
+    acc = account_ids(plan, reported, shards - SYNTHETIC_SHARDS)
+    run = RunInfo(
+        run_id=run_id,
+        repo=meta.repo,
+        provider=meta.provider,
+        pipeline_id=meta.pipeline_id,
+        commit=meta.commit,
+        branch=meta.branch,
+        base_commit=meta.base_commit,
+        pr=meta.pr,
+    )
+    if plan.unsatisfied and NOT_RUN_SHARD not in shards:
+        ctx.store.ingest(not_run_results(plan, run))
+    if acc.lost and LOST_SHARD not in shards:
+        ctx.store.ingest(lost_results(acc, run))
+        log.warning(
+            "run %s: %d planned test(s) lost (no shard reported them)", run_id, len(acc.lost)
+        )
 
 
 def _recover_from_queue(ctx: AppContext, run_id: str, *, only_if_done: bool = False) -> int:
