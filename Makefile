@@ -53,6 +53,7 @@ bench: venv
 # Rewrite tests/data/goldens from the stored reports (review the diff before committing).
 goldens: venv
 	$(BIN)/python -m tests.artifacts.goldens --write
+	$(BIN)/python -m tests.reporting.demo_golden --write
 
 clean:
 	rm -rf out .tools ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache
