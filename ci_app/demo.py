@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ci_app.artifacts.ingest import ingest_paths
+from ci_app.browser.record import merge_record_file, record_path_for
 from ci_app.ci.journal import merge_journal
 from ci_app.cli import main as ci_app
 from ci_app.errors import CiFanoutError
@@ -170,7 +171,8 @@ def probe() -> tuple[list[str], Any]:
     from ci_app.model.labels import derive_labels
     from runner_probe.detect import DetectOptions, detect
 
-    profile = detect(DetectOptions(browser=False))
+    # the browser probe earns webgpu-sw here, which routes the sample's WebGPU tests
+    profile = detect(DetectOptions(browser=Path("/usr/bin/chromium").exists()))
     labels = sorted(derive_labels(profile))
     cpu, mem = profile.cpu, profile.memory
     _say(
@@ -272,6 +274,19 @@ def _with(run: RunInfo, **changes: Any) -> RunInfo:
     return replace(run, **changes)
 
 
+def _browser_env(labels: Sequence[str], work: Path) -> dict[str, str]:
+    """With a WebGPU label (the browser probe found an adapter) the sample's browser tests are
+    collected and run in ci-fanout's browser pool; the runner promises its labels, and the
+    renderer the demo kills on purpose is logged apart from this machine's crash log."""
+    if not {"webgpu", "webgpu-sw"} & set(labels):
+        return {}
+    return {
+        "CI_FANOUT_DEMO_BROWSER": "1",
+        "CI_FANOUT_LABELS": ",".join(labels),
+        "CI_FANOUT_BROWSER_HEALTH": str(work / "browser-health.jsonl"),
+    }
+
+
 def run_commit(
     server: Server,
     provider: LocalProvider,
@@ -288,6 +303,8 @@ def run_commit(
     cdir.mkdir(parents=True)
     runners = [{"name": f"local-{i + 1}", "labels": labels} for i in range(RUNNERS)]
     (cdir / "runners.json").write_text(json.dumps(runners))
+    browser_env = _browser_env(labels, work)
+    os.environ.update(browser_env)  # for the plan's collection and the runners; removed below
     matrix_path = cdir / "matrix.json"
     argv = ["plan", "--collect", str(SAMPLE / "tests"), "--runners", str(cdir / "runners.json"),
             "--mode", "queue", "--shards", str(RUNNERS), "--setup-seconds", "1",
@@ -342,6 +359,7 @@ def run_commit(
         )
         if state is JobState.FAILURE and not rs.tests:  # died before its report: the journal
             rs, _ = merge_journal(rs, junit.with_suffix(".journal"), why="the shard died")
+        rs = merge_record_file(rs, record_path_for(junit))  # browser adapters, metrics, retries
         s = rs.summary
         _say(
             f"  shard {shard} on local-{i + 1} ({state.value}): {s.tests} tests, "
@@ -359,6 +377,8 @@ def run_commit(
     all_cases = tuple(t for rs in merged for t in rs.tests)
     merged_path = cdir / "results.json"
     merged_path.write_text(json.dumps(ResultSet(run=base, tests=all_cases).to_dict()))
+    for name in browser_env:
+        os.environ.pop(name, None)
     return merged_path
 
 

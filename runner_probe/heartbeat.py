@@ -9,7 +9,10 @@ Contract (docs/probe.md has the full text; the server implements the other side)
   heartbeat (sent at once) carry the full profile; ``"refused": [labels]`` names labels the
   profile earns that the runner's allow-list does not grant (logged; ask the lab admin);
 - anything else (connection refused, timeouts, 5xx, 401) is logged and retried with
-  exponential backoff: the client never exits because the server is down.
+  exponential backoff: the client never exits because the server is down;
+- ``"health": {"status": "ok" | "degraded", "browser_crashes": n, "reasons": [...]}`` rides on
+  every beat: ``degraded`` after repeated browser crashes in this machine's shards (the crash
+  log of :mod:`ci_app.browser.health`), so the app can stop routing browser work here.
 
 Clock, sleep, HTTP opener, profile and load sources are injectable so tests run in
 milliseconds against a loopback server.
@@ -21,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 import urllib.error
@@ -51,6 +55,7 @@ def heartbeat_body(
     load: Mapping[str, Any],
     *,
     include_profile: bool,
+    health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     labels = derive_labels(profile)
     body: dict[str, Any] = {
@@ -59,10 +64,20 @@ def heartbeat_body(
         "profile_hash": profile_hash(profile, labels),
         "load": dict(load),
     }
+    if health is not None:
+        body["health"] = dict(health)
     if include_profile:
         body["profile"] = profile.to_dict()
         body["labels"] = list(labels)
     return body
+
+
+def browser_health(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``ok``, or ``degraded`` after repeated browser crashes (the shards' crash log)."""
+    from ci_app.browser.config import default_health_path
+    from ci_app.browser.health import assess
+
+    return assess(default_health_path(os.environ if env is None else env)).to_dict()
 
 
 def sample_load(profile: HardwareProfile, nvml: Any | None = None) -> dict[str, Any]:
@@ -126,6 +141,7 @@ class HeartbeatClient:
         opener: Callable[..., Any] = urllib.request.urlopen,
         wait: Callable[[float], bool] | None = None,
         rng: random.Random | None = None,
+        health_fn: Callable[[], Mapping[str, Any]] | None = browser_health,
     ) -> None:
         self.config = config
         self.profile_fn = profile_fn
@@ -134,6 +150,8 @@ class HeartbeatClient:
         # wait(seconds) -> True when asked to stop; default: plain sleep, never stops
         self.wait = wait or _sleep
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self.health_fn = health_fn
+        self.health_status = "ok"
         self.acked_hash: str | None = None
         self.force_profile = True
         self.failures = 0
@@ -149,7 +167,13 @@ class HeartbeatClient:
             return BeatResult(False, None, False, False, error=f"probe: {exc}")
         current = profile_hash(profile)
         send_profile = self.force_profile or current != self.acked_hash
-        body = heartbeat_body(self.config.runner, profile, load, include_profile=send_profile)
+        body = heartbeat_body(
+            self.config.runner,
+            profile,
+            load,
+            include_profile=send_profile,
+            health=self._health(),
+        )
         data = json.dumps(body, separators=(",", ":")).encode()
         request = urllib.request.Request(  # noqa: S310 - URL scheme checked in the CLI
             self.config.url,
@@ -195,6 +219,23 @@ class HeartbeatClient:
             self.force_profile = need
             return BeatResult(True, status, send_profile, need, reply=reply)
         return BeatResult(False, status, send_profile, need, error=f"HTTP {status}")
+
+    def _health(self) -> Mapping[str, Any] | None:
+        if self.health_fn is None:
+            return None
+        try:
+            health = self.health_fn()
+        except Exception:  # a broken crash log must not stop the heartbeat
+            log.exception("browser health check failed")
+            return None
+        status = str(health.get("status", "ok"))
+        if status != self.health_status:
+            if status == "degraded":
+                log.warning("runner degraded: %s", "; ".join(map(str, health.get("reasons", []))))
+            else:
+                log.info("runner healthy again (%s)", status)
+            self.health_status = status
+        return health
 
     def next_delay(self, result: BeatResult) -> float:
         """Interval after success, at once when the server asks for the profile, else backoff."""
@@ -296,6 +337,7 @@ __all__ = [
     "HeartbeatClient",
     "HeartbeatConfig",
     "ProfileCache",
+    "browser_health",
     "heartbeat_body",
     "profile_hash",
     "sample_load",

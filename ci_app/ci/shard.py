@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ci_app.browser.record import merge_record_file, record_path_for
 from ci_app.ci.journal import JOURNAL_FILE, merge_journal
 from ci_app.ci.step import MATRIX_FILE, RESULTS_FILE, Step, globs, safe_id
 from ci_app.ci.testenv import PLUGIN_NAME, is_pytest, plugin_dir, resolve_command, sandbox_env
@@ -147,6 +148,7 @@ def step_shard(step: Step) -> int:
     native.unlink(missing_ok=True)
     journal = shard_dir / JOURNAL_FILE
     journal.unlink(missing_ok=True)
+    record_path_for(native).unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="ci-fanout-shard-") as tmp:
         argv, pytest_cmd = _argv(step, cmd, matrix, shard_id, native, queue, journal)
         extra = {"CI_FANOUT_LABELS": ",".join(shard.runs_on)}
@@ -187,6 +189,8 @@ def step_shard(step: Step) -> int:
                 "recovered from its journal",
                 title=f"ci-fanout: shard {shard_id}",
             )
+    if pytest_cmd:  # browser adapters, metrics, infrastructure retries (ci_app.browser)
+        results = merge_record_file(results, record_path_for(native))
     results_path = shard_dir / RESULTS_FILE
     write_atomic(
         results_path, (json.dumps(results.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")

@@ -26,9 +26,13 @@ __all__ = [
 
 #: Labels that mark a scarce runner (accelerators): avoided for classes that do not need them.
 SCARCE_PREFIXES = ("gpu", "sm", "cuda", "webgpu", "webnn", "npu", "tpu", "gaudi", "neuron", "fpga")
+#: ...except a software WebGPU adapter (SwiftShader): any machine with Chromium has one
+NOT_SCARCE = frozenset({"webgpu-sw"})
 
 
 def _is_scarce(label: str) -> bool:
+    if label in NOT_SCARCE:
+        return False
     return any(label == p or label.startswith((p + "-", p + "_")) for p in SCARCE_PREFIXES)
 
 

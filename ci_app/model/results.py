@@ -501,6 +501,10 @@ LOST_PREFIX = "lost:"
 LOST_SHARD = "lost"
 #: shard ids that no runner ran; never a runner class, never test flakiness
 SYNTHETIC_SHARDS = frozenset({NOT_RUN_SHARD, LOST_SHARD})
+#: message prefix of an error case the infrastructure caused, not the test (a runner whose
+#: label promised hardware its browser lacks, a browser that crashed again on the retry):
+#: reported apart from failures, never counted as a failure or as flakiness of the test
+INFRA_PREFIX = "infra:"
 
 
 #: terminal escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), 2-byte escapes,

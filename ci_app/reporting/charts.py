@@ -11,6 +11,7 @@ import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ci_app.model.browser import parse_metric_name
 from ci_app.reporting.classes import class_names, readable_class
 from ci_app.reporting.explorer import DurationSeries
 from ci_app.reporting.report import MetricTrend, Report
@@ -192,7 +193,15 @@ def render_charts(report: Report, *, max_metrics: int = 3) -> dict[str, bytes]:
     if report.runner_classes:
         out["runner-classes.png"] = runner_class_chart(report)
     regressed = {r.what for r in report.regressions if r.kind == "metric"}
-    metrics = sorted(report.metric_trends, key=lambda m: (m.name not in regressed, m.name))
+
+    def runner_figure(name: str) -> bool:  # browser pool timings come after the tests' own
+        b = parse_metric_name(name)
+        return b is not None and b.describes_runner
+
+    metrics = sorted(
+        report.metric_trends,
+        key=lambda m: (m.name not in regressed, runner_figure(m.name), m.name),
+    )
     for m in metrics[:max_metrics]:
         if len(m.points) >= 2:
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in m.name)[:60]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ci_app.model.results import (
+    INFRA_PREFIX,
     LOST_PREFIX,
     LOST_SHARD,
     NOT_RUN_PREFIX,
@@ -25,6 +26,7 @@ _RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 
 
 __all__ = [
+    "INFRA_PREFIX",
     "LOST_PREFIX",
     "LOST_SHARD",
     "NOT_RUN_PREFIX",
@@ -134,6 +136,9 @@ class Comparison:
     not_run: tuple[tuple[str, str], ...] = ()
     #: planned tests no shard reported: their shard died (test, why); infrastructure errors
     lost: tuple[tuple[str, str], ...] = ()
+    #: tests the infrastructure failed (test, ``infra: …`` message): a runner whose label lied,
+    #: a browser that crashed again on the retry; never a failure or flakiness of the test
+    infra_errors: tuple[tuple[str, str], ...] = ()
     #: shards that failed as a whole or died (``interrupted``); not the synthetic
     #: ``lost``/``unsatisfied`` shards
     infra_shards: tuple[ShardMeta, ...] = ()
@@ -152,7 +157,10 @@ class _Agg:
 
 
 def _aggregate(
-    rows: CaseRows, shard_class: Mapping[str, str], skip_shards: set[str]
+    rows: CaseRows,
+    shard_class: Mapping[str, str],
+    skip_shards: set[str],
+    skip_rows: frozenset[int] = frozenset(),
 ) -> tuple[dict[str, _Agg], set[str], dict[str, float]]:
     """Detailed aggregates for tests with a non-passing or retried row; ids of the rest.
 
@@ -171,7 +179,7 @@ def _aggregate(
     out: dict[str, _Agg] = {}
     if hot:
         for i, tid in enumerate(rows.test_id):
-            if tid not in hot:
+            if tid not in hot or i in skip_rows:
                 continue
             sid = rows.shard_id[i]
             if sid in skip_shards:
@@ -198,6 +206,17 @@ def _aggregate(
     for tid in skipped_only:
         durations.pop(tid, None)
     return out, passed, durations
+
+
+def infra_rows(rows: CaseRows) -> frozenset[int]:
+    """Rows of infrastructure errors: outcome ``error`` with an ``infra:`` message."""
+    if not rows.message:
+        return frozenset()
+    return frozenset(
+        i
+        for i, (o, m) in enumerate(zip(rows.outcome, rows.message, strict=True))
+        if o == "error" and m is not None and m.startswith(INFRA_PREFIX)
+    )
 
 
 def _base_outcomes(rows: CaseRows) -> tuple[dict[str, str], dict[str, float]]:
@@ -231,14 +250,20 @@ def compare_runs(
         if (s.infra_failure or s.interrupted) and s.shard_id not in SYNTHETIC_SHARDS
     )
     skip = {s.shard_id for s in infra if s.infra_failure} | {LOST_SHARD}
-    agg, passed, head_durations = _aggregate(head, shard_class, skip)
+    head_infra = infra_rows(head)
+    agg, passed, head_durations = _aggregate(head, shard_class, skip, head_infra)
     if any(s.shard_id in SYNTHETIC_SHARDS for s in head_shards):
         for i, sid in enumerate(head.shard_id):  # no runner ran these: no duration
             if sid in SYNTHETIC_SHARDS:
                 head_durations.pop(head.test_id[i], None)
     base_infra = {s.shard_id for s in base_shards if s.infra_failure or s.shard_id == LOST_SHARD}
-    if base is not None and base_infra:
-        keep = [i for i, s in enumerate(base.shard_id) if s not in base_infra]
+    base_infra_rows = infra_rows(base) if base is not None else frozenset()
+    if base is not None and (base_infra or base_infra_rows):
+        keep = [
+            i
+            for i, s in enumerate(base.shard_id)
+            if s not in base_infra and i not in base_infra_rows
+        ]
         base = CaseRows(
             test_id=[base.test_id[i] for i in keep],
             shard_id=[base.shard_id[i] for i in keep],
@@ -332,8 +357,15 @@ def compare_runs(
             if sid == LOST_SHARD
         }
     )
+    infra_errors = sorted(
+        {
+            (head.test_id[i], (head.message[i] or "").splitlines()[0])
+            for i in head_infra
+            if head.shard_id[i] not in skip
+        }
+    )
     if base is not None:
-        head_ids = passed | set(agg) | {t for t, _ in lost}
+        head_ids = passed | set(agg) | {t for t, _ in lost} | {t for t, _ in infra_errors}
         added = tuple(sorted(head_ids - base_map.keys()))
         removed = tuple(sorted(base_map.keys() - head_ids))
     not_run = sorted(
@@ -346,6 +378,7 @@ def compare_runs(
     return Comparison(
         not_run=tuple(not_run),
         lost=tuple(lost),
+        infra_errors=tuple(infra_errors),
         new_failures=tuple(sorted(new_failures, key=lambda f: f.test_id)),
         still_failing=tuple(sorted(still, key=lambda f: f.test_id)),
         fixed=tuple(sorted(fixed)),

@@ -96,7 +96,7 @@ class HistoryRows:
     """Outcomes over many runs (oldest first by ``seq``), columnar.
 
     ``infra`` marks rows from shards that failed as a whole (see
-    :attr:`ShardMeta.infra_failure`).
+    :attr:`ShardMeta.infra_failure`) and infrastructure errors (``infra:`` messages).
     """
 
     test_id: list[str] = field(default_factory=list)

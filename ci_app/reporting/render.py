@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ci_app.model.browser import TIMINGS, parse_metric_name
 from ci_app.reporting import markdown as md
 from ci_app.reporting.classes import class_names
 from ci_app.reporting.data import ShardMeta
 from ci_app.reporting.flaky import Evidence
 from ci_app.reporting.links import dashboard_base, page_url
-from ci_app.reporting.report import Counts, Regression, Report
+from ci_app.reporting.report import Counts, MetricTrend, Regression, Report
 
 MARKER_PREFIX = "<!-- ci-fanout:report v1"
 COMMENT_BUDGET = 65_536
@@ -212,6 +213,8 @@ def _headline(report: Report) -> list[str]:
         )
     elif c.infra_shards:
         icon, word = "🛑", _infra_headline(c.infra_shards, h)
+    elif c.infra_errors:
+        icon, word = "🛑", f"{len(c.infra_errors):,} infrastructure error(s)"
     elif c.still_failing:
         icon, word = "⚠️", f"{len(c.still_failing):,} still failing (also on base)"
     elif report.regressions:
@@ -221,6 +224,8 @@ def _headline(report: Report) -> list[str]:
     parts = [word, f"{h.passed:,} passed"]
     if h.not_run:
         parts.append(f"{h.not_run:,} not run")
+    if c.infra_errors and "infrastructure error" not in word:
+        parts.append(f"{len(c.infra_errors):,} infrastructure error(s)")
     if c.flaky:
         parts.append(f"{len(c.flaky)} flaky")
     if c.hardware_specific:
@@ -287,6 +292,19 @@ def _sections(report: Report) -> list[_Section]:
                     for t, why in c.lost[:_INITIAL_CAP]
                 ],
                 total=len(c.lost),
+            )
+        )
+    if c.infra_errors:  # the runner failed these tests, not their code
+        secs.append(
+            _Section(
+                "infra-errors",
+                f"🛑 Infrastructure errors ({len(c.infra_errors):,}) — not counted against the "
+                "tests",
+                [
+                    f"- {n.test(t)} — {md.text(why.removeprefix('infra:').strip(), limit=300)}"
+                    for t, why in c.infra_errors[:_INITIAL_CAP]
+                ],
+                total=len(c.infra_errors),
             )
         )
     nf = [
@@ -357,6 +375,7 @@ def _sections(report: Report) -> list[_Section]:
             total=len(c.hardware_specific),
         )
     )
+    secs.extend(_browser_sections(report, n))
     if c.not_run:
         secs.append(
             _Section(
@@ -475,6 +494,157 @@ def _sections(report: Report) -> list[_Section]:
 def _runner(name: str | None, runner_class: str, n: _Names, *, table: bool = False) -> str:
     """The runner's name, else its class's readable name."""
     return _name(name, table=table) if name else n.cls(runner_class, table=table)
+
+
+@dataclass
+class _AdapterClass:
+    """What the comment shows for one WebGPU adapter class."""
+
+    tests: set[str]
+    timings: dict[str, list[tuple[float, float | None]]]  # metric -> (this run, base)
+    retries: dict[str, list[str]]  # test -> infrastructure kinds it was retried for
+    launch: tuple[float, float | None] | None = None
+    chromium: tuple[float, float | None] | None = None  # major version (this run, base)
+
+
+def _base_value(trend: MetricTrend, report: Report) -> float | None:
+    """The trend's value at the base run (else its latest history point)."""
+    history = trend.points[:-1]
+    if report.base is not None:
+        for p in history:
+            if p.run_id == report.base.run_id:
+                return p.value
+    return history[-1].value if history else None
+
+
+def _mean(pairs: Sequence[tuple[float, float | None]]) -> tuple[float, float | None]:
+    now = sum(p[0] for p in pairs) / len(pairs)
+    bases = [p[1] for p in pairs if p[1] is not None]
+    return now, (sum(bases) / len(bases) if len(bases) == len(pairs) else None)
+
+
+def _vs(now: float, base: float | None, unit: str) -> str:
+    text = _value(now, unit)
+    return f"{text} ({_pct(now, base)})" if base else text
+
+
+def _browser_sections(report: Report, n: _Names) -> list[_Section]:
+    """Per WebGPU adapter class: pass/fail, infrastructure retries and the pool's timings;
+    then the metrics tests reported, against base (names from :mod:`ci_app.model.browser`)."""
+    c = report.comparison
+    classes: dict[str, _AdapterClass] = {}
+    reported: list[tuple[str, str, str, MetricTrend, float | None]] = []
+    for trend in report.metric_trends:
+        b = parse_metric_name(trend.name)
+        if b is None or not trend.points:
+            continue
+        ac = classes.setdefault(b.adapter, _AdapterClass(set(), {}, {}))
+        base = _base_value(trend, report)
+        now = trend.points[-1].value
+        if b.is_pool:
+            if b.metric == "launch_ms":
+                ac.launch = (now, base)
+            elif b.metric == "chromium":
+                ac.chromium = (now, base)
+            continue
+        ac.tests.add(b.scope)
+        if b.infra_kind is not None:
+            ac.retries.setdefault(b.scope, []).append(b.infra_kind)
+        elif b.is_timing:
+            ac.timings.setdefault(b.metric, []).append((now, base))
+        else:
+            reported.append((b.adapter, b.scope, b.metric, trend, base))
+    if not classes:
+        return []
+    failing = (
+        {f.test_id for f in (*c.new_failures, *c.still_failing)}
+        | {h.test_id for h in c.hardware_specific}
+        | {f.test_id for f in c.flaky if f.failed_here}
+    )
+    infra = {t for t, _ in c.infra_errors}
+    rows = []
+    retried: list[str] = []
+    for name in sorted(classes):
+        ac = classes[name]
+        failed = len(ac.tests & failing)
+        errors = len(ac.tests & infra)
+        retries = [t for t in sorted(ac.retries) if t not in infra]
+        infra_cell = ", ".join(
+            x
+            for x in (
+                f"{len(retries)} retried" if retries else "",
+                f"{errors} error(s)" * bool(errors),
+            )
+            if x
+        )
+        cells = []
+        for metric in TIMINGS:
+            pairs = ac.timings.get(metric)
+            if metric == "launch_ms":
+                cells.append(_vs(*ac.launch, "ms") if ac.launch else "")
+            else:
+                cells.append(_vs(*_mean(pairs), "ms") if pairs else "")
+        browser = ""
+        if ac.chromium is not None:
+            major, was = ac.chromium
+            browser = f"Chromium {major:.0f}" + (
+                f" (base {was:.0f})" if was is not None and was != major else ""
+            )
+        rows.append(
+            f"| {_name(name, table=True)} | {browser} | {len(ac.tests):,} "
+            f"| {len(ac.tests) - failed - errors:,} | {failed:,} | {infra_cell or '—'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+        retried.extend(
+            f"- {n.test(t)} on {_name(name)}: "
+            + ", ".join(md.text(k.replace("-", " ")) for k in ac.retries[t][:5])
+            + " — passed on a fresh browser" * (t not in failing)
+            for t in retries
+        )
+    out = [
+        _Section(
+            "browser",
+            "🌐 Browser tests per WebGPU adapter",
+            rows,
+            head="| adapter | browser | tests | passed | failed | infrastructure | launch | "
+            "context | shader compile |\n|---|---|---:|---:|---:|---|---:|---:|---:|",
+        )
+    ]
+    if reported:
+        items = []
+        for adapter, test, metric, trend, base in sorted(
+            reported, key=lambda r: (r[1], r[2], r[0])
+        )[:_INITIAL_CAP]:
+            now = trend.points[-1].value
+            arrow = "higher is better" if trend.direction == "higher" else "lower is better"
+            items.append(
+                f"| {n.test(test, table=True)} | {_id(metric, table=True)} ({arrow}) "
+                f"| {_name(adapter, table=True)} | {_value(now, trend.unit)} "
+                f"| {_value(base, trend.unit) if base is not None else 'new'} "
+                f"| {_pct(now, base) if base else ''} |"
+            )
+        out.append(
+            _Section(
+                "browser-metrics",
+                "🌐 Browser metrics vs base",
+                items,
+                head="| test | metric | adapter | this run | base | change |\n"
+                "|---|---|---|---:|---:|---:|",
+                total=len(reported),
+            )
+        )
+    if retried:
+        out.append(
+            _Section(
+                "browser-retries",
+                f"🔧 Infrastructure retries ({len(retried):,}) — the browser failed, not the "
+                "test; not counted as flaky",
+                retried[:_INITIAL_CAP],
+                total=len(retried),
+            )
+        )
+    return out
 
 
 def _message(message: str | None) -> str:
@@ -609,6 +779,8 @@ def render_check_run(
         bits.append(f"{len(c.flaky)} flaky")
     if c.hardware_specific:
         bits.append(f"{len(c.hardware_specific)} hardware-specific")
+    if c.infra_errors:
+        bits.insert(0, f"{len(c.infra_errors)} infrastructure error(s)")
     if c.lost:
         bits.insert(0, f"{len(c.lost)} test(s) lost (shard died)")
     if report.empty:
@@ -657,7 +829,14 @@ def render_check_run(
         )
     conclusion = (
         "failure"
-        if (c.new_failures or c.still_failing or c.infra_shards or c.lost or report.empty)
+        if (
+            c.new_failures
+            or c.still_failing
+            or c.infra_shards
+            or c.lost
+            or c.infra_errors
+            or report.empty
+        )
         else ("neutral" if report.regressions else "success")
     )
     return {

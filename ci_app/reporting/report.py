@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ci_app.errors import StoreError
+from ci_app.model.browser import parse_metric_name
 from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS
 from ci_app.reporting.changepoint import check_value, detect_change_points
 from ci_app.reporting.compare import (
@@ -177,7 +178,14 @@ class Report:
         """No new failures, nothing still failing, no infra failure, no regression."""
         c = self.comparison
         return (
-            not (c.new_failures or c.still_failing or c.infra_shards or c.lost or self.regressions)
+            not (
+                c.new_failures
+                or c.still_failing
+                or c.infra_shards
+                or c.lost
+                or c.infra_errors
+                or self.regressions
+            )
             and not self.empty
         )
 
@@ -206,6 +214,7 @@ class Report:
             "regressions": len(self.regressions),
             "infra_failed_shards": [s.shard_id for s in c.infra_shards],
             "lost": len(c.lost),
+            "infra_errors": len(c.infra_errors),
             "history_runs": self.history_runs,
             "ok": self.ok,
         }
@@ -223,6 +232,7 @@ class Report:
             "newly_skipped": list(c.newly_skipped),
             "not_run": [{"test": t, "reason": why} for t, why in c.not_run],
             "lost": [{"test": t, "reason": why} for t, why in c.lost],
+            "infra_errors": [{"test": t, "reason": why} for t, why in c.infra_errors],
             "runner_classes": [{"runner_class": k, **v.to_dict()} for k, v in self.runner_classes],
             "slowest": [
                 {"test_id": t, "duration_s": d, "base_duration_s": b} for t, d, b in self.slowest
@@ -539,6 +549,10 @@ def _metric_regressions(
     regs: list[Regression] = []
     for m in values:
         points = series.get((m.name, m.runner_class), [])
+        browser = parse_metric_name(m.name)
+        # the pool's own figures (launch/context times, retries) describe the runner, not the
+        # change: trended, never flagged as this change's regression
+        infra_figure = browser is not None and browser.describes_runner
         found, cps = (
             _series_regressions(
                 what=m.name,
@@ -554,7 +568,8 @@ def _metric_regressions(
             if len(points) >= 5
             else ([], ())
         )
-        regs.extend(found)
+        if not infra_figure:
+            regs.extend(found)
         head_point = SeriesPoint(run_id=run.run_id, commit=run.commit, value=m.value)
         trends.append(
             MetricTrend(

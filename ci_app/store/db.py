@@ -457,9 +457,15 @@ class Store:
         """All test rows of the given runs, columnar.
 
         ``details=False`` fetches only id, shard, outcome and duration (the base
-        side of a comparison); the other columns are then empty lists.
+        side of a comparison); the other columns are then empty lists, except ``message``
+        when some row is an infrastructure error (``infra:``; the others are None then).
         """
         cols_sql = "test_id, shard_id, outcome, coalesce(duration_s, 0.0) AS duration_s"
+        if not details:
+            cols_sql += (
+                ", CASE WHEN outcome = 'error' AND starts_with(message, 'infra:') "
+                "THEN message END AS message"
+            )
         if details:
             cols_sql += (
                 ", coalesce(retries, 0) AS retries, coalesce(flaky, false) AS flaky, file, line, "
@@ -474,6 +480,8 @@ class Store:
                 params=[list(run_ids)],
             ).to_arrow_table()
         cols = {name: tbl.column(name).to_pylist() for name in tbl.column_names}
+        if not details and not any(m is not None for m in cols["message"]):
+            del cols["message"]
         return CaseRows(
             test_id=cols["test_id"],
             shard_id=cols["shard_id"],
@@ -528,8 +536,10 @@ class Store:
             f"WITH w AS ({run_sql}) "  # noqa: S608 - fragments are constants
             "SELECT t.test_id, s.runner_class, w.seq, t.run_id, w.commit, t.outcome, "
             "coalesce(t.flaky, false) AS flaky, "
-            "(s.tests - s.skipped > 0 AND s.passed = 0 "
-            " AND s.errors >= greatest(1, (s.tests - s.skipped) // 2)) AS infra "
+            "((s.tests - s.skipped > 0 AND s.passed = 0 "
+            " AND s.errors >= greatest(1, (s.tests - s.skipped) // 2)) "
+            " OR (t.outcome = 'error' AND coalesce(starts_with(t.message, 'infra:'), false))) "
+            "AS infra "
             "FROM test_results t JOIN w USING (run_id) "
             "JOIN shards s ON s.run_id = t.run_id AND s.shard_id = t.shard_id "
             "WHERE t.outcome <> 'skipped'" + test_filter + unstable + " ORDER BY w.seq"
