@@ -23,7 +23,7 @@ from typing import Any
 from ci_app.ci.gitlab import write_gitlab_child
 from ci_app.ci.step import DURATIONS_FILE, MATRIX_FILE, RUN_TOKEN_FILE, Step, globs
 from ci_app.ci.testenv import (
-    PLUGIN_NAME,
+    PLUGINS,
     is_pytest,
     plugin_dir,
     pytest_args,
@@ -102,7 +102,7 @@ def _collect(step: Step, paths: str) -> Any:
                 python=python,
                 args=args,
                 env=sandbox_env({**os.environ, **step.env}, plugin),
-                plugin=PLUGIN_NAME,
+                plugins=list(PLUGINS),
             )
 
 

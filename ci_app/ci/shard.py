@@ -28,7 +28,13 @@ from typing import Any, Final
 from ci_app.browser.record import merge_record_file, record_path_for
 from ci_app.ci.journal import JOURNAL_FILE, merge_journal
 from ci_app.ci.step import MATRIX_FILE, RESULTS_FILE, Step, globs, safe_id
-from ci_app.ci.testenv import PLUGIN_NAME, is_pytest, plugin_dir, resolve_command, sandbox_env
+from ci_app.ci.testenv import (
+    is_pytest,
+    plugin_args,
+    plugin_dir,
+    resolve_command,
+    sandbox_env,
+)
 from ci_app.credentials import TOKEN_FILE_ENV
 from ci_app.errors import ConfigError, InputError, ProviderError
 from ci_app.matrix.planner import Matrix
@@ -106,8 +112,7 @@ def _argv(
     if is_pytest(cmd):
         return [
             *cmd,
-            "-p",
-            PLUGIN_NAME,
+            *plugin_args(),
             "--fanout-matrix",
             str(matrix_path),
             "--fanout-shard",

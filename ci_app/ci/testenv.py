@@ -20,21 +20,31 @@ from ci_app.credentials import scrub
 
 #: the pytest11 entry-point name of :mod:`ci_app.pytest_plugin`
 PLUGIN_NAME: Final = "ci_fanout"
+#: the pytest11 entry-point name of :mod:`ci_app.browser.plugin` (browser pool fixtures)
+BROWSER_PLUGIN_NAME: Final = "ci_fanout_browser"
+#: entry-point name -> module: the plugins a shard loads with ``-p`` (in this order)
+PLUGINS: Final = {PLUGIN_NAME: "ci_app.pytest_plugin", BROWSER_PLUGIN_NAME: "ci_app.browser.plugin"}
 _SHIM: Final = (
     "# made by ci-fanout: loads this ci-fanout's pytest plugin under its entry-point name\n"
-    "import sys\n\nimport ci_app.pytest_plugin as _plugin\n\nsys.modules[__name__] = _plugin\n"
+    "import sys\n\nimport {module} as _plugin\n\nsys.modules[__name__] = _plugin\n"
 )
 _PYTHONS: Final = frozenset({"python", "python3"})
 
 
 def plugin_dir(dest: Path) -> Path:
-    """Fill ``dest`` so that ``PYTHONPATH=dest`` + ``-p ci_fanout`` loads the plugin."""
+    """Fill ``dest`` so that ``PYTHONPATH=dest`` + :func:`plugin_args` loads the plugins."""
     dest.mkdir(parents=True, exist_ok=True)
     link = dest / "ci_app"
     if not link.exists():
         link.symlink_to(Path(ci_app.__file__).resolve().parent, target_is_directory=True)
-    (dest / f"{PLUGIN_NAME}.py").write_text(_SHIM, encoding="utf-8")
+    for name, module in PLUGINS.items():
+        (dest / f"{name}.py").write_text(_SHIM.format(module=module), encoding="utf-8")
     return dest
+
+
+def plugin_args() -> list[str]:
+    """``-p`` arguments that load every plugin of :data:`PLUGINS`."""
+    return [arg for name in PLUGINS for arg in ("-p", name)]
 
 
 def is_pytest(cmd: Sequence[str]) -> bool:

@@ -80,13 +80,13 @@ def collect_inventory(
     python: str | None = None,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    plugin: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> Inventory:
     """Run ``pytest --collect-only`` with the ci-fanout plugin and read its inventory.
 
     ``python`` is the interpreter that has the tests' dependencies (default: this one), ``args``
     the pytest arguments the shards will run with (``--doctest-modules``, ``-p no:randomly``),
-    ``plugin`` the plugin module to load with ``-p`` when it is not installed there.
+    ``plugins`` the plugin modules to load with ``-p`` when they are not installed there.
     """
     paths = shlex.split(path) or ["."]
     with tempfile.TemporaryDirectory(prefix="ci-fanout-") as tmp:
@@ -96,7 +96,7 @@ def collect_inventory(
             "-m",
             "pytest",
             *args,
-            *(["-p", plugin] if plugin else []),
+            *(arg for name in plugins for arg in ("-p", name)),
             "--collect-only",
             "-q",
             "-p",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -58,7 +58,13 @@ from ci_app.store.web import (
 )
 from ci_app.web.handlers import LABELS, REPORT, allowed_patterns
 from ci_app.web.security import bearer_token, hash_token, new_token, tokens_equal
-from ci_app.web.validate import check_resultset, parse_json, read_body, sanitize_load
+from ci_app.web.validate import (
+    check_resultset,
+    parse_json,
+    read_body,
+    sanitize_health,
+    sanitize_load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +207,9 @@ def heartbeat() -> Response:
         raise ApiError(403, f"this token belongs to runner {name!r}, not {claimed!r}")
     now = ctx.clock()
     load = sanitize_load(body.get("load"))
+    health = sanitize_health(body.get("health"))
+    if health is not None:  # kept with the load sample: the latest heartbeat's word
+        load = {**(load or {}), "health": health}
     phash = body.get("profile_hash")
     if phash is not None and (not isinstance(phash, str) or len(phash) > 200):
         raise ApiError(400, "'profile_hash' must be a string of at most 200 characters")
@@ -261,6 +270,20 @@ def heartbeat() -> Response:
     return jsonify({"ok": True, "need_profile": False})
 
 
+#: labels of browser capability: withheld from the planner while a runner's pool is degraded
+_BROWSER_LABELS = ("webgpu", "webnn-")
+
+
+def routable_labels(labels: Sequence[str], load: Mapping[str, Any] | None) -> list[str]:
+    """The labels the planner may route by: all of them, less the browser ones while the
+    runner reports a degraded browser pool (repeated crashes), so no new browser work lands
+    there until it recovers."""
+    health = (load or {}).get("health")
+    if isinstance(health, Mapping) and health.get("status") == "degraded":
+        return [x for x in labels if not x.startswith(_BROWSER_LABELS)]
+    return list(labels)
+
+
 def _cpu(load: dict[str, Any] | None) -> float | None:
     v = (load or {}).get("cpu_percent")
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -289,7 +312,7 @@ def runners() -> Response:
                     "name": r.name,
                     "provider": r.provider,
                     "status": r.status,
-                    "labels": list(r.labels),
+                    "labels": routable_labels(r.labels, r.load),
                     "refused_labels": list(r.refused_labels),
                     "last_seen": r.last_seen,
                     "busy": r.busy,

@@ -444,7 +444,9 @@ def runner_status(row: RunnerRow, profile: Any, *, now: float, offline_after_s: 
         return "offline"
     if now - row.last_seen >= offline_after_s * STALE_SHARE:
         return "stale"
-    if probe_errors(profile) or row.refused_labels or row.sync_error:
+    health = (row.load or {}).get("health") if isinstance(row.load, dict) else None
+    browser_degraded = isinstance(health, dict) and health.get("status") == "degraded"
+    if probe_errors(profile) or row.refused_labels or row.sync_error or browser_degraded:
         return "degraded"
     return "online"
 

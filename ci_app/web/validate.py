@@ -222,6 +222,24 @@ def sanitize_load(load: Any) -> dict[str, Any] | None:
     return out
 
 
+_HEALTH = ("ok", "degraded")
+
+
+def sanitize_health(health: Any) -> dict[str, Any] | None:
+    """A heartbeat's ``health`` (the runner's browser pool: ``ok`` or ``degraded`` after
+    repeated browser crashes), reduced to a status, a count and a few short reasons."""
+    if not isinstance(health, Mapping) or health.get("status") not in _HEALTH:
+        return None
+    raw: Any = health.get("browser_crashes")
+    crashes = int(raw) if _finite(raw) and raw >= 0 else 0
+    reasons = health.get("reasons")
+    return {
+        "status": health["status"],
+        "browser_crashes": crashes,
+        "reasons": [str(r)[:200] for r in reasons[:5]] if isinstance(reasons, list) else [],
+    }
+
+
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
