@@ -95,7 +95,7 @@ class _State:
                 self.done = True
                 if ev.get("time") is not None:
                     self.ctx.duration_s = float(ev["time"]) / 1000.0
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ReportParseError(
                 f"malformed Dart JSON {kind!r} event: {type(exc).__name__}: {exc}"
             ) from None

@@ -106,3 +106,19 @@ def test_truncated_and_corrupted_real_files(fmt: str, data: st.DataObject) -> No
     pos = data.draw(st.integers(min_value=0, max_value=max(0, len(raw) - 1)))
     junk = data.draw(st.binary(min_size=1, max_size=8))
     _run(fmt, raw[:pos] + junk + raw[pos + len(junk) :])
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "testStart", "test": None},
+        {"type": "testStart", "test": {"id": 1, "metadata": "x"}},
+        {"type": "testStart", "test": []},
+    ],
+)
+def test_dart_event_with_a_test_of_the_wrong_shape(event: dict[str, object]) -> None:
+    """Found by the fuzzer: ``{"test": null}`` crashed with AttributeError."""
+    with pytest.raises(ReportParseError, match="malformed Dart JSON"):
+        list(
+            get_parser("dart-json")(io.BytesIO(json.dumps(event).encode()), ParseContext(path="f"))
+        )
