@@ -45,8 +45,14 @@ def live() -> Iterator[tuple[Server, str]]:
         now = srv.clock.now
         from tests.web.test_dashboard import PROFILE
 
-        srv.store.runners.upsert_runner("cpu-box", provider="github", labels=list(CPU), profile=PROFILE,
-                                profile_hash="h", now=now - 10)  # fmt: skip
+        srv.store.runners.upsert_runner(
+            "cpu-box",
+            provider="github",
+            labels=list(CPU),
+            profile=PROFILE,
+            profile_hash="h",
+            now=now - 10,
+        )
         http = make_server("127.0.0.1", 0, srv.app, threaded=True)
         thread = threading.Thread(target=http.serve_forever, daemon=True)
         thread.start()

@@ -302,14 +302,29 @@ def test_runner_statuses_and_pages(srv: Server) -> None:
     now = srv.clock.now
     store = srv.store
     broken = {**PROFILE, "nvidia": {**PROFILE["nvidia"], "status": "error", "error": "NVML gone"}}
-    store.runners.upsert_runner("fresh", provider="github", labels=list(CPU), profile=PROFILE,
-                        profile_hash="a", now=now - 5)  # fmt: skip
-    store.runners.upsert_runner("quiet", provider="github", labels=list(CPU), profile=PROFILE,
-                        profile_hash="b", now=now - 200)  # fmt: skip
-    store.runners.upsert_runner("gone", provider="github", labels=["x64"], profile=None,
-                        profile_hash=None, now=now - 9000, status="offline")  # fmt: skip
-    store.runners.upsert_runner("sick", provider="github", labels=list(GPU), profile=broken,
-                        profile_hash="c", now=now - 5)  # fmt: skip
+    store.runners.upsert_runner(
+        "fresh", provider="github", labels=list(CPU), profile=PROFILE, profile_hash="a", now=now - 5
+    )
+    store.runners.upsert_runner(
+        "quiet",
+        provider="github",
+        labels=list(CPU),
+        profile=PROFILE,
+        profile_hash="b",
+        now=now - 200,
+    )
+    store.runners.upsert_runner(
+        "gone",
+        provider="github",
+        labels=["x64"],
+        profile=None,
+        profile_hash=None,
+        now=now - 9000,
+        status="offline",
+    )
+    store.runners.upsert_runner(
+        "sick", provider="github", labels=list(GPU), profile=broken, profile_hash="c", now=now - 5
+    )
     store.runners.set_runner_busy("fresh", True, "job-1", now=now)
     rows = page(srv, "/runners").all_text
     for name, status in (("fresh", "online"), ("quiet", "stale"), ("gone", "offline"),
@@ -328,8 +343,9 @@ def test_runner_statuses_and_pages(srv: Server) -> None:
 
 def test_runner_page_lists_what_it_ran(srv: Server) -> None:
     now = srv.clock.now
-    srv.store.runners.upsert_runner("cpu-box", provider="github", labels=list(CPU), profile=None,
-                            profile_hash=None, now=now - 1)  # fmt: skip
+    srv.store.runners.upsert_runner(
+        "cpu-box", provider="github", labels=list(CPU), profile=None, profile_hash=None, now=now - 1
+    )
     p = page(srv, "/runners/cpu-box")
     runs = {h for h in p.hrefs if h.startswith("/runs/")}
     assert {f"/runs/{PR_RUN}", "/runs/main-0", "/runs/main-11"} <= runs

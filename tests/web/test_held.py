@@ -192,8 +192,14 @@ def evil_dash() -> Iterator[Server]:
             doc["run"]["job_url"] = "javascript:alert(3)"
             doc["run"]["runner_name"] = f"runner{EVIL}"
             store.results.ingest(ResultSet.from_dict(doc))
-        store.runners.upsert_runner(f"box{EVIL}", provider=EVIL, labels=[EVIL], profile=None,
-                            profile_hash=None, now=srv.clock.now)  # fmt: skip
+        store.runners.upsert_runner(
+            f"box{EVIL}",
+            provider=EVIL,
+            labels=[EVIL],
+            profile=None,
+            profile_hash=None,
+            now=srv.clock.now,
+        )
         job = store.jobs.enqueue("report", {"run_id": EVIL}, now=srv.clock.now)
         store.jobs.park(job, f"StoreError: {EVIL}", now=srv.clock.now)
         srv.client.post(
