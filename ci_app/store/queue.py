@@ -23,8 +23,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa  # type: ignore[import-untyped]
-
 from ci_app.matrix.queue import (
     CompleteResult,
     Done,
@@ -39,12 +37,12 @@ from ci_app.matrix.queue import (
     Wait,
     batch_target_s,
     max_unknown_per_batch,
-    queue_order,
 )
 from ci_app.store.database import Database, first_row, insert_arrow
 from ci_app.store.queue_tables import (
     expire_leases,
     insert_results,
+    items_table,
     lease_row,
     pool_row,
     remaining_counts,
@@ -55,20 +53,6 @@ from ci_app.store.queue_tables import (
 )
 
 __all__ = ["DuckQueue"]
-
-_ITEM_SCHEMA = pa.schema(
-    [
-        ("run", pa.string()),
-        ("pool", pa.string()),
-        ("idx", pa.int32()),
-        ("item_id", pa.string()),
-        ("estimate_s", pa.float64()),
-        ("unknown", pa.bool_()),
-        ("tests", pa.list_(pa.string())),
-        ("queued", pa.bool_()),
-        ("remaining", pa.int32()),
-    ]
-)
 
 
 class DuckQueue:
@@ -88,26 +72,7 @@ class DuckQueue:
         token_hash: str | None = None,
         repo: str | None = None,
     ) -> None:
-        seen: set[str] = set()
-        cols: dict[str, list[Any]] = {f: [] for f in _ITEM_SCHEMA.names}
-        for name, spec in pools.items():
-            for idx, it in enumerate(queue_order(spec.items)):
-                tests = it.test_ids
-                for t in tests:
-                    if t in seen:
-                        raise LeaseError(f"test {t!r} is queued twice in run {run!r}")
-                    seen.add(t)
-                cols["pool"].append(name)
-                cols["idx"].append(idx)
-                cols["item_id"].append(it.id)
-                cols["estimate_s"].append(float(it.estimate_s))
-                cols["unknown"].append(it.unknown)
-                cols["tests"].append(list(tests))
-                cols["remaining"].append(len(tests))
-        n = len(cols["idx"])
-        cols["run"] = [run] * n
-        cols["queued"] = [True] * n
-        items = pa.table(cols, schema=_ITEM_SCHEMA)
+        items = items_table(run, pools)
         with self._db.transaction() as con:
             if first_row(con, "SELECT 1 FROM queue_runs WHERE run = ?", [run]) is not None:
                 raise LeaseError(f"queue run {run!r} already exists")
@@ -121,28 +86,25 @@ class DuckQueue:
                     "VALUES (?, ?, ?, ?, [])",
                     [run, name, sorted(spec.labels), max(1, spec.workers)],
                 )
-            if n:
+            if items.num_rows:
                 insert_arrow(con, "queue_items", items)
 
     def token_hash(self, run: str) -> str | None:
-        with self._db.locked() as con:
-            row = first_row(con, "SELECT token_hash FROM queue_runs WHERE run = ?", [run])
+        row = self._db.one("SELECT token_hash FROM queue_runs WHERE run = ?", [run])
         if row is None:
             raise LeaseError(f"no queue run {run!r}; create it first (ci-app plan --mode queue)")
         return None if row[0] is None else str(row[0])
 
     def runs(self, limit: int = 50) -> list[tuple[str, str | None, float]]:
         """Newest queue runs: (run, repo, created_at)."""
-        with self._db.locked() as con:
-            rows = con.execute(
-                "SELECT run, repo, created_at FROM queue_runs ORDER BY created_at DESC LIMIT ?",
-                [limit],
-            ).fetchall()
+        rows = self._db.all(
+            "SELECT run, repo, created_at FROM queue_runs ORDER BY created_at DESC LIMIT ?",
+            [limit],
+        )
         return [(str(r[0]), r[1], float(r[2])) for r in rows]
 
     def has_run(self, run: str) -> bool:
-        with self._db.locked() as con:
-            return first_row(con, "SELECT 1 FROM queue_runs WHERE run = ?", [run]) is not None
+        return self._db.one("SELECT 1 FROM queue_runs WHERE run = ?", [run]) is not None
 
     def pools(self, run: str) -> Mapping[str, frozenset[str]]:
         with self._db.locked() as con:
@@ -434,17 +396,15 @@ class DuckQueue:
 
     def pool_depths(self) -> dict[str, int]:
         """Pending tests per pool over all runs (the autoscaling signal in ``/metrics``)."""
-        with self._db.locked() as con:
-            rows = con.execute(
-                "SELECT pool, sum(remaining) FROM queue_items WHERE queued GROUP BY pool"
-            ).fetchall()
+        rows = self._db.all(
+            "SELECT pool, sum(remaining) FROM queue_items WHERE queued GROUP BY pool"
+        )
         return {str(p): int(n or 0) for p, n in rows}
 
     def active_pools(self) -> dict[str, frozenset[str]]:
         """Pools with tests still pending or leased, with their runner labels."""
-        with self._db.locked() as con:
-            rows = con.execute(
-                "SELECT p.pool, any_value(p.labels) FROM queue_pools p JOIN queue_items i "
-                "ON i.run = p.run AND i.pool = p.pool WHERE i.remaining > 0 GROUP BY p.pool"
-            ).fetchall()
+        rows = self._db.all(
+            "SELECT p.pool, any_value(p.labels) FROM queue_pools p JOIN queue_items i "
+            "ON i.run = p.run AND i.pool = p.pool WHERE i.remaining > 0 GROUP BY p.pool"
+        )
         return {str(p): frozenset(labels or ()) for p, labels in rows}

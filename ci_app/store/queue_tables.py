@@ -13,12 +13,20 @@ from typing import Any
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ci_app.matrix.queue import LeaseError, QueueConfig, TestResult, clip_message
+from ci_app.matrix.queue import (
+    LeaseError,
+    PoolSpec,
+    QueueConfig,
+    TestResult,
+    clip_message,
+    queue_order,
+)
 from ci_app.store.database import first_row, insert_arrow
 
 __all__ = [
     "expire_leases",
     "insert_results",
+    "items_table",
     "lease_row",
     "pool_row",
     "remaining_counts",
@@ -27,6 +35,21 @@ __all__ = [
     "run_config",
     "touch",
 ]
+
+_ITEM_SCHEMA = pa.schema(
+    [
+        ("run", pa.string()),
+        ("pool", pa.string()),
+        ("idx", pa.int32()),
+        ("item_id", pa.string()),
+        ("estimate_s", pa.float64()),
+        ("unknown", pa.bool_()),
+        ("tests", pa.list_(pa.string())),
+        ("queued", pa.bool_()),
+        ("remaining", pa.int32()),
+    ]
+)
+
 
 _RESULT_SCHEMA = pa.schema(
     [
@@ -40,6 +63,31 @@ _RESULT_SCHEMA = pa.schema(
         ("message", pa.string()),
     ]
 )
+
+
+def items_table(run: str, pools: Mapping[str, PoolSpec]) -> pa.Table:
+    """A new run's queue items, per pool in :func:`~ci_app.matrix.queue.queue_order` order
+    (``idx``); a test queued twice in the run is a :class:`LeaseError`."""
+    seen: set[str] = set()
+    cols: dict[str, list[Any]] = {f: [] for f in _ITEM_SCHEMA.names}
+    for name, spec in pools.items():
+        for idx, it in enumerate(queue_order(spec.items)):
+            tests = it.test_ids
+            for t in tests:
+                if t in seen:
+                    raise LeaseError(f"test {t!r} is queued twice in run {run!r}")
+                seen.add(t)
+            cols["pool"].append(name)
+            cols["idx"].append(idx)
+            cols["item_id"].append(it.id)
+            cols["estimate_s"].append(float(it.estimate_s))
+            cols["unknown"].append(it.unknown)
+            cols["tests"].append(list(tests))
+            cols["remaining"].append(len(tests))
+    n = len(cols["idx"])
+    cols["run"] = [run] * n
+    cols["queued"] = [True] * n
+    return pa.table(cols, schema=_ITEM_SCHEMA)
 
 
 def run_config(con: duckdb.DuckDBPyConnection, run: str) -> QueueConfig:

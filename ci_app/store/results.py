@@ -7,24 +7,22 @@ are columnar (Arrow) because they scan 10M+ rows; writing lives in :mod:`ci_app.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from typing import Any
 
 from ci_app.model.results import SYNTHETIC_SHARDS, ResultSet, RunInfo, Summary, TestCase
 from ci_app.reporting.data import (
     CaseRows,
     HistoryRows,
-    MetricValue,
     RunMeta,
     RunTotals,
-    SeriesPoint,
     ShardMeta,
     runner_class_of,
 )
 from ci_app.store.database import Database
 from ci_app.store.ingest import ShardWriter, ingest_batch, shard_key
+from ci_app.store.trends import Trends, iso
 
-__all__ = ["Results", "iso", "query_runs"]
+__all__ = ["Results", "query_runs"]
 
 #: a shard's wall time: its own start to end when it recorded both, else its duration
 _WALL = (
@@ -32,11 +30,6 @@ _WALL = (
     "THEN (epoch_ms(finished_at) - epoch_ms(started_at)) / 1000.0 "
     "ELSE coalesce(duration_s, 0) END"
 )
-
-
-def iso(value: Any) -> str | None:
-    """A DuckDB ``TIMESTAMP`` as ISO 8601 text (None when absent)."""
-    return value.isoformat() if isinstance(value, datetime) else None
 
 
 def query_runs(
@@ -53,11 +46,12 @@ def query_runs(
     return [_run_meta(r) for r in db.all(sql, [*params, limit])]
 
 
-class Results:
-    """Runs, shards, test rows and metrics. Every method is one locked call."""
+class Results(Trends):
+    """Runs, shards, test rows and (through :class:`Trends`) metrics. Every method is one
+    locked call."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, resultset: ResultSet) -> int:
@@ -351,72 +345,6 @@ class Results:
                 strict=True,
             )
         )
-
-    # ------------------------------------------------------------------ metrics and trends
-    def metrics(self, run_ids: Sequence[str]) -> list[MetricValue]:
-        """Metric values of runs (mean over shards of the same runner class)."""
-        rows = self._db.all(
-            "SELECT m.name, avg(m.value), any_value(m.unit), any_value(m.direction), "
-            "s.runner_class FROM metrics m JOIN shards s USING (run_id, shard_id) "
-            "WHERE m.run_id IN (SELECT unnest(?)) GROUP BY m.name, s.runner_class "
-            "ORDER BY m.name, s.runner_class",
-            [list(run_ids)],
-        )
-        return [
-            MetricValue(
-                name=r[0],
-                value=float(r[1]),
-                unit=r[2] or "",
-                direction=r[3] or "lower",
-                runner_class=r[4],
-            )
-            for r in rows
-        ]
-
-    def metric_series(
-        self,
-        names: Sequence[str],
-        run_ids: Sequence[str],
-    ) -> dict[tuple[str, str], list[SeriesPoint]]:
-        """History of metrics over the given runs (ordered as given), per (name, runner class)."""
-        rows = self._db.all(
-            "SELECT m.name, s.runner_class, m.run_id, any_value(r.commit), avg(m.value), "
-            "any_value(r.started_at) FROM metrics m JOIN shards s USING (run_id, shard_id) "
-            "JOIN runs r ON r.run_id = m.run_id "
-            "WHERE m.name IN (SELECT unnest(?)) AND m.run_id IN (SELECT unnest(?)) "
-            "GROUP BY m.name, s.runner_class, m.run_id",
-            [list(names), list(run_ids)],
-        )
-        order = {r: i for i, r in enumerate(run_ids)}
-        out: dict[tuple[str, str], list[SeriesPoint]] = {}
-        for name, rclass, run_id, commit, value, started in sorted(
-            rows, key=lambda r: (r[0], r[1], order[r[2]])
-        ):
-            out.setdefault((name, rclass), []).append(
-                SeriesPoint(
-                    run_id=run_id, commit=commit, value=float(value), started_at=iso(started)
-                )
-            )
-        return out
-
-    def test_duration_series(
-        self, test_ids: Sequence[str], run_ids: Sequence[str]
-    ) -> dict[str, list[SeriesPoint]]:
-        """Per-test duration (summed over shards) across runs, ordered as ``run_ids``."""
-        rows = self._db.all(
-            "SELECT t.test_id, t.run_id, any_value(r.commit), sum(t.duration_s) "
-            "FROM test_results t JOIN runs r USING (run_id) "
-            "WHERE t.test_id IN (SELECT unnest(?)) AND t.run_id IN (SELECT unnest(?)) "
-            "AND t.outcome = 'passed' GROUP BY t.test_id, t.run_id",
-            [list(test_ids), list(run_ids)],
-        )
-        order = {r: i for i, r in enumerate(run_ids)}
-        out: dict[str, list[SeriesPoint]] = {}
-        for test_id, run_id, commit, value in sorted(rows, key=lambda r: (r[0], order[r[1]])):
-            out.setdefault(test_id, []).append(
-                SeriesPoint(run_id=run_id, commit=commit, value=float(value or 0.0))
-            )
-        return out
 
 
 def _columns(db: Database, sql: str, params: Any) -> dict[str, list[Any]]:

@@ -24,6 +24,7 @@ from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS
 from ci_app.reporting.classes import class_labels, class_names, readable_class
 from ci_app.reporting.links import page_key, page_test_id
 from ci_app.reporting.report import Report
+from ci_app.store import activity
 from ci_app.store import explorer as q
 from ci_app.store.runners import RunnerRow
 from ci_app.web.charts import RenderLimitedError
@@ -193,14 +194,14 @@ def run_detail(run_id: str) -> str:
     shards = ctx.store.results.shards([run_id]) if meta else []
     report = _report(run_id) if meta else None
     pools: list[tuple[str, list[str], Any]] = []
-    timeline: list[q.LeaseRow] = []
+    timeline: list[activity.LeaseRow] = []
     if has_queue:
         try:
             for pool, labels in sorted(ctx.queue.pools(run_id).items()):
                 pools.append((pool, sorted(labels), ctx.queue.progress(run_id, pool)))
         except LeaseError:
             pools = []
-        timeline = q.queue_timeline(ctx.store.db, run_id)
+        timeline = activity.queue_timeline(ctx.store.db, run_id)
     cases, matched = (
         q.run_cases(
             ctx.store.db,
@@ -282,12 +283,12 @@ def _regression_charts(report: Report | None) -> list[tuple[Any, str | None]]:
 @dataclass(frozen=True, slots=True)
 class PoolTimeline:
     pool: str
-    runners: tuple[tuple[str, tuple[q.LeaseRow, ...]], ...]  # per runner, leases in order
+    runners: tuple[tuple[str, tuple[activity.LeaseRow, ...]], ...]  # per runner, leases in order
     first_at: float
 
 
-def _timeline_by_pool(rows: list[q.LeaseRow]) -> list[PoolTimeline]:
-    pools: dict[str, dict[str, list[q.LeaseRow]]] = {}
+def _timeline_by_pool(rows: list[activity.LeaseRow]) -> list[PoolTimeline]:
+    pools: dict[str, dict[str, list[activity.LeaseRow]]] = {}
     for r in rows:
         pools.setdefault(r.pool, {}).setdefault(r.runner or "?", []).append(r)
     out = []
@@ -523,11 +524,11 @@ def runner_page(name: str) -> str:
         abort(404)
     runner = ctx.store.runners.runner(name)
     profile = runner.profile if runner else None
-    shards = q.runner_shards(ctx.store.db, name)
+    shards = activity.runner_shards(ctx.store.db, name)
     status = runner_status(
         row, profile, now=ctx.clock(), offline_after_s=ctx.settings.runner_offline_after_s
     )
-    leases = q.runner_leases(ctx.store.db, name)
+    leases = activity.runner_leases(ctx.store.db, name)
     classes = {s.runner_class for s in shards}
     return render_template(
         "runner.html",
@@ -538,7 +539,7 @@ def runner_page(name: str) -> str:
         errors=probe_errors(profile),
         shards=shards,
         leases=leases,
-        heartbeats=q.recent_heartbeats(ctx.store.db, name, limit=10),
+        heartbeats=activity.recent_heartbeats(ctx.store.db, name, limit=10),
         names=page_names(classes),
         load_text=load_text,
         class_labels=class_labels,
