@@ -5,7 +5,7 @@ page, test search and an uncached duration chart on the same store.
 The history: ``--runs`` runs (four in five on ``main``, the rest pull requests on their own
 branches), two shards each on two runner classes, ``--rows`` result rows in all (default 1M:
 500 runs x 2,000 tests), written straight into the store's tables as Arrow batches (what
-``Store.ingest`` does, without building a million ``TestCase`` objects first). Tests fail,
+``Results.ingest`` does, without building a million ``TestCase`` objects first). Tests fail,
 retry and slow down on a schedule so the pages have strips, verdicts and change points to show.
 Every page is requested through the real Flask app (routing, SQL, views, templates), in this
 one process, one request at a time.

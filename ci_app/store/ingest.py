@@ -160,7 +160,35 @@ def _write_shard(
 ) -> None:
     """The run (merged with what earlier shards said), the shard row and its metrics."""
     _upsert_run(con, rs.run, run_id, now)
-    _insert_shard(con, rs, run_id, shard_id, now, summary)
+    run = rs.run
+    s = rs.summary if summary is None else summary
+    con.execute(
+        "INSERT INTO shards (run_id, shard_id, runner_name, runner_labels, runner_class, "
+        "profile_hash, job_url, tool, started_at, finished_at, duration_s, tests, passed, "
+        "failed, errors, skipped, flaky, unreadable_files, ingested_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            shard_id,
+            run.runner_name,
+            list(run.runner_labels),
+            runner_class_of(run.runner_labels, run.runner_name),
+            run.profile_hash,
+            run.job_url,
+            rs.tool,
+            _ts(run.started_at),
+            _ts(run.finished_at),
+            s.duration_s,
+            s.tests,
+            s.passed,
+            s.failed,
+            s.errors,
+            s.skipped,
+            s.flaky,
+            sum(1 for f in rs.files if f.error),
+            now,
+        ],
+    )
     metric_rows = [
         (run_id, shard_id, m.name, float(m.value), m.unit, m.direction) for m in rs.metrics
     ]
@@ -196,45 +224,6 @@ def _upsert_run(con: duckdb.DuckDBPyConnection, run: RunInfo, run_id: str, now: 
             run.pr,
             _ts(run.started_at),
             _ts(run.finished_at),
-            now,
-        ],
-    )
-
-
-def _insert_shard(
-    con: duckdb.DuckDBPyConnection,
-    rs: ResultSet,
-    run_id: str,
-    shard_id: str,
-    now: datetime,
-    summary: Summary | None = None,
-) -> None:
-    run = rs.run
-    s = rs.summary if summary is None else summary
-    con.execute(
-        "INSERT INTO shards (run_id, shard_id, runner_name, runner_labels, runner_class, "
-        "profile_hash, job_url, tool, started_at, finished_at, duration_s, tests, passed, "
-        "failed, errors, skipped, flaky, unreadable_files, ingested_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            run_id,
-            shard_id,
-            run.runner_name,
-            list(run.runner_labels),
-            runner_class_of(run.runner_labels, run.runner_name),
-            run.profile_hash,
-            run.job_url,
-            rs.tool,
-            _ts(run.started_at),
-            _ts(run.finished_at),
-            s.duration_s,
-            s.tests,
-            s.passed,
-            s.failed,
-            s.errors,
-            s.skipped,
-            s.flaky,
-            sum(1 for f in rs.files if f.error),
             now,
         ],
     )

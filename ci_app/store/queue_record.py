@@ -12,7 +12,7 @@ from ci_app.reporting.data import RunMeta
 from ci_app.store.queue import DuckQueue
 from ci_app.store.results import Results
 
-__all__ = ["mark_interrupted", "merge_record"]
+__all__ = ["mark_interrupted", "merge_record", "run_info_of"]
 
 
 def mark_interrupted(
@@ -31,7 +31,7 @@ def mark_interrupted(
     n = 0
     for shard, why in (shards or {}).items():
         if not results.mark_interrupted(run_id, shard, why):
-            results.ingest(ResultSet(run=_run_info(meta, shard)))
+            results.ingest(ResultSet(run=run_info_of(meta, shard)))
             results.mark_interrupted(run_id, shard, why)
         n += 1
     by_runner: dict[str, list[str]] = {}
@@ -42,13 +42,14 @@ def mark_interrupted(
         ids = [s for s in by_runner.get(runner, []) if s not in (shards or {})]
         if not ids and runner not in by_runner:
             ids = [f"runner:{runner}"[:200]]
-            results.ingest(ResultSet(run=replace(_run_info(meta, ids[0]), runner_name=runner)))
+            results.ingest(ResultSet(run=replace(run_info_of(meta, ids[0]), runner_name=runner)))
         for shard in ids:
             n += results.mark_interrupted(run_id, shard, why)
     return n
 
 
-def _run_info(meta: RunMeta, shard: str) -> RunInfo:
+def run_info_of(meta: RunMeta, shard: str | None = None) -> RunInfo:
+    """The run fields of a stored run, for results added to it later (``shard``)."""
     return RunInfo(
         run_id=meta.run_id,
         shard_id=shard,
@@ -72,7 +73,7 @@ def merge_record(results: Results, queue: DuckQueue, run_id: str) -> tuple[int, 
     have = set(results.cases([run_id], details=False).test_id)
     todo = {t: r for t, r in queue.results(run_id).items() if t not in have}
     inserted = 0
-    recovered = recovered_results(todo, (), _run_info(meta, RECOVERED_SHARD))
+    recovered = recovered_results(todo, (), run_info_of(meta, RECOVERED_SHARD))
     if recovered is not None:
         inserted = results.ingest(recovered)
     shards, runners = dead_runners(queue.expired_leases(run_id))

@@ -59,7 +59,7 @@ def page_names(classes: Iterable[str]) -> dict[str, str]:
     wanted = set(classes)
     return {
         c: n
-        for c, n in class_names(wanted | set(q.runner_classes(_ctx().store))).items()
+        for c, n in class_names(wanted | set(q.runner_classes(_ctx().store.db))).items()
         if c in wanted
     }
 

@@ -4,7 +4,7 @@ Why threads in the web process: DuckDB allows one writer *process*. The single g
 worker process owns the database file; its request threads and these job threads share one
 connection (the store serialises calls). A crash or ``kill -9`` of that process loses no
 job: a leased job whose lease runs out is leased again by the restarted process
-(``Store.lease_job`` takes ``leased`` jobs whose ``lease_until`` passed).
+(``Jobs.lease`` takes ``leased`` jobs whose ``lease_until`` passed).
 
 Failures: provider and other unexpected errors are retried after ``job-backoff-s`` doubling
 per attempt (capped at ``job-backoff-max-s``); after ``job-max-attempts`` the job is parked
