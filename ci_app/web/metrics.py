@@ -35,7 +35,6 @@ class _StoreCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-
         now = self.clock()
         jobs = GaugeMetricFamily("ci_fanout_jobs", "Durable jobs by state", labels=["state"])
         counts = self.store.jobs.counts()
