@@ -45,6 +45,19 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _repo_branch(repo: str | None, branch: str | None) -> tuple[list[str], list[Any]]:
+    """Conditions on ``runs`` for the filters given (an empty one filters nothing)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if repo:
+        where.append("repo = ?")
+        params.append(repo)
+    if branch:
+        where.append("branch = ?")
+        params.append(branch)
+    return where, params
+
+
 def rows_of_test(db: Database, test_id: str, *, runs_per_branch: int = 60) -> TestRows:
     """The latest ``runs_per_branch`` runs of ``test_id`` on every branch, oldest first."""
     sql = (
@@ -222,14 +235,7 @@ def search_tests(
 ) -> tuple[list[TestMatch], int]:
     """Tests seen in the latest ``window`` runs (of ``repo``/``branch``) whose id contains
     ``query`` (case-insensitive), most failures first; and how many match in all."""
-    run_where: list[str] = []
-    params: list[Any] = []
-    if repo:
-        run_where.append("repo = ?")
-        params.append(repo)
-    if branch:
-        run_where.append("branch = ?")
-        params.append(branch)
+    run_where, params = _repo_branch(repo, branch)
     params.append(window)
     where: list[str] = []
     if query:
@@ -311,14 +317,7 @@ def search_runs(
     limit: int = 100,
 ) -> list[RunMeta]:
     """Runs, newest first, filtered by repo, branch, PR and a run id or commit fragment."""
-    where: list[str] = []
-    params: list[Any] = []
-    if repo:
-        where.append("repo = ?")
-        params.append(repo)
-    if branch:
-        where.append("branch = ?")
-        params.append(branch)
+    where, params = _repo_branch(repo, branch)
     if pr is not None:
         where.append("pr = ?")
         params.append(pr)
