@@ -5,7 +5,7 @@ page, test search and an uncached duration chart on the same store.
 The history: ``--runs`` runs (four in five on ``main``, the rest pull requests on their own
 branches), two shards each on two runner classes, ``--rows`` result rows in all (default 1M:
 500 runs x 2,000 tests), written straight into the store's tables as Arrow batches (what
-``Store.ingest`` does, without building a million ``TestCase`` objects first). Tests fail,
+``Results.ingest`` does, without building a million ``TestCase`` objects first). Tests fail,
 retry and slow down on a schedule so the pages have strips, verdicts and change points to show.
 Every page is requested through the real Flask app (routing, SQL, views, templates), in this
 one process, one request at a time.
@@ -29,6 +29,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from ci_app.reporting.links import page_key
 from ci_app.settings import Settings
 from ci_app.store import Store, open_store
+from ci_app.store.database import insert_arrow
 from ci_app.store.explorer import rows_of_test
 from ci_app.web.app import create_app
 
@@ -120,14 +121,8 @@ def fill(store: Store, *, runs: int, tests: int, seed: int = 7) -> float:
 
 
 def _append(store: Store, table: str, cols: dict[str, list[object]]) -> None:
-    data = pa.table(cols)
-    with store._tx() as con:
-        con.register("_bench", data)
-        try:
-            names = ", ".join(data.schema.names)
-            con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _bench")
-        finally:
-            con.unregister("_bench")
+    with store.db.transaction() as con:
+        insert_arrow(con, table, pa.table(cols))
 
 
 def timed(fn: Callable[[], object], n: int) -> list[float]:
@@ -162,7 +157,7 @@ def main() -> None:
         db = Path(tmp) / "bench.duckdb"
         with open_store(db) as store:
             took = fill(store, runs=args.runs, tests=tests)
-            rows = store._con.execute("SELECT count(*) FROM test_results").fetchone()
+            rows = store.db.one("SELECT count(*) FROM test_results")
             n_rows = int(rows[0]) if rows else 0
             print(f"history: {n_rows:,} result rows, {args.runs} runs x {tests:,} tests, "
                   f"2 runner classes; written in {took:.1f} s")  # fmt: skip
@@ -181,7 +176,7 @@ def main() -> None:
             it = iter(picks)
             page_ms = timed(lambda: get(f"/tests/{page_key(next(it))}"), len(picks))
             it2 = iter(picks)
-            lookup_ms = timed(lambda: rows_of_test(store, next(it2)), len(picks))
+            lookup_ms = timed(lambda: rows_of_test(store.db, next(it2)), len(picks))
             last = f"run-{args.runs - 1:05d}"
             run_ms = timed(lambda: get(f"/runs/{last}?page=2"), 10)
             filter_ms = timed(lambda: get(f"/runs/{last}?status=failing&q=test_mod1"), 10)

@@ -64,7 +64,7 @@ from ci_app.matrix.record import dead_runners, recovered_results
 from ci_app.model.results import ResultSet, RunInfo
 from ci_app.reporting.report import Counts, build_report
 from ci_app.store import open_store
-from ci_app.store.queue import mark_interrupted
+from ci_app.store.queue_record import mark_interrupted
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "bench-admin-token"
@@ -333,7 +333,7 @@ class Timing:
 
 def _counts_of(sets: Sequence[ResultSet], run: RunInfo) -> Counts:
     with open_store(":memory:") as store:
-        store.ingest_many(
+        store.results.ingest_many(
             [
                 rs.with_run(
                     replace(
@@ -346,7 +346,7 @@ def _counts_of(sets: Sequence[ResultSet], run: RunInfo) -> Counts:
                 for rs in sets
             ]
         )
-        return build_report(store, run.run_id or "run").head
+        return build_report(store.results, run.run_id or "run").head
 
 
 class Bench:
@@ -605,11 +605,15 @@ def kill_check(b: Bench, inventory: Inventory, junit: Path, k: int) -> str:
     acc, accounted = accounted_sets(matrix, all_sets, run)
     raw = Counter(t.id for rs in all_sets for t in rs.tests)
     with open_store(":memory:") as store:
-        store.ingest_many([rs.with_run(replace(run, shard_id=rs.run.shard_id)) for rs in accounted])
+        store.results.ingest_many(
+            [rs.with_run(replace(run, shard_id=rs.run.shard_id)) for rs in accounted]
+        )
         killed = {n: "killed" for n, rc in extra["rcs"].items() if rc not in (0, 1, 5)}
         dead_shards, dead = dead_runners(expired)
-        mark_interrupted(store, run.run_id or "", shards={**dead_shards, **killed}, runners=dead)
-        report = build_report(store, run.run_id or "")
+        mark_interrupted(
+            store.results, run.run_id or "", shards={**dead_shards, **killed}, runners=dead
+        )
+        report = build_report(store.results, run.run_id or "")
     h = report.head
     # every planned test reported, once (the report counts ids); entries the collection does
     # not list (module-level skips) are reported on top, as unplanned

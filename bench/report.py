@@ -137,19 +137,19 @@ def main() -> None:
         db = Path(tmp) / "bench.duckdb"
         with open_store(db) as store:
             t = time.perf_counter()
-            inserted = store.ingest_many(history)
+            inserted = store.results.ingest_many(history)
             dt = time.perf_counter() - t
             print(
                 f"ingest history (ingest_many):   {inserted / dt:>10,.0f} rows/s "
                 f"({dt:.2f} s)   target >= 200,000 rows/s"
             )
             t = time.perf_counter()
-            inserted = sum(store.ingest(rs) for rs in head)
+            inserted = sum(store.results.ingest(rs) for rs in head)
             dt = time.perf_counter() - t
             print(f"ingest PR run (ingest per shard): {inserted / dt:>8,.0f} rows/s ({dt:.2f} s)")
-            assert store.ingest(head[0]) == 0  # idempotent
+            assert store.results.ingest(head[0]) == 0  # idempotent
             t = time.perf_counter()
-            durations = store.durations(
+            durations = store.results.durations(
                 repo="org/big", branch="main", runner_labels=["linux", "x64", "cpu-avx2"]
             )
             print(
@@ -161,7 +161,7 @@ def main() -> None:
         _ = matplotlib.__version__
         with open_store(db, read_only=True) as store:
             t = time.perf_counter()
-            report = build_report(store, "pr-1")
+            report = build_report(store.results, "pr-1")
             t_build = time.perf_counter() - t
             t = time.perf_counter()
             comment = render_comment(report)

@@ -245,7 +245,7 @@ def step_report(step: Step) -> int:
     from ci_app.reporting.render import render_check_run, render_comment, render_job_summary
     from ci_app.reporting.report import build_report
     from ci_app.store import open_store
-    from ci_app.store.queue import mark_interrupted
+    from ci_app.store.queue_record import mark_interrupted
 
     vals, ctx, io = step.vals, step.ctx, step.io
     out = step.output_dir
@@ -300,14 +300,14 @@ def step_report(step: Step) -> int:
     db = step.history_dir / DB_FILE
     with io.group(f"ci-fanout: store {len(sets)} shard(s) of run {ctx.run_id}"):
         with open_store(db) as store:
-            rows = store.ingest_many(sets)
+            rows = store.results.ingest_many(sets)
             if interrupted or dead:
-                mark_interrupted(store, ctx.run_id, shards=interrupted, runners=dead)
+                mark_interrupted(store.results, ctx.run_id, shards=interrupted, runners=dead)
         n = update_durations(step.history_dir / DURATIONS_FILE, sets)
         io.info(f"{rows} test rows stored in {db}; {n} test durations kept for planning")
     with open_store(db, read_only=True) as store:
         report = build_report(
-            store,
+            store.results,
             ctx.run_id,
             base_branch=vals.text("base-branch") or ctx.base_branch or ctx.default_branch,
             dashboard_url=vals.text("dashboard-url") or None,

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from ci_app.store import open_store
 
     with open_store(args.db, read_only=True) as store:
-        hist = store.history(branch=args.branch, repo=args.repo, max_runs=args.max_runs)
+        hist = store.results.history(branch=args.branch, repo=args.repo, max_runs=args.max_runs)
     verdicts = classify_history(hist)
     rank = {"high": 0, "medium": 1, "low": 2}
     flaky = sorted(

@@ -96,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         store_cm = open_store(args.db)
     with store_cm as store:
         # DuckDB's buffers capped: this process only ingests, batch by batch
-        writer = store.shard_writer(run_info, memory_limit_mb=64) if store is not None else None
+        writer = (
+            store.results.shard_writer(run_info, memory_limit_mb=64) if store is not None else None
+        )
         sink = writer.add if writer is not None else None
         target = args.output or ("results.json" if writer is None else None)
         if target == "-":

@@ -246,7 +246,7 @@ def _add_store_history(
     if not Path(db).exists():
         raise InputError(f"--db {db}: no such store (run ci-app ingest --db first)")
     with open_store(db, read_only=True) as store:
-        durations = store.durations(repo=repo or None, branch=branch)
+        durations = store.results.durations(repo=repo or None, branch=branch)
     if durations:
         hist.add(durations)
 

@@ -58,7 +58,7 @@ def make_report(args: argparse.Namespace) -> Report:
     _merge_queue_record(args.db, args.run_id)
     with open_store(args.db, read_only=True) as store:
         return build_report(
-            store,
+            store.results,
             args.run_id,
             base_branch=args.base_branch,
             history_runs=args.history_runs,
@@ -105,14 +105,14 @@ def _merge_queue_record(db: str, run_id: str) -> None:
     killed runner completed, and which runners died), as the app's own report does."""
     from ci_app.errors import StoreError
     from ci_app.store import open_store
-    from ci_app.store.queue import DuckQueue, merge_record
+    from ci_app.store.queue_record import merge_record
 
     with open_store(db, read_only=True) as store:
-        if not DuckQueue(store).has_run(run_id):
+        if not store.queue.has_run(run_id):
             return
     try:
         with open_store(db) as store:
-            inserted, marked = merge_record(store, run_id)
+            inserted, marked = merge_record(store.results, store.queue, run_id)
     except StoreError as exc:
         print(f"warning: the queue's record was not merged: {exc}", file=sys.stderr)
         return

@@ -125,15 +125,15 @@ def create(args: argparse.Namespace) -> int:
         granted = " ".join(doc.get("allow_labels") or ())
     else:
         from ci_app.store import open_store
-        from ci_app.store.tokens import add_runner_token
-        from ci_app.store.web import set_runner_provider
         from ci_app.web.security import hash_token, new_token
 
         token = new_token("cfr")
         with open_store(_db(args)) as store:
-            add_runner_token(store, args.name, hash_token(token), now=time.time(), allow=allow)
+            store.runners.add_runner_token(
+                args.name, hash_token(token), now=time.time(), allow=allow
+            )
             if args.provider:
-                set_runner_provider(store, args.name, args.provider, now=time.time())
+                store.runners.set_runner_provider(args.name, args.provider, now=time.time())
         granted = " ".join(allow) if allow is not None else "(a pool's list or the default)"
     print(token)
     print(
@@ -153,10 +153,9 @@ def pool_allow(args: argparse.Namespace) -> int:
         _call(base, "PUT", f"/api/v1/admin/pools/{quoted}", {"allow_labels": list(allow)})
     else:
         from ci_app.store import open_store
-        from ci_app.store.tokens import set_label_pool
 
         with open_store(_db(args)) as store:
-            set_label_pool(store, args.glob, allow, now=time.time())
+            store.runners.set_label_pool(args.glob, allow, now=time.time())
     print(f"runners matching {args.glob!r} may be granted: {' '.join(allow)}")
     return 0
 
@@ -168,10 +167,9 @@ def pool_remove(args: argparse.Namespace) -> int:
         n = int(_call(base, "DELETE", f"/api/v1/admin/pools/{quoted}")["removed"])
     else:
         from ci_app.store import open_store
-        from ci_app.store.tokens import remove_label_pool
 
         with open_store(_db(args)) as store:
-            n = remove_label_pool(store, args.glob)
+            n = store.runners.remove_label_pool(args.glob)
     print(f"removed {n} allow-list(s) for {args.glob!r}")
     return 0 if n else 1
 
@@ -182,10 +180,11 @@ def pool_list(args: argparse.Namespace) -> int:
         pools = _call(base, "GET", "/api/v1/admin/pools")["pools"]
     else:
         from ci_app.store import open_store
-        from ci_app.store.tokens import label_pools
 
         with open_store(_db(args)) as store:
-            pools = [{"pattern": p, "allow_labels": list(a)} for p, a in label_pools(store)]
+            pools = [
+                {"pattern": p, "allow_labels": list(a)} for p, a in store.runners.label_pools()
+            ]
     if args.json:
         print(json.dumps({"pools": pools}, indent=2))
         return 0
@@ -205,7 +204,7 @@ def revoke(args: argparse.Namespace) -> int:
         from ci_app.store import open_store
 
         with open_store(_db(args)) as store:
-            n = store.revoke_runner_tokens(args.name, now=time.time())
+            n = store.runners.revoke_runner_tokens(args.name, now=time.time())
     print(f"revoked {n} token(s) of runner {args.name!r}")
     return 0 if n else 1
 
@@ -216,7 +215,6 @@ def list_runners(args: argparse.Namespace) -> int:
         rows = _call(base, "GET", "/api/v1/runners")["runners"]
     else:
         from ci_app.store import open_store
-        from ci_app.store.web import runner_rows
 
         with open_store(_db(args)) as store:
             rows = [
@@ -229,7 +227,7 @@ def list_runners(args: argparse.Namespace) -> int:
                     "refused_labels": list(r.refused_labels),
                     "provider": r.provider,
                 }
-                for r in runner_rows(store)
+                for r in store.runners.runner_rows()
             ]
     if args.json:
         print(json.dumps({"runners": rows}, indent=2))

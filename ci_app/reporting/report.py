@@ -39,7 +39,7 @@ DEFAULT_BASE_BRANCHES = ("main", "master", "trunk", "develop")
 
 
 class ResultStore(Protocol):
-    """What the report needs from the store (``ci_app.store.Store`` provides it)."""
+    """What the report needs from the store (``ci_app.store.results.Results`` provides it)."""
 
     def run(self, run_id: str) -> RunMeta | None: ...
     def runs(

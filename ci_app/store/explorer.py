@@ -1,5 +1,6 @@
 """Read-only queries of the dashboard's test explorer: one test's history, a run's tests with
-filters, searches over tests and runs, a runner's recent work, a queue run's timeline.
+filters, searches over tests and runs (a runner's work and a queue run's timeline are in
+:mod:`ci_app.store.activity`).
 
 Every filter is a bound parameter; every list has a limit. ``test_results`` has no index (10M+
 rows, appended in bulk), so a test's history is one scan with ``test_id = ?`` pushed down
@@ -8,32 +9,26 @@ into it; ``bench/dashboard.py`` keeps the test page under its 300 ms p95 at 1M r
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD
 from ci_app.reporting.data import RunMeta
 from ci_app.reporting.explorer import TestRows
-from ci_app.store.db import Store, _iso, _one, _run_meta
+from ci_app.store.database import Database
+from ci_app.store.results import query_runs
+from ci_app.store.trends import iso
 
 __all__ = [
     "RUN_STATUSES",
     "TEST_STATUSES",
-    "LeaseRow",
     "RunCase",
-    "RunnerShard",
     "TestMatch",
     "branches",
-    "queue_timeline",
-    "recent_heartbeats",
     "rows_of_test",
     "run_cases",
     "run_classes",
     "runner_classes",
-    "runner_leases",
-    "runner_shards",
     "search_runs",
     "search_tests",
 ]
@@ -50,7 +45,20 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def rows_of_test(store: Store, test_id: str, *, runs_per_branch: int = 60) -> TestRows:
+def _repo_branch(repo: str | None, branch: str | None) -> tuple[list[str], list[Any]]:
+    """Conditions on ``runs`` for the filters given (an empty one filters nothing)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if repo:
+        where.append("repo = ?")
+        params.append(repo)
+    if branch:
+        where.append("branch = ?")
+        params.append(branch)
+    return where, params
+
+
+def rows_of_test(db: Database, test_id: str, *, runs_per_branch: int = 60) -> TestRows:
     """The latest ``runs_per_branch`` runs of ``test_id`` on every branch, oldest first."""
     sql = (
         "WITH t AS (SELECT run_id, shard_id, outcome, duration_s, "  # noqa: S608 - constants
@@ -67,8 +75,7 @@ def rows_of_test(store: Store, test_id: str, *, runs_per_branch: int = 60) -> Te
         "JOIN shards s ON s.run_id = t.run_id AND s.shard_id = t.shard_id "
         "WHERE r.k <= ? ORDER BY r.seq, t.shard_id"
     )
-    with store._lock:
-        rows = store._con.execute(sql, [test_id, runs_per_branch]).fetchall()
+    rows = db.all(sql, [test_id, runs_per_branch])
     cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else [[]] * 17
     return TestRows(
         seq=[int(x) for x in cols[0]],
@@ -76,7 +83,7 @@ def rows_of_test(store: Store, test_id: str, *, runs_per_branch: int = 60) -> Te
         branch=cols[2],
         pr=cols[3],
         commit=cols[4],
-        started_at=[_iso(x) for x in cols[5]],
+        started_at=[iso(x) for x in cols[5]],
         shard_id=cols[6],
         runner_class=cols[7],
         runner_name=cols[8],
@@ -125,7 +132,7 @@ def _status_sql(status: str) -> str:
 
 
 def run_cases(
-    store: Store,
+    db: Database,
     run_id: str,
     *,
     status: str | None = None,
@@ -160,14 +167,14 @@ def run_cases(
         "THEN 1 WHEN coalesce(t.flaky, false) THEN 2 WHEN t.shard_id = 'unsatisfied' THEN 3 "
         "ELSE 4 END, t.test_id, t.shard_id LIMIT ? OFFSET ?"
     )
-    with store._lock:
-        total = _one(store._con, "SELECT count(*) " + base, params)
-        rows = store._con.execute(
+    with db.locked():
+        total = db.one("SELECT count(*) " + base, params)
+        rows = db.all(
             "SELECT t.test_id, t.shard_id, s.runner_class, s.runner_name, t.outcome, "
             "t.duration_s, coalesce(t.retries, 0), coalesce(t.flaky, false), t.file, t.line, "
             "t.message " + base + order,
             [*params, limit, offset],
-        ).fetchall()
+        )
     return [
         RunCase(
             test_id=r[0],
@@ -186,14 +193,13 @@ def run_cases(
     ], int(total[0]) if total else 0
 
 
-def run_classes(store: Store, run_id: str) -> list[str]:
+def run_classes(db: Database, run_id: str) -> list[str]:
     """The runner classes of a run's shards (for its filter)."""
-    with store._lock:
-        rows = store._con.execute(
-            "SELECT DISTINCT runner_class FROM shards WHERE run_id = ? AND shard_id NOT IN (?, ?) "
-            "ORDER BY 1",
-            [run_id, LOST_SHARD, NOT_RUN_SHARD],
-        ).fetchall()
+    rows = db.all(
+        "SELECT DISTINCT runner_class FROM shards WHERE run_id = ? AND shard_id NOT IN (?, ?) "
+        "ORDER BY 1",
+        [run_id, LOST_SHARD, NOT_RUN_SHARD],
+    )
     return [str(r[0]) for r in rows]
 
 
@@ -216,7 +222,7 @@ class TestMatch:
 
 
 def search_tests(
-    store: Store,
+    db: Database,
     *,
     query: str | None = None,
     status: str | None = None,
@@ -229,14 +235,7 @@ def search_tests(
 ) -> tuple[list[TestMatch], int]:
     """Tests seen in the latest ``window`` runs (of ``repo``/``branch``) whose id contains
     ``query`` (case-insensitive), most failures first; and how many match in all."""
-    run_where: list[str] = []
-    params: list[Any] = []
-    if repo:
-        run_where.append("repo = ?")
-        params.append(repo)
-    if branch:
-        run_where.append("branch = ?")
-        params.append(branch)
+    run_where, params = _repo_branch(repo, branch)
     params.append(window)
     where: list[str] = []
     if query:
@@ -281,12 +280,11 @@ def search_tests(
         + having
         + " ORDER BY failures DESC, retried DESC, test_id LIMIT ? OFFSET ?"
     )
-    with store._lock:
-        rows = store._con.execute(sql, [*params, limit, offset]).fetchall()
+    rows = db.all(sql, [*params, limit, offset])
     total = int(rows[0][7]) if rows else 0
     if not rows and offset:
         total = search_tests(
-            store,
+            db,
             query=query,
             status=status,
             repo=repo,
@@ -310,7 +308,7 @@ def search_tests(
 
 
 def search_runs(
-    store: Store,
+    db: Database,
     *,
     repo: str | None = None,
     branch: str | None = None,
@@ -319,32 +317,17 @@ def search_runs(
     limit: int = 100,
 ) -> list[RunMeta]:
     """Runs, newest first, filtered by repo, branch, PR and a run id or commit fragment."""
-    where: list[str] = []
-    params: list[Any] = []
-    if repo:
-        where.append("repo = ?")
-        params.append(repo)
-    if branch:
-        where.append("branch = ?")
-        params.append(branch)
+    where, params = _repo_branch(repo, branch)
     if pr is not None:
         where.append("pr = ?")
         params.append(pr)
     if query:
         where.append("(run_id ILIKE ? ESCAPE '\\' OR starts_with(lower(commit), lower(?)))")
         params += [f"%{_like(query)}%", query]
-    sql = (
-        "SELECT run_id, seq, repo, provider, pipeline_id, commit, branch, base_commit, pr, "  # noqa: S608
-        "started_at FROM runs"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY coalesce(started_at, ingested_at) DESC, seq DESC LIMIT ?"
-    )
-    with store._lock:
-        rows = store._con.execute(sql, [*params, limit]).fetchall()
-    return [_run_meta(r) for r in rows]
+    return query_runs(db, where, params, limit)
 
 
-def branches(store: Store, repo: str | None = None, limit: int = 200) -> list[str]:
+def branches(db: Database, repo: str | None = None, limit: int = 200) -> list[str]:
     """Branches with runs, most recent first (for filters)."""
     sql = "SELECT branch FROM runs WHERE branch IS NOT NULL"
     params: list[Any] = []
@@ -352,146 +335,15 @@ def branches(store: Store, repo: str | None = None, limit: int = 200) -> list[st
         sql += " AND repo = ?"
         params.append(repo)
     sql += " GROUP BY branch ORDER BY max(seq) DESC LIMIT ?"
-    with store._lock:
-        rows = store._con.execute(sql, [*params, limit]).fetchall()
+    rows = db.all(sql, [*params, limit])
     return [str(r[0]) for r in rows]
 
 
-def runner_classes(store: Store, limit: int = 200) -> list[str]:
+def runner_classes(db: Database, limit: int = 200) -> list[str]:
     """Runner classes of the latest shards (for filters)."""
-    with store._lock:
-        rows = store._con.execute(
-            "SELECT runner_class FROM shards WHERE shard_id NOT IN (?, ?) GROUP BY runner_class "
-            "ORDER BY max(ingested_at) DESC LIMIT ?",
-            [LOST_SHARD, NOT_RUN_SHARD, limit],
-        ).fetchall()
-    return [str(r[0]) for r in rows]
-
-
-# ---------------------------------------------------------------------------------- runners
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunnerShard:
-    run_id: str
-    shard_id: str
-    repo: str | None
-    branch: str | None
-    commit: str | None
-    runner_class: str
-    tests: int
-    failed: int
-    duration_s: float
-    ingested_at: str | None
-
-
-def runner_shards(store: Store, name: str, *, limit: int = 20) -> list[RunnerShard]:
-    """What a runner ran recently: its shards, newest first."""
-    with store._lock:
-        rows = store._con.execute(
-            "SELECT s.run_id, s.shard_id, r.repo, r.branch, r.commit, s.runner_class, s.tests, "
-            "s.failed + s.errors, coalesce(s.duration_s, 0), s.ingested_at FROM shards s "
-            "JOIN runs r USING (run_id) WHERE s.runner_name = ? "
-            "ORDER BY s.ingested_at DESC, r.seq DESC LIMIT ?",
-            [name, limit],
-        ).fetchall()
-    return [
-        RunnerShard(
-            run_id=r[0],
-            shard_id=r[1],
-            repo=r[2],
-            branch=r[3],
-            commit=r[4],
-            runner_class=r[5],
-            tests=int(r[6] or 0),
-            failed=int(r[7] or 0),
-            duration_s=float(r[8]),
-            ingested_at=_iso(r[9]),
-        )
-        for r in rows
-    ]
-
-
-def runner_leases(store: Store, name: str, *, limit: int = 20) -> list[LeaseRow]:
-    """Queue leases a runner took recently (newest queue runs first)."""
-    return _leases(store, "l.runner = ?", [name], limit=limit, newest_first=True)
-
-
-def recent_heartbeats(store: Store, name: str, *, limit: int = 20) -> list[tuple[float, Any]]:
-    """A runner's latest heartbeats: (received_at, load payload)."""
-    with store._lock:
-        rows = store._con.execute(
-            "SELECT received_at, CAST(payload AS VARCHAR) FROM heartbeats WHERE runner_name = ? "
-            "ORDER BY received_at DESC LIMIT ?",
-            [name, limit],
-        ).fetchall()
-    return [(float(r[0]), json.loads(r[1]) if r[1] else None) for r in rows]
-
-
-# ---------------------------------------------------------------------------------- queue
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LeaseRow:
-    """One batch a runner pulled from a run's queue."""
-
-    run: str
-    lease_id: str
-    number: int  # the n-th lease of its pool (the order runners pulled in)
-    pool: str
-    runner: str | None
-    open: bool
-    estimate_s: float
-    #: when the lease was taken or last extended (its expiry less the run's lease timeout)
-    active_at: float
-    tests: tuple[tuple[str, str | None, float | None], ...]  # (test, outcome, duration)
-
-
-def _leases(
-    store: Store, where: str, params: Sequence[Any], *, limit: int, newest_first: bool = False
-) -> list[LeaseRow]:
-    sql = (
-        "WITH l AS (SELECT l.*, q.config, q.created_at FROM queue_leases l "  # noqa: S608
-        "JOIN queue_runs q ON q.run = l.run WHERE "
-        + where
-        + " "
-        + ("ORDER BY q.created_at DESC, l.lease_id DESC " if newest_first else "")
-        + "LIMIT ?), "
-        "x AS (SELECT l.run, l.lease_id, u.idx, u.o FROM l, "
-        "unnest(l.items) WITH ORDINALITY AS u(idx, o)) "
-        "SELECT l.run, l.lease_id, l.pool, l.runner, l.open, l.estimate_s, l.expires_at, "
-        "CAST(l.config AS VARCHAR), "
-        "list({'test': t.test, 'outcome': r.outcome, 'duration': r.duration_s} "
-        "ORDER BY x.o, t.o) FILTER (WHERE t.test IS NOT NULL) "
-        "FROM l LEFT JOIN x ON x.run = l.run AND x.lease_id = l.lease_id "
-        "LEFT JOIN queue_items i ON i.run = l.run AND i.pool = l.pool AND i.idx = x.idx "
-        "LEFT JOIN (SELECT run, pool, idx, unnest(tests) AS test, "
-        "generate_subscripts(tests, 1) AS o FROM queue_items) t "
-        "ON t.run = i.run AND t.pool = i.pool AND t.idx = i.idx "
-        "LEFT JOIN queue_results r ON r.run = l.run AND r.test_id = t.test "
-        "GROUP BY ALL"
+    rows = db.all(
+        "SELECT runner_class FROM shards WHERE shard_id NOT IN (?, ?) GROUP BY runner_class "
+        "ORDER BY max(ingested_at) DESC LIMIT ?",
+        [LOST_SHARD, NOT_RUN_SHARD, limit],
     )
-    with store._lock:
-        rows = store._con.execute(sql, [*params, limit]).fetchall()
-    out: list[LeaseRow] = []
-    for run, lease_id, pool, runner, is_open, est, expires, config, tests in rows:
-        try:
-            timeout = float(json.loads(config).get("lease_timeout_s", 0.0))
-        except (ValueError, TypeError, AttributeError):
-            timeout = 0.0
-        tail = str(lease_id).rsplit("/", 1)[-1]
-        out.append(
-            LeaseRow(
-                run=str(run),
-                lease_id=str(lease_id),
-                number=int(tail) if tail.isdigit() else 0,
-                pool=str(pool),
-                runner=runner,
-                open=bool(is_open),
-                estimate_s=float(est),
-                active_at=float(expires) - timeout,
-                tests=tuple((t["test"], t["outcome"], t["duration"]) for t in tests or ()),
-            )
-        )
-    return sorted(out, key=lambda r: (r.run, r.pool, r.number))
-
-
-def queue_timeline(store: Store, run: str, *, limit: int = 2000) -> list[LeaseRow]:
-    """Every lease of a queue-mode run, in the order each pool handed them out."""
-    return _leases(store, "l.run = ?", [run], limit=limit)
+    return [str(r[0]) for r in rows]

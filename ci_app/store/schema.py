@@ -2,7 +2,7 @@
 
 ``schema_version`` holds one row per applied migration. Never edit a shipped
 migration; append a new one. Times in the queue tables (``jobs``,
-``test_queue``, leases) are epoch seconds (DOUBLE) so callers can pass a fake
+``queue_*``, leases) are epoch seconds (DOUBLE) so callers can pass a fake
 clock; run and runner times are naive-UTC ``TIMESTAMP``.
 """
 
@@ -196,7 +196,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
             duration_s  DOUBLE,
             PRIMARY KEY (run, test_id)
         );
-        -- ci_app/store/web.py: what the app knows about a runner beyond its profile.
+        -- ci_app/store/runners.py: what the app knows about a runner beyond its profile.
         CREATE TABLE runner_state (
             name           VARCHAR PRIMARY KEY,
             provider       VARCHAR,
@@ -223,7 +223,7 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         4,
         "least privilege: run identities and run tokens, runner label allow-lists",
         """
-        -- ci_app/store/tokens.py: a run token is bound to one run identity (repo, provider,
+        -- ci_app/store/identities.py: a run token is bound to one run identity (repo, provider,
         -- PR, commit); results naming anything else are refused. Tokens are stored hashed.
         CREATE TABLE run_identities (
             run         VARCHAR PRIMARY KEY,
@@ -273,6 +273,13 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         -- why a shard's test process ended abnormally (killed, lease expired, reported
         -- nothing): an infrastructure error even when every test of it was recovered
         ALTER TABLE shards ADD COLUMN interrupted VARCHAR;
+        """,
+    ),
+    (
+        6,
+        "drop test_queue: the per-test queue of schema 2 was never used (queue mode: queue_*)",
+        """
+        DROP TABLE test_queue;
         """,
     ),
 )

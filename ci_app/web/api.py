@@ -34,28 +34,7 @@ from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.results import ResultSet
 from ci_app.providers.base import REGISTRY
-from ci_app.store.tokens import (
-    RunGrant,
-    RunIdentity,
-    RunIdentityError,
-    add_runner_token,
-    bind_run,
-    forget_run_token,
-    ingest_checked,
-    label_pools,
-    remove_label_pool,
-    revoke_run_tokens,
-    run_grant,
-    run_identity,
-    set_label_pool,
-    set_runner_labels,
-)
-from ci_app.store.web import (
-    list_jobs,
-    runner_rows,
-    set_runner_load,
-    set_runner_provider,
-)
+from ci_app.store.identities import RunGrant, RunIdentity, RunIdentityError
 from ci_app.web.handlers import LABELS, REPORT, allowed_patterns
 from ci_app.web.security import bearer_token, hash_token, new_token, tokens_equal
 from ci_app.web.validate import (
@@ -132,10 +111,10 @@ def _resolve(token: str) -> Principal | None:
         return Principal("admin", "admin")
     hashed = hash_token(token)
     if token.startswith(RUN_TOKEN_PREFIX + "_"):
-        grant = run_grant(ctx.store, hashed, now=ctx.clock())
+        grant = ctx.store.identities.run_grant(hashed, now=ctx.clock())
         return None if grant is None else Principal("run", hashed, grant=grant)
     if token.startswith(RUNNER_TOKEN_PREFIX + "_"):
-        name = ctx.store.runner_for_token(hashed)
+        name = ctx.store.runners.runner_for_token(hashed)
         return None if name is None else Principal("runner", hashed, runner=name)
     return None
 
@@ -214,7 +193,7 @@ def heartbeat() -> Response:
     if phash is not None and (not isinstance(phash, str) or len(phash) > 200):
         raise ApiError(400, "'profile_hash' must be a string of at most 200 characters")
     raw_profile = body.get("profile")
-    current = ctx.store.runner(name)
+    current = ctx.store.runners.runner(name)
     if raw_profile is not None:
         if not isinstance(raw_profile, dict):
             raise ApiError(400, "'profile' must be a HardwareProfile v1 object")
@@ -225,7 +204,7 @@ def heartbeat() -> Response:
             raise ApiError(400, f"unreadable profile: {type(exc).__name__}: {exc}") from None
         granted, refused = grant_labels(derived, allowed_patterns(ctx, name))
         changed = current is None or current.profile_hash != phash or current.profile is None
-        ctx.store.upsert_runner(
+        ctx.store.runners.upsert_runner(
             name,
             provider=current.provider if current else None,
             labels=granted,
@@ -233,18 +212,18 @@ def heartbeat() -> Response:
             profile_hash=phash,
             now=now,
         )
-        set_runner_labels(ctx.store, name, granted, refused, now=now)
+        ctx.store.runners.set_runner_labels(name, granted, refused, now=now)
         if refused:
             log.warning(
                 "runner %s claims labels its allow-list does not grant (not synced): %s",
                 name,
                 " ".join(refused),
             )
-        ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
-        set_runner_load(ctx.store, name, load, now=now)
+        ctx.store.runners.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
+        ctx.store.runners.set_runner_load(name, load, now=now)
         if changed and ctx.settings.label_sync:
             # one sync per probe observation: each sync may count a label miss
-            ctx.store.enqueue_job(
+            ctx.store.jobs.enqueue(
                 LABELS, {"runner": name}, now=now, idempotency_key=f"labels:{name}:{phash}"
             )
         else:
@@ -261,11 +240,11 @@ def heartbeat() -> Response:
         # we do not hold the profile for this hash: the probe sends it at once; a known
         # runner is alive all the same
         if current is not None:
-            ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
-            set_runner_load(ctx.store, name, load, now=now)
+            ctx.store.runners.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
+            ctx.store.runners.set_runner_load(name, load, now=now)
         return jsonify({"ok": False, "need_profile": True})
-    ctx.store.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
-    set_runner_load(ctx.store, name, load, now=now)
+    ctx.store.runners.record_heartbeat(name, now=now, load=_cpu(load), payload=load)
+    ctx.store.runners.set_runner_load(name, load, now=now)
     _periodic_label_sync(name, now)
     return jsonify({"ok": True, "need_profile": False})
 
@@ -296,7 +275,7 @@ def _periodic_label_sync(name: str, now: float) -> None:
         return
     # interval 0: every heartbeat
     slot: float = int(now // s.label_sync_interval_s) if s.label_sync_interval_s > 0 else now
-    _ctx().store.enqueue_job(
+    _ctx().store.jobs.enqueue(
         LABELS, {"runner": name}, now=now, idempotency_key=f"labels:{name}:t{slot}"
     )
 
@@ -304,7 +283,7 @@ def _periodic_label_sync(name: str, now: float) -> None:
 @bp.get("/runners")
 def runners() -> Response:
     _require_admin()
-    rows = runner_rows(_ctx().store)
+    rows = _ctx().store.runners.runner_rows()
     return jsonify(
         {
             "runners": [
@@ -358,14 +337,14 @@ def revoke_runner_token(name: str) -> Response:
     _require_admin()
     ctx = _ctx()
     return jsonify(
-        {"runner": name, "revoked": ctx.store.revoke_runner_tokens(name, now=ctx.clock())}
+        {"runner": name, "revoked": ctx.store.runners.revoke_runner_tokens(name, now=ctx.clock())}
     )
 
 
 @bp.get("/admin/pools")
 def list_pools() -> Response:
     _require_admin()
-    pools = label_pools(_ctx().store)
+    pools = _ctx().store.runners.label_pools()
     return jsonify({"pools": [{"pattern": p, "allow_labels": list(a)} for p, a in pools]})
 
 
@@ -379,14 +358,14 @@ def put_pool(pattern: str) -> Response:
     allow = _patterns(_json_body().get("allow_labels"), "allow_labels")
     if allow is None:
         raise ApiError(400, "request needs 'allow_labels': a list of labels or label globs")
-    set_label_pool(ctx.store, pattern, allow, now=ctx.clock())
+    ctx.store.runners.set_label_pool(pattern, allow, now=ctx.clock())
     return jsonify({"pattern": pattern, "allow_labels": list(allow)})
 
 
 @bp.delete("/admin/pools/<path:pattern>")
 def delete_pool(pattern: str) -> Response:
     _require_admin()
-    return jsonify({"pattern": pattern, "removed": remove_label_pool(_ctx().store, pattern)})
+    return jsonify({"pattern": pattern, "removed": _ctx().store.runners.remove_label_pool(pattern)})
 
 
 def issue_runner_token(
@@ -399,9 +378,9 @@ def issue_runner_token(
     if not name or len(name) > 200 or not name.isprintable():
         raise ApiError(400, "runner name must be 1-200 printable characters")
     token = new_token(RUNNER_TOKEN_PREFIX)
-    add_runner_token(ctx.store, name, hash_token(token), now=ctx.clock(), allow=allow)
+    ctx.store.runners.add_runner_token(name, hash_token(token), now=ctx.clock(), allow=allow)
     if provider:
-        set_runner_provider(ctx.store, name, str(provider), now=ctx.clock())
+        ctx.store.runners.set_runner_provider(name, str(provider), now=ctx.clock())
     return token
 
 
@@ -448,10 +427,9 @@ def _issue_run_token(identity: RunIdentity, expires_at: float) -> tuple[str, Run
     ctx = _ctx()
     token = new_token(RUN_TOKEN_PREFIX)
     try:
-        grant = bind_run(
-            ctx.store, identity, token_hash=hash_token(token), now=ctx.clock(),
-            expires_at=expires_at,
-        )  # fmt: skip
+        grant = ctx.store.identities.bind_run(
+            identity, token_hash=hash_token(token), now=ctx.clock(), expires_at=expires_at
+        )
     except RunIdentityError as exc:
         raise ApiError(409, str(exc)) from None
     return token, grant
@@ -480,7 +458,9 @@ def revoke_run(run: str) -> Response:
     """Revoke every token of a run (admin, or one of the run's own tokens when done)."""
     _require_run(run)
     ctx = _ctx()
-    return jsonify({"run": run, "revoked": revoke_run_tokens(ctx.store, run, now=ctx.clock())})
+    return jsonify(
+        {"run": run, "revoked": ctx.store.identities.revoke_run_tokens(run, now=ctx.clock())}
+    )
 
 
 # ---------------------------------------------------------------------------------- queue
@@ -503,7 +483,7 @@ def create_queue() -> tuple[Response, int]:
         raise ApiError(400, "matrix has no queue: plan it with --mode queue")
     # a run bound before (POST /runs), or holding results, keeps its identity: fields left
     # out here are its own
-    bound = run_identity(ctx.store, run, stored=True)
+    bound = ctx.store.identities.run_identity(run, stored=True)
     if bound is not None:
         body = {**{k: getattr(bound, k) for k in _IDENTITY_KEYS}, **body}
     identity = _identity(body, run, provider_required=False)
@@ -517,7 +497,7 @@ def create_queue() -> tuple[Response, int]:
             run, specs, config, ctx.clock(), token_hash=None, repo=grant.identity.repo
         )
     except Exception:
-        forget_run_token(ctx.store, hash_token(token))
+        ctx.store.identities.forget_run_token(hash_token(token))
         raise
     url = request.host_url.rstrip("/") + f"/api/v1/queue/{run}"
     return jsonify(
@@ -599,7 +579,7 @@ def results() -> tuple[Response, int]:
     if grant is not None and not rs.run.commit and grant.identity.commit:
         rs = rs.with_run(replace(rs.run, commit=grant.identity.commit))
     try:
-        inserted = ingest_checked(ctx.store, rs, grant)
+        inserted = ctx.store.identities.ingest_checked(rs, grant)
     except RunIdentityError as exc:
         raise ApiError(403, str(exc)) from None
     except CiFanoutError as exc:
@@ -607,7 +587,7 @@ def results() -> tuple[Response, int]:
     shard = rs.run.shard_id or "default"
     job_id = None
     if ctx.settings.report_on_results:
-        job_id = ctx.store.enqueue_job(
+        job_id = ctx.store.jobs.enqueue(
             REPORT,
             {"run_id": run_id},
             now=ctx.clock(),
@@ -637,10 +617,10 @@ def jobs() -> Response:
     raw_limit = request.args.get("limit", "100")
     if not raw_limit.isdigit():
         raise ApiError(400, "'limit' must be a whole number")
-    rows = list_jobs(ctx.store, state=state, limit=max(1, min(1000, int(raw_limit))))
+    rows = ctx.store.jobs.list_jobs(state=state, limit=max(1, min(1000, int(raw_limit))))
     return jsonify(
         {
-            "counts": ctx.store.job_counts(),
+            "counts": ctx.store.jobs.counts(),
             "jobs": [
                 {
                     "id": j.id,
@@ -660,10 +640,10 @@ def jobs() -> Response:
 def requeue(job_id: int) -> Response:
     _require_admin()
     ctx = _ctx()
-    job = ctx.store.job(job_id)
+    job = ctx.store.jobs.job(job_id)
     if job is None:
         raise ApiError(404, f"no job {job_id}")
     if job.state != "parked":
         raise ApiError(409, f"job {job_id} is {job.state}, not parked")
-    ctx.store.requeue_parked(job_id, now=ctx.clock())
+    ctx.store.jobs.requeue_parked(job_id, now=ctx.clock())
     return jsonify({"id": job_id, "state": "queued"})

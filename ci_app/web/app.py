@@ -65,7 +65,7 @@ def create_app(
     owned = store is None
     the_store = store if store is not None else open_store(settings.db)
     if owned:
-        the_store.set_wal_autocheckpoint(settings.db_wal_autocheckpoint)
+        the_store.db.set_wal_autocheckpoint(settings.db_wal_autocheckpoint)
     metrics = Metrics()
     ctx = AppState(
         settings=settings,
@@ -105,7 +105,7 @@ def create_app(
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         try:
-            counts = the_store.job_counts()
+            counts = the_store.jobs.counts()
         except Exception as exc:  # the store is what can break
             ctx.check_fatal(exc)
             log.exception("health check failed")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from ci_app.store import Store
-from ci_app.store.web import DeliveryIn, DeliveryOutcome, accept_deliveries
+from ci_app.store.jobs import DeliveryIn, DeliveryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ class DeliveryBatcher:
                 except queue.Empty:
                     break
             try:
-                outcomes = accept_deliveries(
-                    self.store, [item for item, _ in batch], now=self.clock()
+                outcomes = self.store.jobs.accept_deliveries(
+                    [item for item, _ in batch], now=self.clock()
                 )
             except Exception as exc:
                 log.exception("storing %d webhook deliveries failed", len(batch))

@@ -14,7 +14,6 @@ from ci_app.providers.base import Provider, get_provider
 from ci_app.settings import Settings
 from ci_app.store import Store, is_fatal_error
 from ci_app.store.queue import DuckQueue
-from ci_app.store.web import installation_for
 from ci_app.web.metrics import Metrics
 
 __all__ = ["AppContext", "ProviderFactory", "SettingsProviders", "runner_scope"]
@@ -88,7 +87,7 @@ class SettingsProviders:
             owner = out["repo"].split("/", 1)[0]
             inst = installation_id
             if inst is None and s.github_app_id and owner:
-                found = installation_for(self.store, "github", owner)
+                found = self.store.jobs.installation_for("github", owner)
                 inst = int(found) if found else None
             if inst is not None:
                 out["installation_id"] = str(inst)
@@ -153,7 +152,7 @@ class AppContext:
     fatal: BaseException | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.queue = DuckQueue(self.store)
+        self.queue = self.store.queue
         self._fatal_lock = threading.Lock()
 
     def check_fatal(self, exc: BaseException) -> bool:

@@ -13,7 +13,6 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, render_template, request
 
 from ci_app.store import explorer as q
-from ci_app.store.web import delivery_count, job_age_stats, list_jobs, runner_rows
 from ci_app.web.charts import RenderLimitedError
 from ci_app.web.security import basic_auth_password, tokens_equal
 from ci_app.web.validate import http_url
@@ -114,9 +113,9 @@ def index() -> str:
     from ci_app.web.explorer import fleet
 
     ctx = _ctx()
-    rows = runner_rows(ctx.store)
-    runs = ctx.store.runs(limit=10)
-    totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
+    rows = ctx.store.runners.runner_rows()
+    runs = ctx.store.results.runs(limit=10)
+    totals = {t.run_id: t for t in ctx.store.results.run_totals([r.run_id for r in runs])}
     runners = fleet(rows)
     return render_template(
         "index.html",
@@ -124,12 +123,12 @@ def index() -> str:
         runners_busy=runners["busy"],
         runners_total=runners["known"],
         runner_counts=runners["counts"],
-        jobs=ctx.store.job_counts(),
-        ages=job_age_stats(ctx.store, now=ctx.clock()),
-        deliveries=delivery_count(ctx.store),
+        jobs=ctx.store.jobs.counts(),
+        ages=ctx.store.jobs.age_stats(now=ctx.clock()),
+        deliveries=ctx.store.jobs.delivery_count(),
         runs=runs,
         totals=totals,
-        repos=sorted({r.repo for r in ctx.store.runs(limit=500) if r.repo}),
+        repos=sorted({r.repo for r in ctx.store.results.runs(limit=500) if r.repo}),
     )
 
 
@@ -149,7 +148,7 @@ def _statuses_of(rows: Any) -> dict[str, str]:
 def runners() -> str:
     from ci_app.web.explorer import pool_rows
 
-    rows = runner_rows(_ctx().store)
+    rows = _ctx().store.runners.runner_rows()
     statuses = _statuses_of(rows)
     return render_template(
         "runners.html",
@@ -172,10 +171,10 @@ def runs() -> str:
     if pr_text is not None and not pr_text.isdigit():
         abort(400, description="'pr' must be a pull request number")
     pr = int(pr_text) if pr_text else None
-    runs = q.search_runs(ctx.store, repo=repo, branch=branch, query=query, pr=pr, limit=100)
-    totals = {t.run_id: t for t in ctx.store.run_totals([r.run_id for r in runs])}
+    runs = q.search_runs(ctx.store.db, repo=repo, branch=branch, query=query, pr=pr, limit=100)
+    totals = {t.run_id: t for t in ctx.store.results.run_totals([r.run_id for r in runs])}
     shards: dict[str, int] = {}
-    for s in ctx.store.shards([r.run_id for r in runs]):
+    for s in ctx.store.results.shards([r.run_id for r in runs]):
         shards[s.run_id] = shards.get(s.run_id, 0) + 1
     queues = []
     for run, qrepo, created in ctx.queue.runs(limit=30):
@@ -188,8 +187,8 @@ def runs() -> str:
         queues=queues,
         repo=repo,
         filters={"repo": repo, "branch": branch, "q": query, "pr": pr_text},
-        repos=sorted({r.repo for r in ctx.store.runs(limit=500) if r.repo}),
-        branches=q.branches(ctx.store, repo),
+        repos=sorted({r.repo for r in ctx.store.results.runs(limit=500) if r.repo}),
+        branches=q.branches(ctx.store.db, repo),
     )
 
 
@@ -201,12 +200,12 @@ def repo() -> str:
     name = request.args.get("name") or ""
     if not name:
         abort(404)
-    runs = ctx.store.runs(repo=name, limit=50)
+    runs = ctx.store.results.runs(repo=name, limit=50)
     if not runs:
         abort(404)
-    verdicts = classify_history(ctx.store.history(repo=name, max_runs=300))
+    verdicts = classify_history(ctx.store.results.history(repo=name, max_runs=300))
     flaky = flaky_tests(verdicts)
-    totals = ctx.store.run_totals([r.run_id for r in runs])
+    totals = ctx.store.results.run_totals([r.run_id for r in runs])
     names = _class_names({e.runner_class for v in flaky for e in v.evidence[:5]})
     return render_template(
         "repo.html",
@@ -232,11 +231,11 @@ def chart(kind: str) -> Response:
         abort(404)
     ctx = _ctx()
     repo = request.args.get("repo") or ""
-    latest = ctx.store.runs(repo=repo, limit=1) if 0 < len(repo) <= 300 else []
+    latest = ctx.store.results.runs(repo=repo, limit=1) if 0 < len(repo) <= 300 else []
     if not latest:
         abort(404)
     run = latest[0]
-    totals = ctx.store.run_totals([run.run_id])
+    totals = ctx.store.results.run_totals([run.run_id])
     state = (totals[0].tests, totals[0].failed, totals[0].duration_s) if totals else None
     makers = {
         "trend": charts.trend_chart,
@@ -245,7 +244,7 @@ def chart(kind: str) -> Response:
     }
 
     def make() -> bytes:
-        png: bytes = makers[kind](build_report(ctx.store, run.run_id))
+        png: bytes = makers[kind](build_report(ctx.store.results, run.run_id))
         return png
 
     try:
@@ -269,8 +268,8 @@ def jobs() -> str:
     ctx = _ctx()
     return render_template(
         "jobs.html",
-        counts=ctx.store.job_counts(),
-        ages=job_age_stats(ctx.store, now=ctx.clock()),
-        parked=list_jobs(ctx.store, state="parked", limit=200),
-        recent=list_jobs(ctx.store, limit=30),
+        counts=ctx.store.jobs.counts(),
+        ages=ctx.store.jobs.age_stats(now=ctx.clock()),
+        parked=ctx.store.jobs.list_jobs(state="parked", limit=200),
+        recent=ctx.store.jobs.list_jobs(limit=30),
     )

@@ -24,8 +24,9 @@ from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS
 from ci_app.reporting.classes import class_labels, class_names, readable_class
 from ci_app.reporting.links import page_key, page_test_id
 from ci_app.reporting.report import Report
+from ci_app.store import activity
 from ci_app.store import explorer as q
-from ci_app.store.web import RunnerRow, runner_rows
+from ci_app.store.runners import RunnerRow
 from ci_app.web.charts import RenderLimitedError
 from ci_app.web.dashboard import page_headers, require_dashboard_auth
 
@@ -58,7 +59,7 @@ def page_names(classes: Iterable[str]) -> dict[str, str]:
     wanted = set(classes)
     return {
         c: n
-        for c, n in class_names(wanted | set(q.runner_classes(_ctx().store))).items()
+        for c, n in class_names(wanted | set(q.runner_classes(_ctx().store.db))).items()
         if c in wanted
     }
 
@@ -118,8 +119,8 @@ def _reports() -> _Lru:
 def _run_state(run_id: str) -> tuple[Any, ...]:
     """Changes whenever a shard of the run is stored (what the cached report depends on)."""
     ctx = _ctx()
-    shards = ctx.store.shards([run_id])
-    latest = ctx.store.runs(limit=1)
+    shards = ctx.store.results.shards([run_id])
+    latest = ctx.store.results.runs(limit=1)
     return (
         tuple((s.shard_id, s.tests, s.failed, s.errors) for s in shards),
         latest[0].seq if latest else 0,
@@ -136,7 +137,7 @@ def _report(run_id: str) -> Report | None:
 
     def make() -> Report | None:
         try:
-            return build_report(ctx.store, run_id)
+            return build_report(ctx.store.results, run_id)
         except StoreError:
             return None
 
@@ -181,7 +182,7 @@ def _report_classes(report: Report | None, shards: Iterable[Any]) -> set[str]:
 @bp.get("/runs/<path:run_id>")
 def run_detail(run_id: str) -> str:
     ctx = _ctx()
-    meta = ctx.store.run(run_id)
+    meta = ctx.store.results.run(run_id)
     has_queue = ctx.queue.has_run(run_id)
     if meta is None and not has_queue:
         abort(404)
@@ -190,20 +191,20 @@ def run_detail(run_id: str) -> str:
     rclass = query_arg("class", limit=5000)
     query = query_arg("q")
     page = _page()
-    shards = ctx.store.shards([run_id]) if meta else []
+    shards = ctx.store.results.shards([run_id]) if meta else []
     report = _report(run_id) if meta else None
     pools: list[tuple[str, list[str], Any]] = []
-    timeline: list[q.LeaseRow] = []
+    timeline: list[activity.LeaseRow] = []
     if has_queue:
         try:
             for pool, labels in sorted(ctx.queue.pools(run_id).items()):
                 pools.append((pool, sorted(labels), ctx.queue.progress(run_id, pool)))
         except LeaseError:
             pools = []
-        timeline = q.queue_timeline(ctx.store, run_id)
+        timeline = activity.queue_timeline(ctx.store.db, run_id)
     cases, matched = (
         q.run_cases(
-            ctx.store,
+            ctx.store.db,
             run_id,
             status=status,
             shard=shard,
@@ -215,7 +216,7 @@ def run_detail(run_id: str) -> str:
         if meta
         else ([], 0)
     )
-    classes = q.run_classes(ctx.store, run_id) if meta else []
+    classes = q.run_classes(ctx.store.db, run_id) if meta else []
     names = page_names(_report_classes(report, shards) | set(classes))
     return render_template(
         "run.html",
@@ -282,12 +283,12 @@ def _regression_charts(report: Report | None) -> list[tuple[Any, str | None]]:
 @dataclass(frozen=True, slots=True)
 class PoolTimeline:
     pool: str
-    runners: tuple[tuple[str, tuple[q.LeaseRow, ...]], ...]  # per runner, leases in order
+    runners: tuple[tuple[str, tuple[activity.LeaseRow, ...]], ...]  # per runner, leases in order
     first_at: float
 
 
-def _timeline_by_pool(rows: list[q.LeaseRow]) -> list[PoolTimeline]:
-    pools: dict[str, dict[str, list[q.LeaseRow]]] = {}
+def _timeline_by_pool(rows: list[activity.LeaseRow]) -> list[PoolTimeline]:
+    pools: dict[str, dict[str, list[activity.LeaseRow]]] = {}
     for r in rows:
         pools.setdefault(r.pool, {}).setdefault(r.runner or "?", []).append(r)
     out = []
@@ -356,7 +357,7 @@ def test_page(key: str) -> str:
     ctx = _ctx()
     test_id = _test_id(key)
     branch = query_arg("branch")
-    rows = q.rows_of_test(ctx.store, test_id)
+    rows = q.rows_of_test(ctx.store.db, test_id)
     if not len(rows):
         abort(404)
     summary = summarise_test(test_id, rows, duration_branch=branch)
@@ -386,11 +387,11 @@ def test_duration(key: str) -> Response:
     test_id = _test_id(key)
     branch = query_arg("branch")
     run = query_arg("run")
-    latest = ctx.store.runs(limit=1)
+    latest = ctx.store.results.runs(limit=1)
     state = latest[0].seq if latest else 0
 
     def make() -> bytes:
-        rows = q.rows_of_test(ctx.store, test_id)
+        rows = q.rows_of_test(ctx.store.db, test_id)
         summary = summarise_test(test_id, rows, duration_branch=branch, run=run)
         title = f"Duration per run on {summary.duration_branch or '?'} (dotted: change points)"
         return charts.test_duration_chart(summary.durations, title=title)
@@ -409,7 +410,7 @@ def tests() -> str:
     page = _page()
     size = 100
     matches, total = q.search_tests(
-        ctx.store,
+        ctx.store.db,
         query=query,
         status=status,
         repo=repo,
@@ -418,7 +419,7 @@ def tests() -> str:
         limit=size,
         offset=(page - 1) * size,
     )
-    classes = q.runner_classes(ctx.store)
+    classes = q.runner_classes(ctx.store.db)
     return render_template(
         "tests.html",
         matches=matches,
@@ -427,8 +428,8 @@ def tests() -> str:
         pages=max(1, math.ceil(total / size)),
         filters={"q": query, "status": status, "repo": repo, "branch": branch, "class": rclass},
         statuses=q.TEST_STATUSES,
-        branches=q.branches(ctx.store, repo),
-        repos=sorted({r.repo for r in ctx.store.runs(limit=500) if r.repo}),
+        branches=q.branches(ctx.store.db, repo),
+        repos=sorted({r.repo for r in ctx.store.results.runs(limit=500) if r.repo}),
         classes=classes,
         names=page_names(classes),
     )
@@ -475,7 +476,7 @@ def runner_statuses(rows: Iterable[RunnerRow]) -> dict[str, str]:
     ctx = _ctx()
     now = ctx.clock()
     after = ctx.settings.runner_offline_after_s
-    profiles = {r.name: r.profile for r in ctx.store.list_runners()}
+    profiles = {r.name: r.profile for r in ctx.store.runners.list_runners()}
     return {
         r.name: runner_status(r, profiles.get(r.name), now=now, offline_after_s=after) for r in rows
     }
@@ -517,17 +518,17 @@ def runner_page(name: str) -> str:
     from ci_app.web.dashboard import load_text
 
     ctx = _ctx()
-    rows = {r.name: r for r in runner_rows(ctx.store)}
+    rows = {r.name: r for r in ctx.store.runners.runner_rows()}
     row = rows.get(name)
     if row is None:
         abort(404)
-    runner = ctx.store.runner(name)
+    runner = ctx.store.runners.runner(name)
     profile = runner.profile if runner else None
-    shards = q.runner_shards(ctx.store, name)
+    shards = activity.runner_shards(ctx.store.db, name)
     status = runner_status(
         row, profile, now=ctx.clock(), offline_after_s=ctx.settings.runner_offline_after_s
     )
-    leases = q.runner_leases(ctx.store, name)
+    leases = activity.runner_leases(ctx.store.db, name)
     classes = {s.runner_class for s in shards}
     return render_template(
         "runner.html",
@@ -538,7 +539,7 @@ def runner_page(name: str) -> str:
         errors=probe_errors(profile),
         shards=shards,
         leases=leases,
-        heartbeats=q.recent_heartbeats(ctx.store, name, limit=10),
+        heartbeats=activity.recent_heartbeats(ctx.store.db, name, limit=10),
         names=page_names(classes),
         load_text=load_text,
         class_labels=class_labels,

@@ -30,26 +30,12 @@ from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
-from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet, RunInfo
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.providers.download import read_results
 from ci_app.store import Job
-from ci_app.store.queue import merge_record
-from ci_app.store.tokens import (
-    RunIdentityError,
-    check_identity,
-    label_pools,
-    revoke_run_tokens,
-    runner_allow_list,
-    set_runner_labels,
-)
-from ci_app.store.web import (
-    record_installation,
-    runner_provider,
-    runner_sync_state,
-    set_runner_busy,
-    store_label_sync,
-)
+from ci_app.store.identities import RunIdentityError
+from ci_app.store.queue_record import merge_record, run_info_of
 from ci_app.web import events
 from ci_app.web.context import AppContext, runner_scope
 from ci_app.web.validate import check_resultset
@@ -184,19 +170,19 @@ def handle_collect(ctx: AppContext, job: Job) -> None:
             filled = _fill_run(member.head, p, fallback)
             try:
                 check_resultset(filled)
-                check_identity(ctx.store, filled)
+                ctx.store.identities.check_identity(filled)
             except (InputError, RunIdentityError) as exc:
                 shard = filled.run.shard_id
                 log.warning("job %s: results of shard %r not stored: %s", job.id, shard, exc)
                 continue
-            ctx.store.ingest_stream(filled, member.batches())
+            ctx.store.results.ingest_stream(filled, member.batches())
             runs.add(filled.run.run_id or fallback)
             collected += 1
     for rid in sorted(runs):
         _recover_from_queue(ctx, rid)
         if plan is not None:
             _account(ctx, rid, plan)
-        ctx.store.enqueue_job(
+        ctx.store.jobs.enqueue(
             REPORT,
             {"run_id": rid, "final": True},
             now=ctx.clock(),
@@ -232,26 +218,17 @@ def _plan_in(paths: list[Path]) -> Matrix | None:
 def _account(ctx: AppContext, run_id: str, plan: Matrix) -> None:
     """Every planned test ends reported once: store the tests no runner could take (if the
     plan step did not post them) and the planned tests no shard reported, as lost."""
-    meta = ctx.store.run(run_id)
+    meta = ctx.store.results.run(run_id)
     if meta is None:
         return
-    shards = {s.shard_id for s in ctx.store.shards([run_id])}
-    reported = set(ctx.store.cases([run_id], details=False).test_id)
+    shards = {s.shard_id for s in ctx.store.results.shards([run_id])}
+    reported = set(ctx.store.results.cases([run_id], details=False).test_id)
     acc = account_ids(plan, reported, shards - SYNTHETIC_SHARDS)
-    run = RunInfo(
-        run_id=run_id,
-        repo=meta.repo,
-        provider=meta.provider,
-        pipeline_id=meta.pipeline_id,
-        commit=meta.commit,
-        branch=meta.branch,
-        base_commit=meta.base_commit,
-        pr=meta.pr,
-    )
+    run = run_info_of(meta)
     if plan.unsatisfied and NOT_RUN_SHARD not in shards:
-        ctx.store.ingest(not_run_results(plan, run))
+        ctx.store.results.ingest(not_run_results(plan, run))
     if acc.lost and LOST_SHARD not in shards:
-        ctx.store.ingest(lost_results(acc, run))
+        ctx.store.results.ingest(lost_results(acc, run))
         log.warning(
             "run %s: %d planned test(s) lost (no shard reported them)", run_id, len(acc.lost)
         )
@@ -268,7 +245,7 @@ def _recover_from_queue(ctx: AppContext, run_id: str, *, only_if_done: bool = Fa
             return 0
     except CiFanoutError:
         return 0  # not a queue-mode run
-    inserted, marked = merge_record(ctx.store, run_id)
+    inserted, marked = merge_record(ctx.store.results, ctx.store.queue, run_id)
     if inserted or marked:
         log.warning(
             "run %s: %d test result(s) recovered from the queue, %d shard(s) marked as died",
@@ -285,13 +262,13 @@ def handle_report(ctx: AppContext, job: Job) -> None:
     A final report (the pipeline finished) revokes the run's tokens once it is out."""
     p = _payload(job)
     run_id = p.get("run_id")
-    if not isinstance(run_id, str) or ctx.store.run(run_id) is None:
+    if not isinstance(run_id, str) or ctx.store.results.run(run_id) is None:
         raise PermanentJobError(f"report: no stored run {run_id!r}")
     _recover_from_queue(ctx, run_id, only_if_done=True)
     _post_report(ctx, run_id)
     if p.get("final"):
         # the pipeline finished and its report is out: the run's tokens are done with
-        revoked = revoke_run_tokens(ctx.store, run_id, now=ctx.clock())
+        revoked = ctx.store.identities.revoke_run_tokens(run_id, now=ctx.clock())
         if revoked:
             log.info("run %s: final report done, %d run token(s) revoked", run_id, revoked)
 
@@ -300,7 +277,9 @@ def _post_report(ctx: AppContext, run_id: str) -> None:
     from ci_app.reporting.render import render_comment
     from ci_app.reporting.report import build_report
 
-    report = build_report(ctx.store, run_id, dashboard_url=_dashboard(ctx, f"/runs/{run_id}"))
+    report = build_report(
+        ctx.store.results, run_id, dashboard_url=_dashboard(ctx, f"/runs/{run_id}")
+    )
     run = report.run
     if not run.provider or not run.repo:
         log.info("run %s has no provider/repo: report stored only", run_id)
@@ -332,14 +311,16 @@ def handle_runner_job(ctx: AppContext, job: Job) -> None:
     runner = p.get("runner")
     if not runner:
         return
-    set_runner_busy(ctx.store, str(runner), bool(p.get("busy")), p.get("job_id"), now=ctx.clock())
+    ctx.store.runners.set_runner_busy(
+        str(runner), bool(p.get("busy")), p.get("job_id"), now=ctx.clock()
+    )
 
 
 def handle_labels(ctx: AppContext, job: Job) -> None:
     """Reconcile a runner's provider labels with its stored profile (probe's rules)."""
     p = _payload(job)
     name = str(p.get("runner") or "")
-    runner = ctx.store.runner(name)
+    runner = ctx.store.runners.runner(name)
     if runner is None or runner.profile is None:
         return
     try:
@@ -350,25 +331,24 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
     # only what the runner's allow-list grants is kept and synced, whatever its profile claims
     # (recomputed here too, so that a changed allow-list applies without a new profile)
     granted, refused = grant_labels(derive_labels(profile), allowed_patterns(ctx, name))
-    set_runner_labels(ctx.store, name, granted, refused, now=now)
-    provider = runner_provider(ctx.store, name) or ctx.settings.runner_provider
+    ctx.store.runners.set_runner_labels(name, granted, refused, now=now)
+    provider = ctx.store.runners.runner_provider(name) or ctx.settings.runner_provider
     prov = ctx.providers(provider, runner_scope(ctx.settings, provider))
     admin = prov.runners
     if admin is None:
         return
     found = [r for r in admin.list_runners() if r.name.lower() == name.lower()]
     if not found:
-        store_label_sync(
-            ctx.store,
+        ctx.store.runners.store_label_sync(
             name,
-            misses=runner_sync_state(ctx.store, name)[0],
+            misses=ctx.store.runners.runner_sync_state(name)[0],
             labels=(),
             error=f"no runner named {name!r} is registered at {provider}",
             now=now,
         )
         return
     info = found[0]
-    misses, _ = runner_sync_state(ctx.store, name)
+    misses, _ = ctx.store.runners.runner_sync_state(name)
     plan = reconcile(
         granted,
         info.labels,
@@ -383,7 +363,7 @@ def handle_labels(ctx: AppContext, job: Job) -> None:
         admin.remove_label(info.id, label)
     removed = {x.lower() for x in plan.remove}
     labels = sorted({x for x in info.labels if x.lower() not in removed} | set(plan.add))
-    store_label_sync(ctx.store, name, misses=plan.misses, labels=labels, error=None, now=now)
+    ctx.store.runners.store_label_sync(name, misses=plan.misses, labels=labels, error=None, now=now)
     if plan.changed:
         log.info("runner %s labels: +%s -%s", name, list(plan.add), list(plan.remove))
 
@@ -392,8 +372,8 @@ def allowed_patterns(ctx: AppContext, name: str) -> tuple[str, ...]:
     """The label allow-list in force for runner ``name`` (its tokens', a pool's, the default)."""
     return patterns_for_runner(
         name,
-        runner_allow_list(ctx.store, name),
-        label_pools(ctx.store),
+        ctx.store.runners.runner_allow_list(name),
+        ctx.store.runners.label_pools(),
         parse_patterns(ctx.settings.runner_allow_labels),
     )
 
@@ -411,8 +391,8 @@ def handle_installation(ctx: AppContext, job: Job) -> None:
     if not account or inst is None:
         raise InputError("installation event without account or installation id")
     active = p.get("action") not in ("deleted", "suspend")
-    record_installation(
-        ctx.store, str(p["provider"]), str(account), str(inst), active=active, now=ctx.clock()
+    ctx.store.jobs.record_installation(
+        str(p["provider"]), str(account), str(inst), active=active, now=ctx.clock()
     )
 
 

@@ -35,11 +35,9 @@ class _StoreCollector(Collector):
         self.clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from ci_app.store.web import job_age_stats, runner_rows
-
         now = self.clock()
         jobs = GaugeMetricFamily("ci_fanout_jobs", "Durable jobs by state", labels=["state"])
-        counts = self.store.job_counts()
+        counts = self.store.jobs.counts()
         for state in sorted({"queued", "leased", "done", "parked", *counts}):
             jobs.add_metric([state], float(counts.get(state, 0)))
         yield jobs
@@ -48,12 +46,12 @@ class _StoreCollector(Collector):
             "Age of the oldest unfinished job per state",
             labels=["state"],
         )
-        ages = job_age_stats(self.store, now=now)
+        ages = self.store.jobs.age_stats(now=now)
         for state in ("queued", "leased", "parked"):
             age.add_metric([state], ages.get(state, 0.0))
         yield age
 
-        rows = runner_rows(self.store)
+        rows = self.store.runners.runner_rows()
         runners = GaugeMetricFamily("ci_fanout_runners", "Runners by status", labels=["status"])
         by_status: dict[str, int] = {"online": 0, "offline": 0}
         for r in rows:

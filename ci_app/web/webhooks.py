@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ci_app.errors import InputError
-from ci_app.store.web import DeliveryIn
+from ci_app.store.jobs import DeliveryIn
 from ci_app.web.events import route
 from ci_app.web.security import verify_github_signature, verify_gitlab, verify_shared_secret
 from ci_app.web.validate import parse_json, read_body

@@ -4,7 +4,7 @@ Why threads in the web process: DuckDB allows one writer *process*. The single g
 worker process owns the database file; its request threads and these job threads share one
 connection (the store serialises calls). A crash or ``kill -9`` of that process loses no
 job: a leased job whose lease runs out is leased again by the restarted process
-(``Store.lease_job`` takes ``leased`` jobs whose ``lease_until`` passed).
+(``Jobs.lease`` takes ``leased`` jobs whose ``lease_until`` passed).
 
 Failures: provider and other unexpected errors are retried after ``job-backoff-s`` doubling
 per attempt (capped at ``job-backoff-max-s``); after ``job-max-attempts`` the job is parked
@@ -21,7 +21,6 @@ from collections.abc import Mapping
 
 from ci_app.errors import ConfigError, InputError
 from ci_app.store import Job
-from ci_app.store.web import lease_next_job
 from ci_app.web.context import AppContext
 from ci_app.web.handlers import HANDLERS, Handler, PermanentJobError
 
@@ -99,7 +98,7 @@ class JobWorker:
         """Lease and run one job; False when none was due."""
         s = self.ctx.settings
         self._yield_to_deliveries()
-        job = lease_next_job(self.ctx.store, self.ctx.clock(), s.job_lease_s)
+        job = self.ctx.store.jobs.lease(self.ctx.clock(), s.job_lease_s)
         if job is None:
             return False
         self._run(job)
@@ -123,11 +122,11 @@ class JobWorker:
             handler(self.ctx, job)
         except (PermanentJobError, InputError, ConfigError) as exc:
             log.warning("job %s (%s) parked: %s", job.id, job.kind, exc)
-            store.park_job(job.id, f"{type(exc).__name__}: {exc}", now=self.ctx.clock())
+            store.jobs.park(job.id, f"{type(exc).__name__}: {exc}", now=self.ctx.clock())
             metrics.jobs.labels(job.kind, "parked").inc()
         except Exception as exc:
             backoff = min(s.job_backoff_max_s, s.job_backoff_s * 2 ** max(0, job.attempts - 1))
-            state = store.fail_job(
+            state = store.jobs.fail(
                 job.id,
                 f"{type(exc).__name__}: {exc}",
                 now=self.ctx.clock(),
@@ -149,7 +148,7 @@ class JobWorker:
                 )
             metrics.jobs.labels(job.kind, "parked" if state == "parked" else "retry").inc()
         else:
-            store.complete_job(job.id, now=self.ctx.clock())
+            store.jobs.complete(job.id, now=self.ctx.clock())
             metrics.jobs.labels(job.kind, "done").inc()
 
     # -- housekeeping ---------------------------------------------------------------------------
@@ -158,7 +157,9 @@ class JobWorker:
         and heartbeats (each runner keeps its latest ``heartbeat-history``)."""
         s = self.ctx.settings
         now = self.ctx.clock()
-        gone = self.ctx.store.mark_stale_runners(now=now, offline_after_s=s.runner_offline_after_s)
+        gone = self.ctx.store.runners.mark_stale_runners(
+            now=now, offline_after_s=s.runner_offline_after_s
+        )
         if gone:
             log.warning(
                 "runners offline (no heartbeat for %.0fs): %s",
@@ -168,8 +169,8 @@ class JobWorker:
         self.ctx.queue.expire(now)
         if now - self._last_prune > 3600:
             self._last_prune = now
-            self.ctx.store.prune_deliveries(now - s.delivery_retention_days * 86400)
-            self.ctx.store.prune_heartbeats(keep_per_runner=s.heartbeat_history)
+            self.ctx.store.jobs.prune_deliveries(now - s.delivery_retention_days * 86400)
+            self.ctx.store.runners.prune_heartbeats(keep_per_runner=s.heartbeat_history)
 
     def _maintain(self) -> None:
         while not self._stop.wait(MAINTENANCE_EVERY_S):

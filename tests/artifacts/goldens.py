@@ -77,8 +77,8 @@ def render(report: Path) -> dict[str, str]:
     rs: ResultSet = ingest_paths([report], run=RUN)
     results = json.dumps(rs.to_dict(), indent=1, ensure_ascii=False) + "\n"
     with open_store(":memory:") as store:
-        store.ingest(rs)
-        built = build_report(store, RUN.run_id or "")
+        store.results.ingest(rs)
+        built = build_report(store.results, RUN.run_id or "")
         comment = render_comment(built)
         annotations = render_check_run(built)["annotations"]
     return {

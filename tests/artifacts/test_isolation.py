@@ -134,29 +134,30 @@ def test_output_is_replaced_atomically(tmp_path: Path, monkeypatch: pytest.Monke
 def test_ingest_db_stores_in_batches_and_is_idempotent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ci_app.store import db
+    from ci_app.store import database, ingest
 
     report = tmp_path / "many.xml"
     cases = "".join(f'<testcase classname="c" name="t{i}"/>' for i in range(10_000))
     report.write_text(f'<testsuite name="s" tests="10000">{cases}</testsuite>', encoding="utf-8")
     appended: list[int] = []
-    real_append = db.Store._append_cases
+    real_insert = database.insert_arrow
 
-    def spy(self: Any, run_id: str, shard_id: str, batch: Any) -> int:
-        appended.append(len(batch))
-        return real_append(self, run_id, shard_id, batch)
+    def spy(con: Any, table: str, data: Any) -> None:
+        if table == "test_results":
+            appended.append(int(data.num_rows))
+        real_insert(con, table, data)
 
-    monkeypatch.setattr(db.Store, "_append_cases", spy)
-    monkeypatch.setattr(db.ShardWriter.__init__, "__defaults__", (300,))
+    monkeypatch.setattr(ingest, "insert_arrow", spy)
+    monkeypatch.setattr(ingest.ShardWriter.__init__, "__defaults__", (300,))
     dbfile = tmp_path / "h.duckdb"
     args = ["ingest", str(report), "--db", str(dbfile), "--run-id", "r1", "--shard-id", "s1", "-q"]
     assert main(args) == 0
     assert len(appended) >= 3 and max(appended) <= 4096  # never the whole file at once
     assert main(args) == 0  # the same shard again stores nothing
     with open_store(str(dbfile)) as store:
-        rows = store.cases(["r1"], details=False)
+        rows = store.results.cases(["r1"], details=False)
         assert len(rows.test_id) == 10_000
-        meta = store.run("r1")
+        meta = store.results.run("r1")
         assert meta is not None
 
 
@@ -166,11 +167,11 @@ def test_rows_of_a_shard_that_died_mid_ingest_are_replaced(tmp_path: Path) -> No
     run = RunInfo(run_id="r1", shard_id="s1")
     cases = [TestCase(id=f"t{i}", name=f"t{i}", outcome=Outcome.PASSED) for i in range(10)]
     with open_store(str(tmp_path / "h.duckdb")) as store:
-        died = store.shard_writer(run)
+        died = store.results.shard_writer(run)
         died.add(cases[:5])
         died._flush()  # rows are in, but no shard row: the process died here
-        assert store.ingest_stream(ResultSet(run=run), [cases[:6], cases[6:]]) == 10
-        assert len(store.cases(["r1"], details=False).test_id) == 10
+        assert store.results.ingest_stream(ResultSet(run=run), [cases[:6], cases[6:]]) == 10
+        assert len(store.results.cases(["r1"], details=False).test_id) == 10
 
 
 def test_result_members_of_a_zip_are_isolated(tmp_path: Path) -> None:

@@ -93,7 +93,9 @@ def _fill(store: Store) -> None:
             # the same pattern as real failures: flaky
             FLAKY_REAL: (F, "assert 1 == 2") if i in (2, 5) else (P, None),
         }
-        store.ingest(_run(f"main-{i}", i, outcomes, _metrics(2.0 + 0.01 * (i % 3), 5.0 + i % 2)))
+        store.results.ingest(
+            _run(f"main-{i}", i, outcomes, _metrics(2.0 + 0.01 * (i % 3), 5.0 + i % 2))
+        )
     head: dict[str, tuple[Outcome, str | None]] = {
         MATMUL: (P, None),
         CRASH: (P, None),  # passed on the retry after a renderer crash
@@ -103,7 +105,7 @@ def _fill(store: Store) -> None:
         FLAKY_REAL: (P, None),
     }
     # gflops halves (the change's regression); context time triples (the runner's, not flagged)
-    store.ingest(_run("pr-1", 8, head, _metrics(1.0, 15.0, crash=True), pr=3))
+    store.results.ingest(_run("pr-1", 8, head, _metrics(1.0, 15.0, crash=True), pr=3))
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +114,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Report]:
     with open_store(path) as s:
         _fill(s)
     with open_store(path, read_only=True) as s:
-        yield build_report(s, "pr-1")
-        hist = s.history(branch="main", repo="o/r", test_ids=[FLAKY_INFRA, FLAKY_REAL])
+        yield build_report(s.results, "pr-1")
+        hist = s.results.history(branch="main", repo="o/r", test_ids=[FLAKY_INFRA, FLAKY_REAL])
         verdicts = classify_history(hist)
         assert verdicts[FLAKY_REAL].verdict == FLAKY
         assert FLAKY_INFRA not in verdicts  # infrastructure errors are not flakiness
@@ -168,16 +170,16 @@ def test_browser_section_in_the_comment(report: Report) -> None:
 
 def test_no_browser_metrics_no_section(tmp_path: Path) -> None:
     with open_store(tmp_path / "x.duckdb") as s:
-        s.ingest(_run("r1", 1, {"t::a": (P, None)}, {"throughput": 3.0}))
-        body = render_comment(build_report(s, "r1"))
+        s.results.ingest(_run("r1", 1, {"t::a": (P, None)}, {"throughput": 3.0}))
+        body = render_comment(build_report(s.results, "r1"))
     assert "Browser" not in body and "Infrastructure" not in body
 
 
 def test_a_base_infrastructure_error_is_not_fixed_by_a_pass(tmp_path: Path) -> None:
     with open_store(tmp_path / "x.duckdb") as s:
         ok = {f"t::ok{i}": (P, None) for i in range(3)}  # a shard that ran, not a dead one
-        s.ingest(_run("main-1", 1, {**ok, LYING: (E, LIE), MATMUL: (F, "real")}, {}))
-        s.ingest(_run("pr-1", 2, {**ok, LYING: (P, None), MATMUL: (P, None)}, {}, pr=3))
-        report = build_report(s, "pr-1")
+        s.results.ingest(_run("main-1", 1, {**ok, LYING: (E, LIE), MATMUL: (F, "real")}, {}))
+        s.results.ingest(_run("pr-1", 2, {**ok, LYING: (P, None), MATMUL: (P, None)}, {}, pr=3))
+        report = build_report(s.results, "pr-1")
     assert report.comparison.fixed == (MATMUL,)
     assert report.base is not None and report.base.run_id == "main-1"

@@ -145,4 +145,4 @@ def test_queue_shard_test_process_sees_no_credential(
     assert run_step("shard", shard_env, io=CiOutput(shard_env, stream=log)) == 0, log.getvalue()
     assert "falling back" not in log.getvalue(), "the plugin pulled from the queue"
     _assert_clean(_seen(project), run_token)
-    assert store.run("77") is not None  # results posted with the run token
+    assert store.results.run("77") is not None  # results posted with the run token

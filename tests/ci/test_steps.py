@@ -548,5 +548,5 @@ def test_queue_mode_against_the_real_app(sample: Path, real_app: tuple[str, Any]
         f"tests/test_sample.py::{n}" for n in ("test_ok", "test_fails", "test_skipped", "test_gpu")
     )
     assert "falling back" not in log.getvalue()
-    run = store.run("4242")
+    run = store.results.run("4242")
     assert run is not None  # the app stored the shards' results

@@ -27,7 +27,7 @@ from ci_app.matrix.record import recovered_results
 from ci_app.model.results import ResultSet, RunInfo
 from ci_app.reporting.report import build_report
 from ci_app.store import open_store
-from ci_app.store.queue import mark_interrupted
+from ci_app.store.queue_record import mark_interrupted
 
 from .conftest import QueueServer
 
@@ -178,14 +178,14 @@ def test_sigkilled_worker_leaves_every_test_reported_once(
 
     # stored and reported: each planned test exactly once, all passed, the dead shard named
     with open_store(":memory:") as store:
-        store.ingest_many([rs.with_run(replace_run(rs.run, run)) for rs in sets])
+        store.results.ingest_many([rs.with_run(replace_run(rs.run, run)) for rs in sets])
         mark_interrupted(
-            store,
+            store.results,
             "run",
             shards={shards[0]: "its test command was killed by signal 9 (SIGKILL)"},
             runners={"victim": "its queue leases expired"},
         )
-        report = build_report(store, "run")
+        report = build_report(store.results, "run")
     assert (report.head.tests, report.head.passed, report.head.lost) == (N, N, 0)
     assert [s.shard_id for s in report.comparison.infra_shards] == [shards[0]]
     assert report.comparison.new_failures == () and not report.ok  # red for infra only

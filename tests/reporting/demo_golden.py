@@ -96,8 +96,8 @@ def render(history: Path = HISTORY) -> str:
     docs = json.loads(history.read_text(encoding="utf-8"))
     with open_store(":memory:") as store:
         for doc in docs:
-            store.ingest(ResultSet.from_dict(doc))
-        report = build_report(store, PR_RUN, dashboard_url=DASHBOARD)
+            store.results.ingest(ResultSet.from_dict(doc))
+        report = build_report(store.results, PR_RUN, dashboard_url=DASHBOARD)
     return render_comment(report)
 
 

@@ -53,9 +53,9 @@ def test_each_test_counts_once_and_wall_time_is_the_longest_shard() -> None:
         "2026-01-01T10:00:40.500+00:00",  # 40 s
     )
     with open_store(":memory:") as store:
-        store.ingest_many([s1, s2])
-        report = build_report(store, "r1")
-        (totals,) = store.run_totals(["r1"])
+        store.results.ingest_many([s1, s2])
+        report = build_report(store.results, "r1")
+        (totals,) = store.results.run_totals(["r1"])
     h = report.head
     assert (h.tests, h.passed, h.failed, h.skipped) == (4, 2, 1, 1)  # not 6 entries
     assert h.wall_s == 62.9 and h.duration_s == 102.9
@@ -67,21 +67,21 @@ def test_each_test_counts_once_and_wall_time_is_the_longest_shard() -> None:
 
 def test_a_dead_shard_is_red_even_when_all_its_tests_were_recovered() -> None:
     from ci_app.matrix.record import RECOVERED_SHARD
-    from ci_app.store.queue import mark_interrupted
+    from ci_app.store.queue_record import mark_interrupted
 
     ok = _shard("cpu-1", [_case("t::a", Outcome.PASSED)], "", "")
     dead = _shard("cpu-2", [_case("t::b", Outcome.PASSED)], "", "")  # from its journal
     recovered = _shard(RECOVERED_SHARD, [_case("t::c", Outcome.PASSED)], "", "")
     with open_store(":memory:") as store:
-        store.ingest_many([ok, dead, recovered])
+        store.results.ingest_many([ok, dead, recovered])
         marked = mark_interrupted(
-            store,
+            store.results,
             "r1",
             shards={"cpu-2": "its test command was killed by signal 9 (SIGKILL)"},
             runners={"ghost": "runner ghost stopped answering"},
         )
         assert marked == 2
-        report = build_report(store, "r1")
+        report = build_report(store.results, "r1")
     assert (report.head.tests, report.head.passed, report.head.lost) == (3, 3, 0)
     assert sorted(s.shard_id for s in report.comparison.infra_shards) == ["cpu-2", "runner:ghost"]
     assert not report.ok and report.comparison.new_failures == ()

@@ -35,8 +35,8 @@ def _run(run_id: str, commit: str) -> list[ResultSet]:
 def test_not_run_section_and_json() -> None:
     with open_store(":memory:") as store:
         for rs in _run("r1", "a" * 40) + _run("r2", "b" * 40):
-            store.ingest(rs)
-        report = build_report(store, "r2")
+            store.results.ingest(rs)
+        report = build_report(store.results, "r2")
     assert report.comparison.not_run == (
         ("t::gpu", "not run: no runner with [gpu-mem-ge-24g, gpu-nvidia]"),
     )

@@ -84,7 +84,7 @@ def _fill(store: Store) -> None:
             "t_new": P,
             "t_skip": P,
         }
-        store.ingest(
+        store.results.ingest(
             _shard(
                 f"main-{i}",
                 c,
@@ -94,9 +94,11 @@ def _fill(store: Store) -> None:
                 metric=100.0 + (i % 3),
             )
         )
-        store.ingest(_shard(f"main-{i}", c, "gpu", {**base, "t_hw": F}, metric=100.0 + (i % 2)))
+        store.results.ingest(
+            _shard(f"main-{i}", c, "gpu", {**base, "t_hw": F}, metric=100.0 + (i % 2))
+        )
     head = {"t_ok": P, "t_flaky": F, "t_hw": P, "t_fixed": P, "t_new": F, "t_added": P, "t_skip": S}
-    store.ingest(
+    store.results.ingest(
         _shard(
             "pr-1",
             "p1" + "0" * 38,
@@ -109,7 +111,7 @@ def _fill(store: Store) -> None:
             dur=1.2,
         )
     )
-    store.ingest(
+    store.results.ingest(
         _shard(
             "pr-1",
             "p1" + "0" * 38,
@@ -134,7 +136,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(db: Path) -> Iterator[Report]:
     with open_store(db, read_only=True) as s:
-        yield build_report(s, "pr-1", dashboard_url="https://dash.example/run/pr-1")
+        yield build_report(s.results, "pr-1", dashboard_url="https://dash.example/run/pr-1")
 
 
 def test_comparison_categories(report: Report) -> None:
@@ -208,10 +210,10 @@ def test_comment_layout(report: Report) -> None:
 
 def test_budget_truncates_by_section_never_exceeds(db: Path) -> None:
     with open_store(":memory:") as s:
-        s.ingest(_shard("b-1", "b" * 40, "cpu", {"t": P}))
+        s.results.ingest(_shard("b-1", "b" * 40, "cpu", {"t": P}))
         many = {f"tests/test_{i:05d}.py::test_case_with_a_long_name": F for i in range(3000)}
-        s.ingest(_shard("b-2", "c" * 40, "cpu", many, pr=1, branch="x"))
-        rep = build_report(s, "b-2", base_branch="main")
+        s.results.ingest(_shard("b-2", "c" * 40, "cpu", many, pr=1, branch="x"))
+        rep = build_report(s.results, "b-2", base_branch="main")
     assert len(rep.comparison.new_failures) == 3000
     for budget in (65_536, 8_000, 2_000, 300):
         text = render_comment(rep, budget=budget)
@@ -248,10 +250,10 @@ def test_sparkline() -> None:
 
 def test_infra_shard_not_counted_against_tests() -> None:
     with open_store(":memory:") as s:
-        s.ingest(_shard("m-1", "a" * 40, "cpu", {"t1": P, "t2": P}))
-        s.ingest(_shard("m-2", "b" * 40, "cpu", {"t1": P, "t2": P}))
-        s.ingest(_shard("m-2", "b" * 40, "gpu", {"t1": E, "t2": E}))
-        rep = build_report(s, "m-2")
+        s.results.ingest(_shard("m-1", "a" * 40, "cpu", {"t1": P, "t2": P}))
+        s.results.ingest(_shard("m-2", "b" * 40, "cpu", {"t1": P, "t2": P}))
+        s.results.ingest(_shard("m-2", "b" * 40, "gpu", {"t1": E, "t2": E}))
+        rep = build_report(s.results, "m-2")
     assert rep.comparison.new_failures == ()
     assert [x.shard_id for x in rep.comparison.infra_shards] == ["gpu"]
     assert "Infrastructure failures" in render_comment(rep)
@@ -260,7 +262,7 @@ def test_infra_shard_not_counted_against_tests() -> None:
 
 def test_missing_run_is_store_error() -> None:
     with open_store(":memory:") as s, pytest.raises(StoreError, match="no run"):
-        build_report(s, "nope")
+        build_report(s.results, "nope")
 
 
 def test_cli_report_and_flaky(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,13 +68,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def test_migrations_applied_once_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "ci.duckdb"
     with open_store(path) as s:
-        assert s.schema_version() == LATEST_VERSION
-        s.ingest(_rs("r1"))
+        assert s.db.schema_version() == LATEST_VERSION
+        s.results.ingest(_rs("r1"))
     with open_store(path) as s:  # re-open: migrations not re-run, data kept
-        assert s.schema_version() == LATEST_VERSION
-        assert s.count_rows("test_results") == 2
+        assert s.db.schema_version() == LATEST_VERSION
+        assert s.db.count_rows("test_results") == 2
     with open_store(path, read_only=True) as s:
-        assert s.count_rows("runs") == 1
+        assert s.db.count_rows("runs") == 1
 
 
 def test_read_only_missing_db_is_a_store_error(tmp_path: Path) -> None:
@@ -83,38 +83,38 @@ def test_read_only_missing_db_is_a_store_error(tmp_path: Path) -> None:
 
 
 def test_ingest_is_idempotent_per_run_and_shard(store: Store) -> None:
-    assert store.ingest(_rs("r1")) == 2
-    assert store.ingest(_rs("r1")) == 0
-    assert store.ingest(_rs("r1", "s2")) == 2
-    assert store.ingest_many([_rs("r2"), _rs("r2"), _rs("r1")]) == 2
-    assert store.count_rows("test_results") == 6
-    assert store.count_rows("shards") == 3
-    assert store.count_rows("runs") == 2
+    assert store.results.ingest(_rs("r1")) == 2
+    assert store.results.ingest(_rs("r1")) == 0
+    assert store.results.ingest(_rs("r1", "s2")) == 2
+    assert store.results.ingest_many([_rs("r2"), _rs("r2"), _rs("r1")]) == 2
+    assert store.db.count_rows("test_results") == 6
+    assert store.db.count_rows("shards") == 3
+    assert store.db.count_rows("runs") == 2
 
 
 def test_ingest_requires_run_id(store: Store) -> None:
     with pytest.raises(StoreError, match="run id"):
-        store.ingest(ResultSet(run=RunInfo(shard_id="x")))
+        store.results.ingest(ResultSet(run=RunInfo(shard_id="x")))
 
 
 def test_default_shard_and_run_metadata(store: Store) -> None:
-    store.ingest(_rs("r1", None, pr=7, metrics=(Metric(name="lat", value=3.5, unit="ms"),)))
-    run = store.run("r1")
+    store.results.ingest(_rs("r1", None, pr=7, metrics=(Metric(name="lat", value=3.5, unit="ms"),)))
+    run = store.results.run("r1")
     assert run is not None
     assert (run.commit, run.branch, run.pr, run.repo) == ("c1", "main", 7, "org/repo")
     assert run.started_at == "2026-01-02T03:04:05"
-    (shard,) = store.shards(["r1"])
+    (shard,) = store.results.shards(["r1"])
     assert shard.shard_id == "default"
     assert shard.runner_class == "linux,x64"
     assert (shard.tests, shard.passed, shard.failed) == (2, 1, 1)
-    (m,) = store.metrics(["r1"])
+    (m,) = store.results.metrics(["r1"])
     assert (m.name, m.value, m.unit, m.runner_class) == ("lat", 3.5, "ms", "linux,x64")
-    assert store.run("missing") is None
+    assert store.results.run("missing") is None
 
 
 def test_cases_columns(store: Store) -> None:
-    store.ingest(_rs("r1", flaky=frozenset({"t::a"})))
-    rows = store.cases(["r1"])
+    store.results.ingest(_rs("r1", flaky=frozenset({"t::a"})))
+    rows = store.results.cases(["r1"])
     by_id = dict(zip(rows.test_id, range(len(rows)), strict=True))
     a, b = by_id["t::a"], by_id["t::b"]
     assert rows.outcome[a] == "passed" and rows.flaky[a] and rows.retries[a] == 1
@@ -125,21 +125,25 @@ def test_cases_columns(store: Store) -> None:
 
 def test_durations_by_branch_and_runner_class(store: Store) -> None:
     for i, d in enumerate([1.0, 2.0, 9.0]):
-        store.ingest(_rs(f"m{i}", durations={"t::a": d, "t::b": 5.0}))
-    store.ingest(_rs("f1", branch="feature", durations={"t::a": 100.0}))
-    store.ingest(_rs("g1", labels=("gpu",), durations={"t::a": 50.0}))
-    assert store.durations(branch="main", runner_labels=["x64", "linux"])["t::a"] == 2.0
-    assert store.durations(branch="feature")["t::a"] == 100.0
-    assert store.durations(runner_labels=["gpu"]) == {"t::a": 50.0, "t::b": 1.0}
-    assert store.durations(repo="other/repo") == {}
+        store.results.ingest(_rs(f"m{i}", durations={"t::a": d, "t::b": 5.0}))
+    store.results.ingest(_rs("f1", branch="feature", durations={"t::a": 100.0}))
+    store.results.ingest(_rs("g1", labels=("gpu",), durations={"t::a": 50.0}))
+    assert store.results.durations(branch="main", runner_labels=["x64", "linux"])["t::a"] == 2.0
+    assert store.results.durations(branch="feature")["t::a"] == 100.0
+    assert store.results.durations(runner_labels=["gpu"]) == {"t::a": 50.0, "t::b": 1.0}
+    assert store.results.durations(repo="other/repo") == {}
 
 
 def test_history_only_unstable_and_infra_flag(store: Store) -> None:
-    store.ingest(_rs("r1", commit="c1"))
-    store.ingest(_rs("r2", commit="c2", outcomes={"t::a": Outcome.ERROR, "t::b": Outcome.ERROR}))
-    store.ingest(_rs("r3", commit="c3", outcomes={"t::a": Outcome.PASSED, "t::b": Outcome.PASSED}))
-    store.ingest(_rs("p1", commit="c9", pr=3))
-    hist = store.history(branch="main")
+    store.results.ingest(_rs("r1", commit="c1"))
+    store.results.ingest(
+        _rs("r2", commit="c2", outcomes={"t::a": Outcome.ERROR, "t::b": Outcome.ERROR})
+    )
+    store.results.ingest(
+        _rs("r3", commit="c3", outcomes={"t::a": Outcome.PASSED, "t::b": Outcome.PASSED})
+    )
+    store.results.ingest(_rs("p1", commit="c9", pr=3))
+    hist = store.results.history(branch="main")
     # t::a only errored in the infra run (r2), which still counts as "unstable" in SQL,
     # but the row carries infra=True so the detector can drop it.
     rows = list(hist.rows())
@@ -147,22 +151,22 @@ def test_history_only_unstable_and_infra_flag(store: Store) -> None:
     infra = {(r[0], r[3]) for r in rows if r[7]}
     assert infra == {("t::a", "r2"), ("t::b", "r2")}
     assert hist.seq == sorted(hist.seq)
-    only_b = store.history(branch="main", test_ids=["t::b"])
+    only_b = store.results.history(branch="main", test_ids=["t::b"])
     assert set(only_b.test_id) == {"t::b"}
 
 
 def test_run_selection_and_totals(store: Store) -> None:
-    store.ingest(_rs("r1", commit="c1"))
-    store.ingest(_rs("r2", commit="c2"))
-    store.ingest(_rs("r2", "s2", commit="c2"))
-    store.ingest(_rs("p1", commit="c3", branch="feature", pr=5))
-    assert [r.run_id for r in store.runs(branch="main")] == ["r2", "r1"]
-    assert [r.run_id for r in store.runs(commit="c1")] == ["r1"]
-    assert [r.run_id for r in store.runs(exclude_prs=True)] == ["r2", "r1"]
-    r2 = store.run("r2")
+    store.results.ingest(_rs("r1", commit="c1"))
+    store.results.ingest(_rs("r2", commit="c2"))
+    store.results.ingest(_rs("r2", "s2", commit="c2"))
+    store.results.ingest(_rs("p1", commit="c3", branch="feature", pr=5))
+    assert [r.run_id for r in store.results.runs(branch="main")] == ["r2", "r1"]
+    assert [r.run_id for r in store.results.runs(commit="c1")] == ["r1"]
+    assert [r.run_id for r in store.results.runs(exclude_prs=True)] == ["r2", "r1"]
+    r2 = store.results.run("r2")
     assert r2 is not None
-    assert [r.run_id for r in store.runs(before_seq=r2.seq)] == ["r1"]
-    totals = store.run_totals(["r1", "r2"])
+    assert [r.run_id for r in store.results.runs(before_seq=r2.seq)] == ["r1"]
+    totals = store.results.run_totals(["r1", "r2"])
     # r2's two shards ran the same two tests: each test id counts once per run (worst outcome)
     assert [t.tests for t in totals] == [2, 2]
     assert [(t.passed, t.failed) for t in totals] == [(1, 1), (1, 1)]
@@ -171,7 +175,7 @@ def test_run_selection_and_totals(store: Store) -> None:
 
 def test_series_queries(store: Store) -> None:
     for i, v in enumerate([10.0, 11.0, 30.0]):
-        store.ingest(
+        store.results.ingest(
             _rs(
                 f"r{i}",
                 commit=f"c{i}",
@@ -179,15 +183,15 @@ def test_series_queries(store: Store) -> None:
                 metrics=(Metric(name="rps", value=v, direction="higher"),),
             )
         )
-    ms = store.metric_series(["rps"], ["r0", "r1", "r2"])
+    ms = store.results.metric_series(["rps"], ["r0", "r1", "r2"])
     assert [p.value for p in ms[("rps", "linux,x64")]] == [10.0, 11.0, 30.0]
-    ds = store.test_duration_series(["t::a"], ["r0", "r1", "r2"])
+    ds = store.results.test_duration_series(["t::a"], ["r0", "r1", "r2"])
     assert [p.commit for p in ds["t::a"]] == ["c0", "c1", "c2"]
 
 
 def test_cases_without_details(store: Store) -> None:
-    store.ingest(_rs("r1"))
-    rows = store.cases(["r1"], details=False)
+    store.results.ingest(_rs("r1"))
+    rows = store.results.cases(["r1"], details=False)
     assert sorted(rows.outcome) == ["failed", "passed"]
     assert rows.duration_s == [1.0, 1.0]
     assert rows.message == [] and rows.file == []

@@ -101,8 +101,12 @@ def populate_explorer(store: Store) -> Explorer:
         gpu.append(
             _case(GPU_ONLY, "failed", message=OOM, line=42) if i >= 8 else _case(GPU_ONLY, "passed")
         )
-        store.ingest(_doc(run, "cpu", CPU, cpu, branch="main", commit=commit, runner="cpu-box"))
-        store.ingest(_doc(run, "gpu", GPU, gpu, branch="main", commit=commit, runner="gpu-box"))
+        store.results.ingest(
+            _doc(run, "cpu", CPU, cpu, branch="main", commit=commit, runner="cpu-box")
+        )
+        store.results.ingest(
+            _doc(run, "gpu", GPU, gpu, branch="main", commit=commit, runner="gpu-box")
+        )
     base = main_commit(MAIN_RUNS - 1)
     head = "feedbeef" + "0" * 32
     pr: dict[str, Any] = {"branch": "feature/x", "commit": head, "pr": 9, "base_commit": base}
@@ -120,14 +124,14 @@ def populate_explorer(store: Store) -> Explorer:
     cpu.append(_case(EVIL, "failed", message="<b>bold</b> @team #1 [x](javascript:alert(1))"))
     cpu.append(_case(GPU_ONLY, "passed"))
     gpu = [_case(PASSING[0], "passed"), _case(GPU_ONLY, "failed", message=OOM, line=42)]
-    store.ingest(
+    store.results.ingest(
         _doc(PR_RUN, "cpu", CPU, cpu, runner="cpu-box", job_url="javascript:alert(1)", **pr)
     )
-    store.ingest(_doc(PR_RUN, "gpu", GPU, gpu, runner="gpu-box", **pr))
+    store.results.ingest(_doc(PR_RUN, "gpu", GPU, gpu, runner="gpu-box", **pr))
     not_run = _case(
         NOT_RUN, "skipped", 0.0, message="not run: no runner with [gpu-mem-ge-80g, gpu-nvidia]"
     )
-    store.ingest(_doc(PR_RUN, NOT_RUN_SHARD, (), [not_run], **pr))
+    store.results.ingest(_doc(PR_RUN, NOT_RUN_SHARD, (), [not_run], **pr))
     lost = _case(LOST, "error", 0.0, message="lost: shard cpu-2 died (runner went away)")
-    store.ingest(_doc(PR_RUN, LOST_SHARD, (), [lost], **pr))
+    store.results.ingest(_doc(PR_RUN, LOST_SHARD, (), [lost], **pr))
     return Explorer()

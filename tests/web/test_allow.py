@@ -14,7 +14,6 @@ from ci_app.model.allow import DEFAULT_ALLOW, grant_labels, parse_patterns, patt
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.providers.base import RunnerInfo
-from ci_app.store.web import runner_rows
 
 from .conftest import Server
 from .test_api import PHASH, PROFILE, _beat
@@ -73,7 +72,7 @@ def test_self_declared_gpu_is_not_believed_by_default(server: Server) -> None:
     server.drain()
     added = {label for op, _, label in server.fakes.runners.calls if op == "add"}
     assert added and not any(label.startswith(("gpu", "sm", "cuda")) for label in added)
-    (row,) = [r for r in runner_rows(server.store) if r.name == "lab-1"]
+    (row,) = [r for r in server.store.runners.runner_rows() if r.name == "lab-1"]
     assert "gpu-nvidia" in row.refused_labels and "gpu-nvidia" not in row.labels
     listed = server.client.get("/api/v1/runners", headers=server.admin()).get_json()["runners"]
     assert "gpu-nvidia" in listed[0]["refused_labels"]
@@ -130,7 +129,7 @@ def test_pool_allow_list_by_runner_name_glob(server: Server) -> None:
         id="7", name="lab-gpu-7", labels=frozenset()
     )
     server.drain()
-    stored = server.store.runner("lab-gpu-7")
+    stored = server.store.runners.runner("lab-gpu-7")
     assert stored is not None and "gpu-nvidia" not in stored.labels
     assert server.client.delete(
         "/api/v1/admin/pools/lab-gpu-*", headers=server.admin()
@@ -158,10 +157,9 @@ def test_cli_allow_labels_offline(tmp_path: Any) -> None:
     listed = _cli("runners", "--db", db, "pool", "list")
     assert "lab-*" in listed.stdout and "cpu-*" in listed.stdout
     from ci_app.store import open_store
-    from ci_app.store.tokens import runner_allow_list
 
     with open_store(db) as store:
-        assert runner_allow_list(store, "lab-gpu-1") == ("x64", "gpu-*")
+        assert store.runners.runner_allow_list("lab-gpu-1") == ("x64", "gpu-*")
     assert (
         json.loads(_cli("runners", "--db", db, "pool", "list", "--json").stdout)["pools"][0][
             "pattern"

@@ -9,7 +9,6 @@ from typing import Any
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.providers.base import RunnerInfo
-from ci_app.store.web import list_jobs, runner_rows
 from ci_app.web.worker import JobWorker
 
 from .conftest import WEBHOOKS, Server, build_server, results_json, zipped
@@ -35,7 +34,7 @@ def test_heartbeat_contract_profile_and_auth(server: Server) -> None:
     token = _token(server, "gpu-1")
     assert token.startswith("cfr_")
     # the token is stored hashed only
-    stored = server.store._con.execute("SELECT token_hash FROM runner_tokens").fetchall()
+    stored = server.store.db.all("SELECT token_hash FROM runner_tokens")
     assert stored and token not in stored[0][0] and stored[0][0].startswith("sha256:")
     first = _beat(server, token, runner="gpu-1", profile_hash=PHASH, load={"cpu_percent": 5.0})
     assert first.status_code == 200 and first.get_json()["need_profile"] is True
@@ -79,7 +78,7 @@ def test_label_sync_adds_missing_keeps_admin_labels_and_waits_for_misses(server:
     want = set(derive_labels(HardwareProfile.from_dict(PROFILE)))
     assert added == want - {"x64"}  # X64 is already there (provider spelling)
     assert not [c for c in calls if c[0] == "remove"]  # gpu-nvidia: 1 miss of 3
-    row = next(r for r in runner_rows(server.store) if r.name == "gpu-1")
+    row = next(r for r in server.store.runners.runner_rows() if r.name == "gpu-1")
     assert row.label_misses == {"gpu-nvidia": 1} and row.sync_error is None
     assert "team-ml" in row.synced_labels
     # two more syncs (interval 0 → every beat) and the stale owned label goes; team-ml stays
@@ -96,7 +95,7 @@ def test_label_sync_unknown_runner_is_reported(server: Server) -> None:
     token = _token(server, "ghost")
     _beat(server, token, runner="ghost", profile_hash=PHASH, profile=PROFILE, load={})
     server.drain()
-    row = next(r for r in runner_rows(server.store) if r.name == "ghost")
+    row = next(r for r in server.store.runners.runner_rows() if r.name == "ghost")
     assert row.sync_error and "no runner named" in row.sync_error
     page = server.client.get("/runners").get_data(as_text=True)
     assert "ghost" in page and "no runner named" in page
@@ -228,7 +227,7 @@ def test_results_upload_triggers_one_sticky_comment(server: Server) -> None:
     )
     no_run = results_json("", "s1", {})
     assert server.client.post("/api/v1/results", json=no_run, headers=auth).status_code == 400
-    assert server.store.count_rows("shards") == 2
+    assert server.store.db.count_rows("shards") == 2
 
 
 def test_collect_job_ingests_artifacts_and_reports(server: Server) -> None:
@@ -244,10 +243,10 @@ def test_collect_job_ingests_artifacts_and_reports(server: Server) -> None:
     assert server.github("workflow_run", body, "wr-1").status_code == 202
     server.drain()
     stored = f"github:{doc['repository']['full_name']}:{run_id}"
-    meta = server.store.run(stored)
+    meta = server.store.results.run(stored)
     assert meta is not None and meta.commit == doc["workflow_run"]["head_sha"]
     assert meta.repo == doc["repository"]["full_name"] and meta.pipeline_id == run_id
-    kinds = sorted((j.kind, j.state) for j in list_jobs(server.store))
+    kinds = sorted((j.kind, j.state) for j in server.store.jobs.list_jobs())
     assert kinds == [("ci.collect", "done"), ("report", "done")]
     assert server.fakes.forge.statuses[-1].state == "success"
 
@@ -258,17 +257,17 @@ def test_failing_provider_retries_with_backoff_then_parks() -> None:
         body = (WEBHOOKS / "github" / "pull_request.opened.1.json").read_bytes()
         srv.github("pull_request", body, "pr-1")
         assert srv.ctx.worker.run_one()
-        (job,) = list_jobs(srv.store)
+        (job,) = srv.store.jobs.list_jobs()
         assert job.state == "queued" and job.attempts == 1 and "502" in (job.last_error or "")
         assert job.run_after == srv.clock.now + 10.0
         assert not srv.ctx.worker.run_one()  # backing off
         srv.clock.now += 10.0
         assert srv.ctx.worker.run_one()
-        (job,) = list_jobs(srv.store)
+        (job,) = srv.store.jobs.list_jobs()
         assert job.run_after == srv.clock.now + 20.0  # doubled
         srv.clock.now += 20.0
         assert srv.ctx.worker.run_one()
-        (job,) = list_jobs(srv.store)
+        (job,) = srv.store.jobs.list_jobs()
         assert job.state == "parked"
         page = srv.client.get("/jobs").get_data(as_text=True)
         assert "pr.plan" in page and "upstream 502" in page
@@ -284,7 +283,7 @@ def test_failing_provider_retries_with_backoff_then_parks() -> None:
             == 409
         )
         assert srv.ctx.worker.run_one()
-        assert srv.store.job_counts() == {"done": 1}
+        assert srv.store.jobs.counts() == {"done": 1}
 
 
 def test_crashed_worker_job_is_redone_without_duplicate_comment(server: Server) -> None:
@@ -295,7 +294,7 @@ def test_crashed_worker_job_is_redone_without_duplicate_comment(server: Server) 
         headers={"Authorization": f"Bearer {token}"},
     )
     # a worker leases the report job, posts the comment, then dies before completing it
-    job = server.store.lease_job(server.clock.now, server.ctx.settings.job_lease_s)
+    job = server.store.jobs.lease(server.clock.now, server.ctx.settings.job_lease_s)
     assert job is not None and job.kind == "report"
     from ci_app.web.handlers import handle_report
 
@@ -305,15 +304,15 @@ def test_crashed_worker_job_is_redone_without_duplicate_comment(server: Server) 
     server.clock.now += server.ctx.settings.job_lease_s + 1
     fresh = JobWorker(server.ctx)  # the restarted process
     assert fresh.drain() == 1
-    assert server.store.job_counts() == {"done": 1}
+    assert server.store.jobs.counts() == {"done": 1}
     assert server.fakes.forge.created == 1 and server.fakes.forge.edited == 1
 
 
 def test_unknown_job_kind_and_bad_payload_park_at_once(server: Server) -> None:
-    server.store.enqueue_job("no.such.kind", {}, now=server.clock.now)
-    server.store.enqueue_job("report", "not-an-object", now=server.clock.now)
+    server.store.jobs.enqueue("no.such.kind", {}, now=server.clock.now)
+    server.store.jobs.enqueue("report", "not-an-object", now=server.clock.now)
     server.drain()
-    parked = list_jobs(server.store, state="parked")
+    parked = server.store.jobs.list_jobs(state="parked")
     assert len(parked) == 2 and all(j.attempts == 1 for j in parked)
 
 
@@ -338,7 +337,7 @@ def test_stale_runners_go_offline_and_health_metrics(server: Server) -> None:
     _beat(server, token, runner="cpu-1", profile_hash=PHASH, profile=PROFILE, load={})
     server.clock.now += server.ctx.settings.runner_offline_after_s + 1
     server.ctx.worker.maintain()
-    (row,) = runner_rows(server.store)
+    (row,) = server.store.runners.runner_rows()
     assert row.status == "offline"
     health = server.client.get("/healthz")
     assert health.status_code == 200 and health.get_json()["status"] == "ok"
@@ -375,10 +374,10 @@ def test_real_probe_heartbeat_client_against_the_app(server: Server) -> None:
         assert first.ok and first.sent_profile and not first.need_profile
         second = client.beat()
         assert second.ok and not second.sent_profile
-        stored = server.store.runner("lab-7")
+        stored = server.store.runners.runner("lab-7")
         assert stored is not None and stored.profile_hash == profile_hash(profile)
         assert stored.labels == derive_labels(profile)
-        server.store.upsert_runner(
+        server.store.runners.upsert_runner(
             "lab-7", provider=None, labels=[], profile=None, profile_hash=None, now=server.clock.now
         )  # server lost it
         third = client.beat()

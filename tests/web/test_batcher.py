@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from ci_app.store import Store, open_store
-from ci_app.store.web import DeliveryIn, accept_deliveries, delivery_count
+from ci_app.store.jobs import DeliveryIn
 from ci_app.web.batcher import DeliveryBatcher
 
 
@@ -25,15 +25,15 @@ def test_batch_with_repeats_and_known_ids(store: Store) -> None:
         DeliveryIn("github", "a", "push", "{}", [("push", {"n": 2})]),  # repeat in batch
         DeliveryIn("gitlab", "a", "push", "{}", [("push", {}), ("x", {})]),  # other provider
     ]
-    out = accept_deliveries(store, items, now=1.0)
+    out = store.jobs.accept_deliveries(items, now=1.0)
     assert [o.new for o in out] == [True, True, False, True]
     assert len(out[0].job_ids) == 1 and out[1].job_ids == () and len(out[3].job_ids) == 2
-    again = accept_deliveries(store, items[:2], now=2.0)
+    again = store.jobs.accept_deliveries(items[:2], now=2.0)
     assert [o.new for o in again] == [False, False]
-    assert delivery_count(store) == 3 and store.job_counts() == {"queued": 3}
-    job = store.job(out[0].job_ids[0])
+    assert store.jobs.delivery_count() == 3 and store.jobs.counts() == {"queued": 3}
+    job = store.jobs.job(out[0].job_ids[0])
     assert job is not None and job.payload == {"n": 1}
-    assert accept_deliveries(store, [], now=3.0) == []
+    assert store.jobs.accept_deliveries([], now=3.0) == []
 
 
 def test_concurrent_submitters_each_delivery_once(store: Store) -> None:
@@ -54,8 +54,8 @@ def test_concurrent_submitters_each_delivery_once(store: Store) -> None:
     for t in threads:
         t.join()
     assert all(flags.count(True) == 1 for flags in results.values())
-    assert delivery_count(store) == len(results)
-    assert store.job_counts() == {"queued": len(results)}
+    assert store.jobs.delivery_count() == len(results)
+    assert store.jobs.counts() == {"queued": len(results)}
     assert batcher.stored == 480 and batcher.batches < 480  # some batching happened
 
 

@@ -46,7 +46,7 @@ def test_collect_stores_the_good_member_of_a_damaged_zip() -> None:
             idempotency_key=None,
         )
         handle_collect(ctx, job)  # no exception: the job is not parked
-        rows = store.cases(["run-7"], details=False)
+        rows = store.results.cases(["run-7"], details=False)
     assert sorted(zip(rows.shard_id, rows.test_id, strict=True)) == [
         ("s1", "t.py::a"),
         ("s1", "t.py::b"),
@@ -97,7 +97,7 @@ def test_collect_accounts_for_every_planned_test() -> None:
     with open_store(":memory:") as store:
         _collect(ci, store)
         _collect(ci, store)  # a redone job stores nothing twice
-        rows = store.cases(["run-8"], details=True)
+        rows = store.results.cases(["run-8"], details=True)
     by_shard = sorted(zip(rows.shard_id, rows.test_id, rows.outcome, strict=True))
     assert by_shard == [
         ("lost", "t.py::c", "error"),

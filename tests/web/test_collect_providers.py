@@ -17,7 +17,6 @@ from ci_app.providers.base import DispatchRequest
 from ci_app.providers.jenkins import JenkinsAdapter
 from ci_app.providers.retry import RetryPolicy
 from ci_app.store import open_store
-from ci_app.store.web import list_jobs
 from ci_app.web.app import create_app
 from tests.contracts.validate import GitHubContract, SwaggerContract
 from tests.fakes.azure import FakeAzureDevOps
@@ -110,9 +109,9 @@ def test_jenkins_build_is_collected_and_reported_on_the_forge(
         )
         assert resp.status_code == 202, resp.get_json()
         assert app.extensions["ci_fanout"].worker.drain() == 2
-        jobs = {(j.kind, j.state, j.last_error) for j in list_jobs(store)}
+        jobs = {(j.kind, j.state, j.last_error) for j in store.jobs.list_jobs()}
         assert jobs == {("ci.collect", "done", None), ("report", "done", None)}
-        meta = store.run("jenkins:octo/widgets:gpu-tests#1")
+        meta = store.results.run("jenkins:octo/widgets:gpu-tests#1")
         assert meta is not None and (meta.pr, meta.commit) == (12, SHA)
         (comment,) = gh.comments[12]
         assert "bad" in comment["body"]
@@ -154,9 +153,9 @@ def test_azure_build_is_collected_and_its_status_set(tmp_path: Path) -> None:
         )
         assert resp.status_code == 202, resp.get_json()
         assert app.extensions["ci_fanout"].worker.drain() == 2
-        jobs = {(j.kind, j.state, j.last_error) for j in list_jobs(store)}
+        jobs = {(j.kind, j.state, j.last_error) for j in store.jobs.list_jobs()}
         assert jobs == {("ci.collect", "done", None), ("report", "done", None)}
-        meta = store.run(f"azure:widgets:{build_id}")
+        meta = store.results.run(f"azure:widgets:{build_id}")
         assert meta is not None and meta.commit == SHA
         (status,) = azure.statuses
         assert status["sha"] == SHA and status["repo"] == "widgets" and status["state"] == "failed"
@@ -172,6 +171,6 @@ def test_collect_without_provider_settings_parks_with_the_setting_named(tmp_path
     )
     assert resp.status_code == 202
     app.extensions["ci_fanout"].worker.drain()
-    (job,) = list_jobs(store, state="parked")
+    (job,) = store.jobs.list_jobs(state="parked")
     assert "'url' is required" in (job.last_error or "")
     store.close()

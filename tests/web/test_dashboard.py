@@ -14,7 +14,6 @@ import pytest
 from werkzeug.serving import make_server
 
 from ci_app.model.results import ResultSet
-from ci_app.store.web import set_runner_busy, set_runner_load
 
 from .conftest import WEBHOOKS, Server, build_server, results_json
 
@@ -40,14 +39,14 @@ def populate(srv: Server) -> None:
             )
             for t in doc["tests"]:
                 t["duration_s"] = 0.5 + 0.1 * i
-            store.ingest(ResultSet.from_dict(doc))
-    store.ingest(
+            store.results.ingest(ResultSet.from_dict(doc))
+    store.results.ingest(
         ResultSet.from_dict(
             results_json("pr-9", "s1", {"tests/test_m.py::t1": "failed"}, pr=9, commit="feedbee")
         )
     )
     now = srv.clock.now
-    store.upsert_runner(
+    store.runners.upsert_runner(
         "gpu-box-1",
         provider="github",
         labels=["x64", "gpu-nvidia"],
@@ -55,7 +54,7 @@ def populate(srv: Server) -> None:
         profile_hash="h",
         now=now - 30,
     )
-    store.upsert_runner(
+    store.runners.upsert_runner(
         "old-box",
         provider="gitlab",
         labels=["arm64"],
@@ -64,9 +63,8 @@ def populate(srv: Server) -> None:
         now=now - 9000,
         status="offline",
     )
-    set_runner_busy(store, "gpu-box-1", True, "job-77", now=now)
-    set_runner_load(
-        store,
+    store.runners.set_runner_busy("gpu-box-1", True, "job-77", now=now)
+    store.runners.set_runner_load(
         "gpu-box-1",
         {
             "cpu_percent": 42.0,
@@ -76,8 +74,8 @@ def populate(srv: Server) -> None:
         },
         now=now,
     )
-    job = store.enqueue_job("report", {"run_id": "gone"}, now=now)
-    store.park_job(job, "StoreError: no run 'gone'", now=now)
+    job = store.jobs.enqueue("report", {"run_id": "gone"}, now=now)
+    store.jobs.park(job, "StoreError: no run 'gone'", now=now)
     from tests.web.test_api import queue_matrix
 
     srv.client.post(

@@ -45,8 +45,14 @@ def live() -> Iterator[tuple[Server, str]]:
         now = srv.clock.now
         from tests.web.test_dashboard import PROFILE
 
-        srv.store.upsert_runner("cpu-box", provider="github", labels=list(CPU), profile=PROFILE,
-                                profile_hash="h", now=now - 10)  # fmt: skip
+        srv.store.runners.upsert_runner(
+            "cpu-box",
+            provider="github",
+            labels=list(CPU),
+            profile=PROFILE,
+            profile_hash="h",
+            now=now - 10,
+        )
         http = make_server("127.0.0.1", 0, srv.app, threaded=True)
         thread = threading.Thread(target=http.serve_forever, daemon=True)
         thread.start()
@@ -82,7 +88,7 @@ def test_every_page_and_the_comment_links_in_chromium(live: tuple[Server, str]) 
 
     chromium = needs_chromium()
     srv, base = live
-    report = build_report(srv.store, PR_RUN, dashboard_url=f"{base}/runs/{PR_RUN}")
+    report = build_report(srv.store.results, PR_RUN, dashboard_url=f"{base}/runs/{PR_RUN}")
     comment = render_comment(report)
     test_urls = sorted(set(re.findall(r"\]\((http://127\.0\.0\.1:\d+/tests/[A-Za-z0-9_-]+)\)",
                                       comment)))  # fmt: skip

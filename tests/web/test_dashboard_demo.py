@@ -47,7 +47,7 @@ def test_demo_comment_links_and_dashboard(tmp_path: Path, monkeypatch: pytest.Mo
         assert run.sections["new-failures"] and run.sections["flaky"] and run.sections["not-run"]
         urls = set(re.findall(rf"\]\(({re.escape(root)}/tests/[A-Za-z0-9_-]+)\)", comment))
         assert len(urls) >= 5
-        classes = {s.runner_class for s in store.shards([run_id]) if s.runner_name}
+        classes = {s.runner_class for s in store.results.shards([run_id]) if s.runner_name}
         for url in urls:
             test_id = links.page_test_id(url.rsplit("/", 1)[-1])
             resp = client.get(url.removeprefix(root))

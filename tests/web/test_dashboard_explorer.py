@@ -17,7 +17,6 @@ from ci_app.reporting.classes import class_names
 from ci_app.reporting.render import render_comment
 from ci_app.reporting.report import build_report
 from ci_app.store import explorer as ex
-from ci_app.store.web import set_runner_busy
 
 from .conftest import Server, build_server
 from .explorer_data import (
@@ -115,7 +114,7 @@ def page(srv: Server, path: str, status: int = 200) -> Page:
 
 
 def test_run_page_shows_what_the_comment_shows(srv: Server) -> None:
-    report = build_report(srv.store, PR_RUN, dashboard_url=f"{BASE}/runs/{PR_RUN}")
+    report = build_report(srv.store.results, PR_RUN, dashboard_url=f"{BASE}/runs/{PR_RUN}")
     comment = comment_sections(render_comment(report))
     run = page(srv, f"/runs/{PR_RUN}")
     pairs = {
@@ -161,7 +160,7 @@ def test_run_page_shows_what_the_comment_shows(srv: Server) -> None:
 
 
 def test_each_test_in_the_comment_is_one_click_from_its_page(srv: Server) -> None:
-    report = build_report(srv.store, PR_RUN, dashboard_url=f"{BASE}/runs/{PR_RUN}")
+    report = build_report(srv.store.results, PR_RUN, dashboard_url=f"{BASE}/runs/{PR_RUN}")
     markdown = render_comment(report)
     urls = set(re.findall(r"\]\((https://dash\.example/ci/tests/[A-Za-z0-9_-]+)\)", markdown))
     named = {t for tests in comment_sections(markdown).values() for t in tests}
@@ -175,7 +174,7 @@ def test_each_test_in_the_comment_is_one_click_from_its_page(srv: Server) -> Non
         if test_id in (NOT_RUN, LOST):
             continue  # only ever planned in this run: no runner class ran it
         # its history on every runner class that ran it
-        rows = ex.rows_of_test(srv.store, test_id)
+        rows = ex.rows_of_test(srv.store.db, test_id)
         ran_on = {
             c for c, s in zip(rows.runner_class, rows.shard_id, strict=True) if s in ("cpu", "gpu")
         }
@@ -303,15 +302,30 @@ def test_runner_statuses_and_pages(srv: Server) -> None:
     now = srv.clock.now
     store = srv.store
     broken = {**PROFILE, "nvidia": {**PROFILE["nvidia"], "status": "error", "error": "NVML gone"}}
-    store.upsert_runner("fresh", provider="github", labels=list(CPU), profile=PROFILE,
-                        profile_hash="a", now=now - 5)  # fmt: skip
-    store.upsert_runner("quiet", provider="github", labels=list(CPU), profile=PROFILE,
-                        profile_hash="b", now=now - 200)  # fmt: skip
-    store.upsert_runner("gone", provider="github", labels=["x64"], profile=None,
-                        profile_hash=None, now=now - 9000, status="offline")  # fmt: skip
-    store.upsert_runner("sick", provider="github", labels=list(GPU), profile=broken,
-                        profile_hash="c", now=now - 5)  # fmt: skip
-    set_runner_busy(store, "fresh", True, "job-1", now=now)
+    store.runners.upsert_runner(
+        "fresh", provider="github", labels=list(CPU), profile=PROFILE, profile_hash="a", now=now - 5
+    )
+    store.runners.upsert_runner(
+        "quiet",
+        provider="github",
+        labels=list(CPU),
+        profile=PROFILE,
+        profile_hash="b",
+        now=now - 200,
+    )
+    store.runners.upsert_runner(
+        "gone",
+        provider="github",
+        labels=["x64"],
+        profile=None,
+        profile_hash=None,
+        now=now - 9000,
+        status="offline",
+    )
+    store.runners.upsert_runner(
+        "sick", provider="github", labels=list(GPU), profile=broken, profile_hash="c", now=now - 5
+    )
+    store.runners.set_runner_busy("fresh", True, "job-1", now=now)
     rows = page(srv, "/runners").all_text
     for name, status in (("fresh", "online"), ("quiet", "stale"), ("gone", "offline"),
                          ("sick", "degraded")):  # fmt: skip
@@ -329,8 +343,9 @@ def test_runner_statuses_and_pages(srv: Server) -> None:
 
 def test_runner_page_lists_what_it_ran(srv: Server) -> None:
     now = srv.clock.now
-    srv.store.upsert_runner("cpu-box", provider="github", labels=list(CPU), profile=None,
-                            profile_hash=None, now=now - 1)  # fmt: skip
+    srv.store.runners.upsert_runner(
+        "cpu-box", provider="github", labels=list(CPU), profile=None, profile_hash=None, now=now - 1
+    )
     p = page(srv, "/runners/cpu-box")
     runs = {h for h in p.hrefs if h.startswith("/runs/")}
     assert {f"/runs/{PR_RUN}", "/runs/main-0", "/runs/main-11"} <= runs

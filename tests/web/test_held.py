@@ -20,7 +20,6 @@ import pytest
 from werkzeug.serving import make_server
 
 from ci_app.model.results import ResultSet
-from ci_app.store.web import delivery_count
 
 from .conftest import GH_SECRET, WEBHOOKS, Server, build_server, results_json, sign
 from .test_api import PHASH, PROFILE, queue_matrix
@@ -109,7 +108,7 @@ def test_odd_signatures_store_nothing(server: Server) -> None:
         hdrs = {"X-GitHub-Event": "push", "X-GitHub-Delivery": f"odd-{i}", **headers}
         resp = server.client.post("/webhooks/github", data=body, headers=hdrs)
         assert resp.status_code == 401, headers
-    assert delivery_count(server.store) == 0 and server.store.job_counts() == {}
+    assert server.store.jobs.delivery_count() == 0 and server.store.jobs.counts() == {}
     gl = (WEBHOOKS / "gitlab" / "push.json").read_bytes()
     for token in ("", "gitlab-hook-toke", "gitlab-hook-token ", "jenkins-secret"):
         resp = server.client.post(
@@ -118,7 +117,7 @@ def test_odd_signatures_store_nothing(server: Server) -> None:
             headers={"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": token},
         )
         assert resp.status_code == 401, token
-    assert delivery_count(server.store, "gitlab") == 0
+    assert server.store.jobs.delivery_count("gitlab") == 0
 
 
 def test_secret_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,10 +171,10 @@ def test_sql_payloads_are_stored_literally(server: Server) -> None:
     assert (
         server.client.post("/api/v1/results", json=doc, headers=server.admin()).status_code == 201
     )
-    meta = server.store.run(payload)
+    meta = server.store.results.run(payload)
     assert meta is not None and meta.repo == "o/r'; DELETE FROM shards;--"
-    assert server.store.cases([payload]).test_id == [payload]
-    assert server.store.count_rows("runs") == 1 and server.store.count_rows("shards") == 1
+    assert server.store.results.cases([payload]).test_id == [payload]
+    assert server.store.db.count_rows("runs") == 1 and server.store.db.count_rows("shards") == 1
 
 
 @pytest.fixture
@@ -192,11 +191,17 @@ def evil_dash() -> Iterator[Server]:
             doc["tests"][0]["message"] = EVIL
             doc["run"]["job_url"] = "javascript:alert(3)"
             doc["run"]["runner_name"] = f"runner{EVIL}"
-            store.ingest(ResultSet.from_dict(doc))
-        store.upsert_runner(f"box{EVIL}", provider=EVIL, labels=[EVIL], profile=None,
-                            profile_hash=None, now=srv.clock.now)  # fmt: skip
-        job = store.enqueue_job("report", {"run_id": EVIL}, now=srv.clock.now)
-        store.park_job(job, f"StoreError: {EVIL}", now=srv.clock.now)
+            store.results.ingest(ResultSet.from_dict(doc))
+        store.runners.upsert_runner(
+            f"box{EVIL}",
+            provider=EVIL,
+            labels=[EVIL],
+            profile=None,
+            profile_hash=None,
+            now=srv.clock.now,
+        )
+        job = store.jobs.enqueue("report", {"run_id": EVIL}, now=srv.clock.now)
+        store.jobs.park(job, f"StoreError: {EVIL}", now=srv.clock.now)
         srv.client.post(
             "/api/v1/queue",
             json={"run": f"q{EVIL}", "matrix": queue_matrix("q"), "repo": f"r{EVIL}"},

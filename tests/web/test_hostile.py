@@ -168,7 +168,7 @@ def test_deeply_nested_json_is_400(server: Server, depth: int) -> None:
         assert resp.status_code == 400 and "nested" in resp.get_json()["error"]
         resp = server.client.post("/api/v1/results", data=data, headers=server.admin())
         assert resp.status_code == 400
-    assert server.store.count_rows("deliveries") == 0
+    assert server.store.db.count_rows("deliveries") == 0
 
 
 def test_bad_numbers_are_400_not_500(server: Server) -> None:
@@ -219,13 +219,13 @@ def test_bad_numbers_are_400_not_500(server: Server) -> None:
     assert (
         server.client.post("/api/v1/results", json=doc, headers=server.admin()).status_code == 400
     )
-    assert server.store.count_rows("shards") == 0
+    assert server.store.db.count_rows("shards") == 0
 
 
 def test_charts_are_cached_and_renders_rate_limited() -> None:
     for srv in build_server(chart_renders_per_minute=2):
         for shard in ("s1", "s2"):
-            srv.store.ingest(
+            srv.store.results.ingest(
                 ResultSet.from_dict(results_json("main-1", shard, {f"t{shard}": "passed"}, pr=None))
             )
         first = srv.client.get("/charts/trend.png?repo=octo/app")
@@ -242,7 +242,7 @@ def test_charts_are_cached_and_renders_rate_limited() -> None:
             == 304
         )
         # new results: rendered again (the second render of this address's budget of 2)
-        srv.store.ingest(
+        srv.store.results.ingest(
             ResultSet.from_dict(results_json("main-2", "s1", {"t": "failed"}, pr=None))
         )
         assert srv.client.get("/charts/trend.png?repo=octo/app").status_code == 200
@@ -295,7 +295,7 @@ def test_local_results_write_no_files_in_the_working_directory(
             )
             assert resp.status_code == 201
             ctx = app.extensions["ci_fanout"]
-            assert ctx.worker.drain() == 1 and store.job_counts() == {"done": 1}
+            assert ctx.worker.drain() == 1 and store.jobs.counts() == {"done": 1}
     assert list(work.iterdir()) == []
     assert (out / "comment-3-tests.md").is_file()  # only where the admin said
 
@@ -317,19 +317,15 @@ def test_heartbeat_payloads_are_reduced_and_pruned() -> None:
                 ).status_code
                 == 200
             )
-        sizes = srv.store._con.execute(
-            "SELECT max(length(CAST(payload AS VARCHAR))) FROM heartbeats"
-        ).fetchone()
+        sizes = srv.store.db.one("SELECT max(length(CAST(payload AS VARCHAR))) FROM heartbeats")
         assert sizes is not None and sizes[0] < 200
-        stored = srv.store._con.execute(
-            "SELECT CAST(payload AS VARCHAR) FROM heartbeats LIMIT 1"
-        ).fetchone()
+        stored = srv.store.db.one("SELECT CAST(payload AS VARCHAR) FROM heartbeats LIMIT 1")
         assert stored is not None
         assert json.loads(stored[0]) == {"cpu_percent": 12.5, "gpus": [{"utilization_percent": 3}]}
         srv.ctx.worker.maintain()
-        count = srv.store._con.execute("SELECT count(*) FROM heartbeats").fetchone()
+        count = srv.store.db.one("SELECT count(*) FROM heartbeats")
         assert count == (3,)
-        latest = srv.store.latest_heartbeat("lab-1")
+        latest = srv.store.runners.latest_heartbeat("lab-1")
         assert latest is not None and latest[0] == srv.clock.now
 
 

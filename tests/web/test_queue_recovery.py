@@ -69,7 +69,7 @@ def test_collect_recovers_results_only_the_queue_has() -> None:
         )
         handle_collect(ctx, job)
         handle_collect(ctx, job)  # redone after a crash: nothing stored twice
-        rows = store.cases(["run-1"])
+        rows = store.results.cases(["run-1"])
     by_id = dict(zip(rows.test_id, zip(rows.shard_id, rows.outcome, strict=True), strict=True))
     assert sorted(by_id) == sorted(tests)
     assert len(rows.test_id) == len(tests)

@@ -22,7 +22,6 @@ from ci_app.matrix.queue import (
     Wait,
 )
 from ci_app.store import Store, open_store
-from ci_app.store.queue import DuckQueue
 
 CFG = QueueConfig(lease_timeout_s=60.0, pull_overhead_s=0.05)
 
@@ -38,14 +37,14 @@ def ok(tests: tuple[str, ...], message: str | None = None) -> list[TestResult]:
 
 
 def test_duck_queue_satisfies_protocol(store: Store) -> None:
-    assert isinstance(DuckQueue(store), QueueState)
+    assert isinstance(store.queue, QueueState)
 
 
 def test_killed_runner_tests_rerun_exactly_once_and_survive_reopen(tmp_path: Path) -> None:
     db = tmp_path / "q.duckdb"
     items = tuple(QueueItem(f"t{i}", 10.0) for i in range(6))
     with open_store(db) as s:
-        q = DuckQueue(s)
+        q = s.queue
         q.create_run("r", {"cpu": PoolSpec(items, 2)}, CFG, 0.0, token_hash="h", repo="o/r")
         dead = q.lease("r", "cpu", "dies", 0.0)
         alive = q.lease("r", "cpu", "lives", 0.0)
@@ -53,7 +52,7 @@ def test_killed_runner_tests_rerun_exactly_once_and_survive_reopen(tmp_path: Pat
         q.complete("r", alive.lease_id, ok(alive.tests), 5.0)
     # the server restarts: leases, results and counters are still there
     with open_store(db) as s:
-        q = DuckQueue(s)
+        q = s.queue
         assert q.token_hash("r") == "h"
         runs = list(alive.tests)
         now = 5.0
@@ -75,7 +74,7 @@ def test_killed_runner_tests_rerun_exactly_once_and_survive_reopen(tmp_path: Pat
 
 
 def test_partial_final_and_errors(store: Store) -> None:
-    q = DuckQueue(store)
+    q = store.queue
     q.create_run(
         "r", {"cpu": PoolSpec((QueueItem("g", 4.0, tests=("g1", "g2", "g3")),), 1)}, CFG, 0.0
     )
@@ -99,7 +98,7 @@ def test_partial_final_and_errors(store: Store) -> None:
 
 
 def test_heartbeat_extends_then_expired_lease_is_requeued(store: Store) -> None:
-    q = DuckQueue(store)
+    q = store.queue
     q.create_run(
         "r", {"cpu": PoolSpec((QueueItem("long", 500.0), QueueItem("s", 1.0)), 1)}, CFG, 0.0
     )
@@ -121,7 +120,7 @@ def test_runner_wide_heartbeat_and_the_record_survive_a_restart(tmp_path: Path) 
     cfg = QueueConfig(lease_timeout_s=10.0, pull_overhead_s=0.05)
     items = tuple(QueueItem(f"t{i}", 5.0) for i in range(8))
     with open_store(db) as s:
-        q = DuckQueue(s)
+        q = s.queue
         q.create_run("r", {"cpu": PoolSpec(items, 2)}, cfg, 0.0)
         running = q.lease("r", "cpu", "a", 0.0)
         prefetched = q.lease("r", "cpu", "a", 1.0)
@@ -133,7 +132,7 @@ def test_runner_wide_heartbeat_and_the_record_survive_a_restart(tmp_path: Path) 
         assert q.expire(60.0) == 1  # b never beat; a's prefetched lease is alive
         q.complete("r", running.lease_id, [TestResult(running.tests[0], "failed", 2.0, "boom")], 61)
     with open_store(db) as s:
-        q = DuckQueue(s)
+        q = s.queue
         rec = q.results("r")[running.tests[0]]
         assert (rec.outcome, rec.message, rec.runner) == ("failed", "boom", "a")
         (dead,) = q.expired_leases("r")
@@ -144,7 +143,7 @@ def test_runner_wide_heartbeat_and_the_record_survive_a_restart(tmp_path: Path) 
 def test_a_big_completion_is_stored_in_bulk(store: Store) -> None:
     """64k tests in one queue and a 2,000-test completion (the per-row path took seconds)."""
     items = tuple(QueueItem(f"t{i}", 0.001) for i in range(64_000))
-    q = DuckQueue(store)
+    q = store.queue
     q.create_run("r", {"cpu": PoolSpec(items, 1)}, QueueConfig(max_batch_tests=2000), 0.0)
     got = q.lease("r", "cpu", "a", 0.0)
     assert isinstance(got, Lease) and len(got.tests) == 2000
@@ -182,7 +181,7 @@ def test_duck_queue_matches_in_memory(
     spec = {"cpu": PoolSpec(tuple(qitems), workers, frozenset({"x64"}))}
     mem = InMemoryQueue()
     with open_store(":memory:") as s:
-        duck = DuckQueue(s)
+        duck = s.queue
         queues: list[QueueState] = [mem, duck]
         for q in queues:
             q.create_run("r", spec, CFG, 0.0)

@@ -36,7 +36,7 @@ def test_concurrent_report_jobs_post_one_comment() -> None:
     forge = RacyForge()
     with open_store(":memory:") as store:
         for shard in ("a", "b"):
-            store.ingest(
+            store.results.ingest(
                 ResultSet(
                     run=RunInfo(
                         run_id="r1",

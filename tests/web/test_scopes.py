@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from ci_app.store.tokens import run_grant
-from ci_app.store.web import list_jobs
 from ci_app.web.security import hash_token
 
 from .conftest import WEBHOOKS, Server, build_server, results_json, zipped
@@ -36,8 +34,8 @@ def _post_results(srv: Server, token: str, doc: dict[str, Any]) -> Any:
 
 
 def _nothing_stored(srv: Server) -> None:
-    assert srv.store.count_rows("shards") == 0 and srv.store.count_rows("runs") == 0
-    assert [j for j in list_jobs(srv.store) if j.kind == "report"] == []
+    assert srv.store.db.count_rows("shards") == 0 and srv.store.db.count_rows("runs") == 0
+    assert [j for j in srv.store.jobs.list_jobs() if j.kind == "report"] == []
 
 
 def test_create_run_token_contract(server: Server) -> None:
@@ -49,7 +47,7 @@ def test_create_run_token_contract(server: Server) -> None:
     default = _run(server, "gh:octo/a:43:1")
     assert default["expires_at"] == server.clock.now + server.ctx.settings.run_token_ttl_s
     # stored hashed only
-    rows = server.store._con.execute("SELECT token_hash FROM run_tokens").fetchall()
+    rows = server.store.db.all("SELECT token_hash FROM run_tokens")
     assert all(r[0].startswith("sha256:") and doc["token"] not in r[0] for r in rows)
     # admin only, and the identity is checked
     assert server.client.post("/api/v1/runs", json={"run": "x"}).status_code == 401
@@ -73,7 +71,7 @@ def test_create_run_token_contract(server: Server) -> None:
     ):
         resp = server.client.post("/api/v1/runs", json=bad, headers=server.admin())
         assert resp.status_code == 400, (bad, resp.get_json())
-    assert server.store._con.execute("SELECT count(*) FROM run_identities").fetchone() == (2,)
+    assert server.store.db.one("SELECT count(*) FROM run_identities") == (2,)
 
 
 @pytest.mark.parametrize(
@@ -112,12 +110,12 @@ def test_results_of_the_tokens_identity_are_stored_and_commented(server: Server)
     server.drain()
     assert list(server.fakes.forge.comments) == [(7, "tests")]
     assert {s.sha for s in server.fakes.forge.statuses} == {"abc123"}
-    meta = server.store.run("R1")
+    meta = server.store.results.run("R1")
     assert meta is not None and (meta.repo, meta.provider, meta.pr) == ("octo/a", "github", 7)
     # the admin cannot store results of another identity under a bound run either
     foreign = results_json("R1", "s3", {"b::t": "passed"}, repo="victim/other", pr=99)
     resp = server.client.post("/api/v1/results", json=foreign, headers=server.admin())
-    assert resp.status_code == 403 and server.store.count_rows("shards") == 2
+    assert resp.status_code == 403 and server.store.db.count_rows("shards") == 2
 
 
 def test_other_runs_tokens_and_runner_tokens_cannot_post(server: Server) -> None:
@@ -165,7 +163,7 @@ def test_expiry_and_revocation(server: Server) -> None:
     # admin revocation
     t2 = _run(server, "R2")["token"]
     assert server.client.delete("/api/v1/runs/R2", headers=server.admin()).status_code == 200
-    assert run_grant(server.store, hash_token(t2), now=server.clock.now) is None
+    assert server.store.identities.run_grant(hash_token(t2), now=server.clock.now) is None
 
 
 def test_final_report_revokes_the_run_tokens(server: Server) -> None:
@@ -180,13 +178,13 @@ def test_final_report_revokes_the_run_tokens(server: Server) -> None:
     doc["run"]["commit"] = wr["workflow_run"]["head_sha"]
     assert _post_results(server, token, doc).status_code == 201
     server.drain()
-    assert run_grant(server.store, hash_token(token), now=server.clock.now) is not None
+    assert server.store.identities.run_grant(hash_token(token), now=server.clock.now) is not None
     server.fakes.ci.artifacts[str(wr["workflow_run"]["id"])] = [
         ("s1", zipped({"results.json": doc}))
     ]
     assert server.github("workflow_run", body, "wr-final").status_code == 202
     server.drain()
-    assert run_grant(server.store, hash_token(token), now=server.clock.now) is None
+    assert server.store.identities.run_grant(hash_token(token), now=server.clock.now) is None
     doc2 = results_json(run_id, "s2", {"x::b": "passed"}, repo=repo, pr=None)
     assert _post_results(server, token, doc2).status_code == 401
 
@@ -246,7 +244,7 @@ def test_first_writer_does_not_define_the_identity_for_a_token(server: Server) -
     assert (
         server.client.post("/api/v1/results", json=later, headers=server.admin()).status_code == 403
     )
-    meta = server.store.run("R2")
+    meta = server.store.results.run("R2")
     assert meta is None
 
 
@@ -268,14 +266,16 @@ def test_collect_job_cannot_store_foreign_results() -> None:
         ]
         assert srv.github("workflow_run", body, "wr-evil").status_code == 202
         srv.drain()
-        assert srv.store.run("victim-run") is None  # not written into
-        mine = srv.store.run(f"github:{wr['repository']['full_name']}:{wr['workflow_run']['id']}")
+        assert srv.store.results.run("victim-run") is None  # not written into
+        mine = srv.store.results.run(
+            f"github:{wr['repository']['full_name']}:{wr['workflow_run']['id']}"
+        )
         assert mine is not None and mine.repo == wr["repository"]["full_name"]
         # whatever the files claim, the only repository written to is the webhook's
         assert {scope for _, scope, _ in srv.fakes.asked} == {wr["repository"]["full_name"]}
-        assert [(j.kind, j.state) for j in list_jobs(srv.store) if j.kind == "ci.collect"] == [
-            ("ci.collect", "done")
-        ]
+        assert [
+            (j.kind, j.state) for j in srv.store.jobs.list_jobs() if j.kind == "ci.collect"
+        ] == [("ci.collect", "done")]
 
 
 def test_runner_tokens_heartbeat_only_as_their_runner(server: Server) -> None:
@@ -288,7 +288,7 @@ def test_runner_tokens_heartbeat_only_as_their_runner(server: Server) -> None:
         headers=_bearer(token),
     )
     assert resp.status_code == 403
-    assert server.store.runner("lab-2") is None
+    assert server.store.runners.runner("lab-2") is None
     queue = {"run": "Q", "matrix": queue_matrix("Q"), **IDENTITY}
     assert (
         server.client.post("/api/v1/queue", json=queue, headers=server.admin()).status_code == 201

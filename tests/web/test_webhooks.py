@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from ci_app.store.web import delivery_count, list_jobs
 from ci_app.web.events import route_github
 from ci_app.web.security import verify_github_signature, verify_standard_webhook
 
@@ -61,12 +60,12 @@ def test_every_github_example_routes_and_its_jobs_run(server: Server) -> None:
         if event not in ROUTED:
             assert status == "ignored", path.name
         seen[status] = seen.get(status, 0) + 1
-    assert delivery_count(server.store, "github") == len(GITHUB_EXAMPLES)
+    assert server.store.jobs.delivery_count("github") == len(GITHUB_EXAMPLES)
     assert seen["queued"] >= 35 and seen["ignored"] >= 30 and seen["stored"] == 4  # 4 pings
     ran = server.drain()
-    counts = server.store.job_counts()
-    assert ran == counts.get("done", 0) and counts.get("parked", 0) == 0, list_jobs(
-        server.store, state="parked"
+    counts = server.store.jobs.counts()
+    assert ran == counts.get("done", 0) and counts.get("parked", 0) == 0, (
+        server.store.jobs.list_jobs(state="parked")
     )
     assert counts.get("queued", 0) == 0
     # the PR examples that need a plan set a pending status on their head commit
@@ -74,7 +73,7 @@ def test_every_github_example_routes_and_its_jobs_run(server: Server) -> None:
     opened = json.loads((WEBHOOKS / "github" / "pull_request.opened.1.json").read_text())
     assert opened["pull_request"]["head"]["sha"] in pending
     # installations were recorded for the App's auth
-    row = server.store._con.execute("SELECT count(*) FROM installations").fetchone()
+    row = server.store.db.one("SELECT count(*) FROM installations")
     assert row is not None and row[0] >= 1
 
 
@@ -112,10 +111,10 @@ def test_bad_or_missing_signature_is_401_and_stores_nothing(server: Server) -> N
         },
     )
     assert tampered.status_code == 401
-    assert delivery_count(server.store) == 0 and server.store.job_counts() == {}
+    assert server.store.jobs.delivery_count() == 0 and server.store.jobs.counts() == {}
     # rotation: the previous secret still works
     assert server.github("push", body, "d-4", secret=GH_OLD_SECRET).status_code == 202
-    assert delivery_count(server.store) == 1
+    assert server.store.jobs.delivery_count() == 1
 
 
 def test_unconfigured_secret_rejects_everything() -> None:
@@ -139,10 +138,10 @@ def test_replayed_delivery_is_acknowledged_not_redone(server: Server) -> None:
     again = server.github("workflow_run", body, "same-id")
     assert first.status_code == again.status_code == 202
     assert first.get_json()["status"] == "queued" and again.get_json()["status"] == "duplicate"
-    assert server.store.job_counts() == {"queued": 1}
+    assert server.store.jobs.counts() == {"queued": 1}
     server.drain()
     assert server.github("workflow_run", body, "same-id").get_json()["status"] == "duplicate"
-    assert server.store.job_counts() == {"done": 1}
+    assert server.store.jobs.counts() == {"done": 1}
 
 
 def test_size_json_and_unknown_events() -> None:
@@ -167,7 +166,7 @@ def test_size_json_and_unknown_events() -> None:
         assert no_id.status_code == 400
         unknown = srv.github("sponsorship", b'{"action": "created"}', "u1")
         assert unknown.status_code == 202 and unknown.get_json()["status"] == "ignored"
-        assert delivery_count(srv.store) == 1
+        assert srv.store.jobs.delivery_count() == 1
         assert srv.client.post("/webhooks/bitbucket", data=b"{}").status_code == 404
         metrics = srv.client.get("/metrics").get_data(as_text=True)
         assert 'outcome="too_large"' in metrics and 'outcome="bad_request"' in metrics
@@ -206,7 +205,7 @@ def test_gitlab_events_route(server: Server, name: str) -> None:
     }
     assert status == expected[name]
     server.drain()
-    assert server.store.job_counts().get("parked", 0) == 0
+    assert server.store.jobs.counts().get("parked", 0) == 0
 
 
 def test_gitlab_token_idempotency_and_signing() -> None:
@@ -260,7 +259,7 @@ def test_gitlab_documentation_examples_route(server: Server) -> None:
         )
         assert resp.status_code == 202, name
     server.drain()
-    assert server.store.job_counts().get("parked", 0) == 0
+    assert server.store.jobs.counts().get("parked", 0) == 0
 
 
 def test_jenkins_and_azure_shared_secret(server: Server) -> None:
@@ -303,5 +302,5 @@ def test_jenkins_and_azure_shared_secret(server: Server) -> None:
     resp = server.client.post("/webhooks/azure", data=other, headers={"Authorization": basic})
     assert resp.get_json()["status"] == "ignored"
     server.drain()
-    kinds = {(j.kind, j.state) for j in list_jobs(server.store)}
+    kinds = {(j.kind, j.state) for j in server.store.jobs.list_jobs()}
     assert kinds == {("ci.collect", "done")}
