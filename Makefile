@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py ci_app/artifacts/_speedups.c
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-logo
 
 types: venv
 	$(BIN)/mypy

@@ -27,10 +27,11 @@ def _copy_tree(dest: Path) -> None:
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess[str]:
-    # The copy comes first on the path, ahead of the editable install of the real tree.
+    # Run in the copy (its pyproject.toml is the config), which comes first on the path,
+    # ahead of the editable install of the real tree.
     env = {**os.environ, "PYTHONPATH": str(tree), "COLUMNS": "200"}
     return subprocess.run(
-        [str(LINT_IMPORTS), "--no-cache", "--config", str(tree / "pyproject.toml")],
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"],
         cwd=tree,
         env=env,
         capture_output=True,
