@@ -42,7 +42,8 @@ class RunMeta:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ShardMeta(Summary):
-    """One shard of a run: where it ran and the :class:`Summary` of its results."""
+    """One shard of a run: where it ran and the :class:`Summary` of its results (``flaky``
+    is not read into it and stays 0: the report counts flaky tests from the test rows)."""
 
     run_id: str
     shard_id: str
