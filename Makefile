@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml setup.py ci_app/artifacts/_speedups.c
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 types: venv
 	$(BIN)/mypy
@@ -56,4 +57,4 @@ goldens: venv
 	$(BIN)/python -m tests.reporting.demo_golden --write
 
 clean:
-	rm -rf out .tools ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache
+	rm -rf out .tools ci-fanout.duckdb .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -75,47 +75,34 @@ class _Suite:
         return rules.RERUN_POLICY.get(self.dialect or "", rules.DEFAULT_RERUN_POLICY)
 
 
-@dataclass(slots=True)
-class _Declared:
-    tests: int = 0
-    failures: int = 0
-    errors: int = 0
-    skipped: int = 0
-    time: float = 0.0
-    any: bool = False
-
-    def add(self, el: etree._Element) -> None:
-        self.add_values(*_declared_values(el))
-
-    def add_values(
-        self,
-        tests: str | None,
-        failures: str | None,
-        errors: str | None,
-        skipped: str | None,
-        disabled: str | None,
-        time: str | None,
-    ) -> None:
-        """The counts a ``<testsuite>`` declares in its attributes."""
+def _declared(rows: Iterable[Sequence[str | None]]) -> Summary | None:
+    """What the ``<testsuite>`` attributes declare, summed (rows of ``_declared_values``);
+    None when no suite declares a test count. Disabled tests count as skipped; ``passed`` is
+    what the totals leave over."""
+    total = Summary()
+    declares = False
+    for tests, failures, errors, skipped, disabled, time in rows:
         n = to_int(tests)
         if n is None:
-            return
-        self.any = True
-        self.tests += n
-        self.failures += to_int(failures) or 0
-        self.errors += to_int(errors) or 0
-        self.skipped += (to_int(skipped) or 0) + (to_int(disabled) or 0)
-        self.time += to_float(time)
-
-    def summary(self) -> Summary:
-        return Summary(
-            tests=self.tests,
-            passed=max(0, self.tests - self.failures - self.errors - self.skipped),
-            failed=self.failures,
-            errors=self.errors,
-            skipped=self.skipped,
-            duration_s=self.time,
+            continue
+        declares = True
+        total += Summary(
+            tests=n,
+            failed=to_int(failures) or 0,
+            errors=to_int(errors) or 0,
+            skipped=(to_int(skipped) or 0) + (to_int(disabled) or 0),
+            duration_s=to_float(time),
         )
+    if not declares:
+        return None
+    return replace(total, passed=max(0, total.tests - total.failed - total.errors - total.skipped))
+
+
+def _set_declared(ctx: ParseContext, rows: Iterable[Sequence[str | None]]) -> None:
+    declared = _declared(rows)
+    if declared is not None:
+        ctx.declared = declared
+        ctx.duration_s = declared.duration_s
 
 
 def _text(el: etree._Element) -> str | None:
@@ -357,7 +344,7 @@ def _node_tests(
 
 
 def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
-    declared = _Declared()
+    declared: list[list[str | None]] = []  # the suites' count attributes, summed at the end
     pending: TestCase | None = None
     cur_parent: etree._Element | None = None
     suite = _Suite(name=None, file=None, dialect=None)
@@ -381,7 +368,7 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                 held = suites.pop(el, None)
                 leaf = not any(c.tag == rules.SUITE_TAG for c in el)
                 if held is None and leaf:
-                    declared.add(el)  # an empty leaf suite still declares counts
+                    declared.append(_declared_values(el))  # an empty leaf suite declares too
                 if held is not None or leaf:
                     scope = held or _suite_info(el)
                     if scope.held:
@@ -406,7 +393,7 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
                     if known is None:
                         known = suites[parent] = _suite_info(parent)
                         if parent.tag == rules.SUITE_TAG:
-                            declared.add(parent)
+                            declared.append(_declared_values(parent))
                     suite = known
             case = _build(el, suite, ctx)
             el.clear()
@@ -441,9 +428,7 @@ def _iter_cases(source: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
     if node_parents:
         for case in _node_tests(node_parents, _node_trailer(source), ctx):
             yield _numbered(root, case)
-    if declared.any:
-        ctx.declared = declared.summary()
-        ctx.duration_s = declared.time
+    _set_declared(ctx, declared)
 
 
 _ILLEGAL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -546,12 +531,7 @@ def parse_junit(stream: BinaryIO, ctx: ParseContext) -> Iterator[TestCase]:
         except fast.FallbackError:
             stream.seek(0)  # the reference parser reads it again, skipping `emitted`
         else:
-            declared = _Declared()
-            for values in parser.declared:
-                declared.add_values(*values)
-            if declared.any:
-                ctx.declared = declared.summary()
-                ctx.duration_s = declared.time
+            _set_declared(ctx, parser.declared)
             return
     yield from _parse_reference(stream, ctx, emitted)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from ci_app.model.results import Summary
+
 FAILING = frozenset({"failed", "error"})
 
 
@@ -39,19 +41,16 @@ class RunMeta:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ShardMeta:
+class ShardMeta(Summary):
+    """One shard of a run: where it ran and the :class:`Summary` of its results (``flaky``
+    is not read into it and stays 0: the report counts flaky tests from the test rows)."""
+
     run_id: str
     shard_id: str
     runner_class: str
     runner_name: str | None = None
     runner_labels: tuple[str, ...] = ()
     job_url: str | None = None
-    duration_s: float = 0.0
-    tests: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-    skipped: int = 0
     #: the shard's own start to end when it recorded them (else ``duration_s``)
     wall_s: float = 0.0
     #: why the shard's test process ended abnormally (killed, its queue lease expired, it

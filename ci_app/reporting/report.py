@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ci_app.errors import StoreError
 from ci_app.model.browser import parse_metric_name
-from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, Summary
 from ci_app.reporting.changepoint import check_value, detect_change_points
 from ci_app.reporting.compare import (
     Comparison,
@@ -75,14 +75,10 @@ class ResultStore(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Counts:
-    tests: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-    skipped: int = 0
-    flaky: int = 0
-    duration_s: float = 0.0  # machine time: the sum of the shards' wall times
+class Counts(Summary):
+    """A report's headline: the :class:`Summary` of the shards that ran, each test once, with
+    ``duration_s`` their machine time (the sum of the shards' wall times)."""
+
     wall_s: float = 0.0  # the longest shard, from its own start to end
     #: planned tests no runner could take (no hardware), not counted in ``tests``
     not_run: int = 0
@@ -90,15 +86,15 @@ class Counts:
     lost: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        # Summary's keys, the planned-but-missing tests next to ``tests``, times rounded to the
+        # millisecond (a repeated key keeps its first place). Summary.to_dict, not super():
+        # zero-argument super() fails in a slots dataclass.
+        counts = Summary.to_dict(self)
         return {
-            "tests": self.tests,
+            "tests": counts.pop("tests"),
             "not_run": self.not_run,
             "lost": self.lost,
-            "passed": self.passed,
-            "failed": self.failed,
-            "errors": self.errors,
-            "skipped": self.skipped,
-            "flaky": self.flaky,
+            **counts,
             "duration_s": round(self.duration_s, 3),
             "wall_s": round(self.wall_s, 3),
         }
@@ -262,10 +258,9 @@ def _deltas(head: Counts, base: Counts) -> dict[str, float]:
 
 
 _RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
-_BY_RANK = ("skipped", "passed", "failed", "error")
 
 
-def _test_counts(rows: CaseRows, shard_ids: set[str]) -> dict[str, int] | None:
+def _test_counts(rows: CaseRows, shard_ids: set[str]) -> Summary | None:
     """Outcome counts with each test id once, at its worst outcome over ``shard_ids`` (a test
     in two shards' files, import-time skips every shard repeats, a killed shard's journal and
     the re-run of its batch). None when no test appears twice: the shard totals are exact."""
@@ -283,11 +278,11 @@ def _test_counts(rows: CaseRows, shard_ids: set[str]) -> dict[str, int] | None:
         r = _RANK.get(o, 3)
         if r > worst.get(t, -1):
             worst[t] = r
-    counts = dict.fromkeys(_BY_RANK, 0)
+    by_rank = [0, 0, 0, 0]
     for r in worst.values():
-        counts[_BY_RANK[r]] += 1
-    counts["tests"] = len(worst)
-    return counts
+        by_rank[r] += 1
+    skipped, passed, failed, errors = by_rank
+    return Summary(tests=len(worst), passed=passed, failed=failed, errors=errors, skipped=skipped)
 
 
 def _flaky(rows: CaseRows, shard_ids: set[str]) -> int:
@@ -314,19 +309,13 @@ def _counts(shards: Sequence[ShardMeta], rows: CaseRows | None = None) -> Counts
     ran_ids = {s.shard_id for s in ran}
     exact = _test_counts(rows, ran_ids) if rows is not None else None
     if exact is None:
-        exact = {
-            "tests": sum(s.tests for s in ran),
-            "passed": sum(s.passed for s in ran),
-            "failed": sum(s.failed for s in ran),
-            "error": sum(s.errors for s in ran),
-            "skipped": sum(s.skipped for s in ran),
-        }
+        exact = sum(ran, Summary())  # each shard row is its own Summary
     return Counts(
-        tests=exact["tests"],
-        passed=exact["passed"],
-        failed=exact["failed"],
-        errors=exact["error"],
-        skipped=exact["skipped"],
+        tests=exact.tests,
+        passed=exact.passed,
+        failed=exact.failed,
+        errors=exact.errors,
+        skipped=exact.skipped,
         flaky=_flaky(rows, ran_ids) if rows is not None else 0,
         duration_s=sum(s.wall for s in ran),
         wall_s=max((s.wall for s in ran), default=0.0),

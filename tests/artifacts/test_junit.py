@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -14,9 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
+from ci_app.artifacts import native
+from ci_app.artifacts.base import ParseContext
 from ci_app.artifacts.export import write_junit
 from ci_app.artifacts.ingest import ingest_paths
-from ci_app.model.results import Outcome, ResultSet
+from ci_app.artifacts.junit import parse_junit
+from ci_app.model.results import Outcome, ResultSet, Summary
 
 DATA = Path(__file__).parent.parent / "data" / "junit"
 GOLDEN = sorted(DATA.glob("*.xml"))
@@ -232,3 +236,40 @@ def test_pytest_line_numbers_are_one_based(tmp_path: Path) -> None:
     source = (tmp_path / "test_sample.py").read_text().splitlines()
     assert case.line is not None
     assert source[case.line - 1].startswith("def test_here")
+
+
+@pytest.mark.parametrize("pure", [True, False], ids=["reference", "native-or-reference"])
+def test_declared_counts_sum_the_suites_then_leave_passed_over(pure: bool) -> None:
+    """The ``<testsuite>`` attributes summed over suites into one Summary: disabled counts as
+    skipped, a suite without ``tests`` declares nothing, and ``passed`` is taken from the
+    totals (one suite over-declaring failures does not eat another suite's passes)."""
+    xml = textwrap.dedent(
+        """\
+        <testsuites>
+          <testsuite name="a" tests="1" failures="3" time="0.5">
+            <testcase name="x"><failure/></testcase>
+          </testsuite>
+          <testsuite name="b" tests="6" errors="1" skipped="1" disabled="1" time="1.25">
+            <testcase name="y"/>
+          </testsuite>
+          <testsuite name="c" failures="9"><testcase name="z"/></testsuite>
+        </testsuites>
+        """
+    ).encode()
+    ctx = ParseContext(path="mem.xml")
+    if pure:
+        with native.disabled():
+            list(parse_junit(io.BytesIO(xml), ctx))
+    else:
+        list(parse_junit(io.BytesIO(xml), ctx))
+    assert ctx.declared == Summary(
+        tests=7, passed=1, failed=3, errors=1, skipped=2, duration_s=1.75
+    )
+    assert ctx.duration_s == 1.75
+
+
+def test_no_suite_declaring_a_count_declares_nothing() -> None:
+    ctx = ParseContext(path="mem.xml")
+    list(parse_junit(io.BytesIO(b'<testsuite name="s"><testcase name="x"/></testsuite>'), ctx))
+    assert ctx.declared is None
+    assert ctx.duration_s is None
