@@ -9,7 +9,7 @@ the queue.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -308,10 +308,10 @@ def absent_from_inventory(inventory: Inventory, history: DurationHistory) -> lis
     return _absent(history, {t.id for t in inventory.tests})
 
 
-def _absent(history: DurationHistory, present: Container[str]) -> list[str]:
+def _absent(history: DurationHistory, present: Set[str]) -> list[str]:
     absent: set[str] = set()
     for durations in history.by_class.values():
-        absent.update(t for t in durations if t not in present)
+        absent.update(durations.keys() - present)
     return sorted(absent)
 
 
@@ -410,7 +410,9 @@ def plan_matrix(
             notes.append(f"pool {key}: {k} shard(s): " + "; ".join(choice.reasons))
             if not choice.deadline_met:
                 warnings.append(f"pool {key}: " + choice.reasons[-1])
-        members, loads = partition(keys, weights, k)
+        searched: list[str] = []
+        members, loads = partition(keys, weights, k, notes=searched)
+        notes.extend(f"pool {key}: {n}" for n in searched)
         runs_on = tuple(pool.runs_on)
         n = 0
         for m, load in zip(members, loads, strict=True):
@@ -453,7 +455,7 @@ def plan_matrix(
         if est.unknown:
             notes.append(f"pool {key}: {len(est.unknown)} test(s) without history")
     warnings.extend(f"not run: {len(u.tests)} test(s): {u.reason}" for u in unsatisfied)
-    absent = _absent(history, position)
+    absent = _absent(history, position.keys())
     if absent:
         warnings.append(
             f"{len(absent)} test(s) in the duration history were not collected for this plan "
