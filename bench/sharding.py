@@ -315,7 +315,9 @@ with open(out, "w") as f:
 """
 
 
-def bench_process(pool: Sequence[float], reps: int, n: int = 100_000, k: int = 64) -> dict[str, Any]:
+def bench_process(
+    pool: Sequence[float], reps: int, n: int = 100_000, k: int = 64
+) -> dict[str, Any]:
     """Whole processes, interpreter start-up included, alternated so that load on the machine
     hits both alike; the minimum of each is compared (the least disturbed run)."""
     print(f"\n## 5. `ci-app plan` as a process, {n:,} tests x {k} shards, {reps} runs each\n")
@@ -329,8 +331,10 @@ def bench_process(pool: Sequence[float], reps: int, n: int = 100_000, k: int = 6
         script.write_text(BARE_LPT)
         ours_out, bare_out = Path(tmp) / "ours.json", Path(tmp) / "bare.json"
         commands = {
-            "ours": [sys.executable, "-m", "ci_app.cli", "plan", "--durations", str(src)]
-            + ["--shards", str(k), "--output", str(ours_out)],
+            "ours": [
+                *(sys.executable, "-m", "ci_app.cli", "plan", "--durations", str(src)),
+                *("--shards", str(k), "--output", str(ours_out)),
+            ],
             "bare": [sys.executable, str(script), str(src), str(k), str(bare_out)],
         }
         times: dict[str, list[float]] = {name: [] for name in commands}

@@ -122,7 +122,9 @@ def collect_inventory(
         return Inventory.from_dict(json.loads(out.read_text()))
 
 
-def _inventory(args: argparse.Namespace, config: dict[str, Any], hist: DurationHistory) -> Inventory:
+def _inventory(
+    args: argparse.Namespace, config: dict[str, Any], hist: DurationHistory
+) -> Inventory:
     if args.tests:
         try:
             inv = inventory_from_ids(Path(args.tests).read_text(encoding="utf-8").splitlines())

@@ -19,6 +19,9 @@ import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import filterfalse, repeat
+from operator import attrgetter, methodcaller
 from typing import Any, NamedTuple
 
 from ci_app.errors import ConfigError, InputError
@@ -75,6 +78,9 @@ class TestSpec(_TestFields):
         )
 
 
+_requirements = attrgetter("requirements")
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
     """The tests to plan, in collection order."""
@@ -87,7 +93,7 @@ class Inventory:
 
     def requirement_classes(self) -> dict[frozenset[str], list[TestSpec]]:
         """Tests grouped by compiled label set (a test with no requirements: ``frozenset()``)."""
-        if not any(t.requirements for t in self.tests):
+        if not any(map(_requirements, self.tests)):
             return {frozenset(): list(self.tests)} if self.tests else {}
         # imported here: the label taxonomy is only needed when a test has requirements
         from ci_app.model.labels import RequirementError, compile_requirements
@@ -138,7 +144,10 @@ def inventory_from_ids(lines: Iterable[str]) -> Inventory:
     """One test id per line; blank lines and ``#`` comments are skipped, duplicates dropped."""
     ids = dict.fromkeys(map(str.strip, lines))  # in order, without duplicates
     ids.pop("", None)
-    return Inventory(tuple(map(TestSpec, (t for t in ids if not t.startswith("#")))))
+    kept = filterfalse(methodcaller("startswith", "#"), ids)
+    # TestSpec(t) for each, built in C: the fields zipped, each tuple made a TestSpec
+    fields = zip(kept, repeat(()), repeat(None), repeat(()))
+    return Inventory(tuple(map(partial(tuple.__new__, TestSpec), fields)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Literal
 
 from ci_app.errors import InputError, PlanningError
@@ -303,6 +304,9 @@ def class_items(units: Sequence[Unit], *, cap_s: float) -> list[QueueItem]:
     return out
 
 
+_id = attrgetter("id")
+
+
 def absent_from_inventory(inventory: Inventory, history: DurationHistory) -> list[str]:
     """Tests the duration history knows that the inventory does not hold, sorted."""
     return _absent(history, {t.id for t in inventory.tests})
@@ -311,7 +315,8 @@ def absent_from_inventory(inventory: Inventory, history: DurationHistory) -> lis
 def _absent(history: DurationHistory, present: Set[str]) -> list[str]:
     absent: set[str] = set()
     for durations in history.by_class.values():
-        absent.update(durations.keys() - present)
+        if not durations.keys() <= present:  # the usual: all planned, and no set to build
+            absent.update(durations.keys() - present)
     return sorted(absent)
 
 
@@ -354,14 +359,14 @@ def plan_matrix(
             "no test can run on the online runners: " + "; ".join(u.reason for u in unsatisfied)
         )
 
-    position = {t.id: i for i, t in enumerate(inventory.tests)}
+    position = dict(zip(map(_id, inventory.tests), range(len(inventory.tests)), strict=True))
     by_pool: dict[str, tuple[Pool, list[str]]] = {}
     merged: set[str] = set()  # pools that several requirement classes landed in
     for cls, specs in classes.items():
         pool = assignment[cls]
         if pool.key in by_pool:
             merged.add(pool.key)
-        by_pool.setdefault(pool.key, (pool, []))[1].extend(t.id for t in specs)
+        by_pool.setdefault(pool.key, (pool, []))[1].extend(map(_id, specs))
     groups = {t.id: t.group for t in inventory.tests if t.group is not None}
     depends = {t.id: t.depends_on for t in inventory.tests if t.depends_on}
 

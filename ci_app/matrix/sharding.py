@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ci_app.errors import PlanningError
 
@@ -50,7 +52,11 @@ def lpt(
     """
     if k < 1:
         raise PlanningError(f"shard count must be >= 1, got {k}")
-    by_name = sorted(range(len(names)), key=names.__getitem__)
+    n = len(names)
+    if all(map(operator.le, names, islice(names, 1, n))):  # already in name order (the usual)
+        by_name: Iterable[int] = range(n)
+    else:
+        by_name = sorted(range(n), key=names.__getitem__)
     order = sorted(by_name, key=weights.__getitem__, reverse=True)
     members: list[list[int]] = [[] for _ in range(k)]
     loads = [0.0] * k
