@@ -33,7 +33,12 @@ from typing import Any
 
 from ci_app.matrix.durations import DurationHistory
 from ci_app.matrix.queue import QueueConfig, QueueItem
-from ci_app.matrix.sharding import SEARCH_SKIP_REL, lower_bound, partition
+from ci_app.matrix.sharding import (
+    SEARCH_SKIP_MIN_ITEMS,
+    SEARCH_SKIP_REL,
+    lower_bound,
+    partition,
+)
 from ci_app.matrix.simulate import add_noise, simulate_queue, simulate_static
 
 try:
@@ -378,8 +383,9 @@ def bench_process(
         f"same matrix shape and tests: {'yes' if same_shape else 'NO'}"
     )
     print(
-        f"local search is skipped when LPT is within {SEARCH_SKIP_REL:g} of the lower bound; "
-        "this plan: " + ("; ".join(out["notes"]) or "no note")
+        f"local search is skipped on {SEARCH_SKIP_MIN_ITEMS:,}+ tests when LPT is within "
+        f"{SEARCH_SKIP_REL:g} of the lower bound; this plan: "
+        + ("; ".join(out["notes"]) or "no note")
     )
     return out
 
