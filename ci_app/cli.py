@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,15 +22,21 @@ def _command_modules(argv: Sequence[str]) -> list[str]:
     """The command modules to import: only the named one when argv names one.
 
     Each module registers the subcommand of its own name; importing just that one
-    keeps ``ci-app ingest`` from loading numpy, DuckDB and the web stack.
+    keeps ``ci-app ingest`` from loading numpy, DuckDB and the web stack, and
+    ``ci-app plan`` from even listing the others.
     """
-    names = sorted(
-        m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
-    )
     first = next((w for w in argv if not w.startswith("-")), None)
     if first is None and "--version" in argv:
         return []
-    return [first] if first in names else names
+    if first is not None and first.isidentifier() and not first.startswith("_"):
+        spec = importlib.util.find_spec(f"{commands.__name__}.{first}")
+        if spec is not None:
+            return [first]
+    import pkgutil  # no command named: list them all (help, or a typo argparse reports)
+
+    return sorted(
+        m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
+    )
 
 
 def _needs_extra(sub: Any, name: str, exc: ImportError) -> None:

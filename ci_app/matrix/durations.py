@@ -14,10 +14,11 @@ Pure: loaders take already-parsed JSON values, never paths.
 from __future__ import annotations
 
 import math
+import operator
 import posixpath
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from ci_app.errors import InputError
@@ -72,6 +73,14 @@ def durations_from_json(doc: Any) -> dict[str, float]:
         return durations_from_json(doc["versions"][-1])
     if "durations" in doc and isinstance(doc["durations"], dict):
         return durations_from_json(doc["durations"])
+    values = doc.values()
+    # The usual file holds only numbers >= 0 with a finite sum: checked in passes that run in
+    # C (no bool: its type is not int), the loop below only runs to name the offending entry.
+    kinds = set(map(type, values))
+    if kinds <= {float, int} and (not doc or (min(values) >= 0 and math.isfinite(sum(values)))):
+        if kinds == {float} and set(map(type, doc)) == {str}:
+            return dict(doc)  # a copy of the table, 25 times faster than rebuilding it
+        return dict(zip(map(str, doc), map(float, values), strict=True))
     out2: dict[str, float] = {}
     for k, v in doc.items():
         if isinstance(v, bool) or not isinstance(v, int | float):
@@ -161,6 +170,15 @@ class DurationHistory:
         else:
             self.by_class[key] = ema_merge(old, durations, alpha)
 
+    def test_ids(self) -> list[str]:
+        """Every test measured in any runner class, sorted."""
+        if len(self.by_class) == 1:  # no set: keys read from a sorted file sort in linear time
+            return sorted(next(iter(self.by_class.values())))
+        out: set[str] = set()
+        for durations in self.by_class.values():
+            out.update(durations)
+        return sorted(out)
+
     def ratio(self, source: RunnerClass, target: RunnerClass) -> float | None:
         """Learnt speed ratio target/source: median of per-test ratios over common tests."""
         a = self.by_class.get(source, {})
@@ -168,7 +186,9 @@ class DurationHistory:
         ratios = [b[t] / a[t] for t in a.keys() & b.keys() if a[t] > 1e-3 and b[t] > 1e-3]
         if len(ratios) < 3:
             return None
-        return statistics.median(ratios)
+        from statistics import median  # here: most plans never need it
+
+        return median(ratios)
 
     def estimate(self, tests: Sequence[str], runner_class: Iterable[str] = ()) -> Estimates:
         """Estimate every test for ``runner_class``; see the module docstring for the fallbacks."""
@@ -176,17 +196,10 @@ class DurationHistory:
         own = self.by_class.get(target)
         if own is None and len(self.by_class) == 1 and not target:
             own = next(iter(self.by_class.values()))
-        seconds: dict[str, float] = {}
-        missing: list[str] = []
         own = own or {}
-        for t in tests:
-            v = own.get(t)
-            if v is None:
-                missing.append(t)
-            else:
-                seconds[t] = v
+        seconds, missing = _lookup(own, tests, None)
         notes: list[str] = []
-        scaled: set[str] = set()
+        scaled: frozenset[str] = frozenset()
         if missing:
             # Other classes, most similar first (largest label overlap, then most data).
             others = sorted(
@@ -199,20 +212,17 @@ class DurationHistory:
                 data = self.by_class[c]
                 r = self.ratio(c, target) if own else None
                 factor = 1.0 if r is None else r
-                still: list[str] = []
-                used = 0
-                for t in missing:
-                    v = data.get(t)
-                    if v is None:
-                        still.append(t)
-                    else:
-                        seconds[t] = v * factor
-                        scaled.add(t)
-                        used += 1
-                if used:
+                found, missing = _lookup(data, missing, factor)
+                if found:
+                    scaled = scaled.union(found) if scaled else frozenset(found)
+                    if seconds:
+                        seconds.update(found)
+                    else:  # all from this class (the usual case): no copy
+                        seconds = found
                     label = ",".join(sorted(c)) or "unlabelled"
-                    notes.append(f"{used} estimates from runner class [{label}] x {factor:.2f}")
-                missing = still
+                    notes.append(
+                        f"{len(found)} estimates from runner class [{label}] x {factor:.2f}"
+                    )
         unknown = frozenset(missing)
         if missing:
             # siblings from everything measured for this class (not only the requested tests)
@@ -224,7 +234,35 @@ class DurationHistory:
             for t, v in _sibling_estimates(missing, pool).items():
                 seconds[t] = v
             notes.append(f"{len(missing)} tests without history, estimated from siblings")
-        return Estimates(seconds, unknown, frozenset(scaled), tuple(notes))
+        return Estimates(seconds, unknown, scaled, tuple(notes))
+
+
+def _lookup(
+    data: Mapping[str, float], tests: Sequence[str], factor: float | None
+) -> tuple[dict[str, float], list[str]]:
+    """``(found, missing)``: what ``data`` measured of ``tests`` (times ``factor`` when given),
+    and the tests it lacks, in order. One pass in C when it has them all (the usual
+    case), a loop otherwise."""
+    if not data:
+        return {}, list(tests)
+    if (factor is None or factor == 1.0) and len(data) == len(tests) and list(data) == tests:
+        return dict(data), []  # exactly these tests in this order: a copy of the table
+    try:
+        values = map(data.__getitem__, tests)
+        if factor is None or factor == 1.0:
+            return dict(zip(tests, values, strict=True)), []
+        return dict(zip(tests, map(operator.mul, values, repeat(factor)), strict=True)), []
+    except KeyError:
+        pass
+    found: dict[str, float] = {}
+    missing: list[str] = []
+    for t in tests:
+        v = data.get(t)
+        if v is None:
+            missing.append(t)
+        else:
+            found[t] = v if factor is None else v * factor
+    return found, missing
 
 
 def _sibling_estimates(missing: Sequence[str], known: Mapping[str, float]) -> dict[str, float]:
@@ -235,8 +273,10 @@ def _sibling_estimates(missing: Sequence[str], known: Mapping[str, float]) -> di
         for s in id_parents(t):
             if s in wanted:
                 by_scope.setdefault(s, []).append(v)
-    medians = {s: statistics.median(vs) for s, vs in by_scope.items()}
-    fallback = statistics.median(known.values()) if known else DEFAULT_UNKNOWN_S
+    from statistics import median  # here: most plans never need it
+
+    medians = {s: median(vs) for s, vs in by_scope.items()}
+    fallback = median(known.values()) if known else DEFAULT_UNKNOWN_S
     out: dict[str, float] = {}
     for t in missing:
         for s in id_parents(t):

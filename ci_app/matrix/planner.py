@@ -9,16 +9,16 @@ the queue.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Literal
 
 from ci_app.errors import InputError, PlanningError
 from ci_app.matrix.durations import DurationHistory
 from ci_app.matrix.inventory import Inventory
 from ci_app.matrix.policies import PlanContext, Policy, PoolBudget, PoolWork, apply_policies
 from ci_app.matrix.pools import Pool, Runner, assign_pools, default_cost, group_runners
-from ci_app.matrix.queue import PoolSpec, QueueItem
 from ci_app.matrix.sharding import (
     Unit,
     build_units,
@@ -26,6 +26,9 @@ from ci_app.matrix.sharding import (
     order_with_dependencies,
     partition,
 )
+
+if TYPE_CHECKING:  # imported where used: a static plan never loads the queue module
+    from ci_app.matrix.queue import PoolSpec, QueueItem
 
 __all__ = [
     "MATRIX_VERSION",
@@ -112,6 +115,8 @@ class PoolPlan:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PoolPlan:
+        from ci_app.matrix.queue import QueueItem
+
         return cls(
             key=str(d["key"]),
             runs_on=tuple(str(x) for x in d.get("runs_on") or ()),
@@ -175,6 +180,8 @@ class Matrix:
 
     def queue_specs(self) -> dict[str, PoolSpec]:
         """What a queue server needs for ``QueueState.create_run``."""
+        from ci_app.matrix.queue import PoolSpec
+
         return {
             p.key: PoolSpec(p.queue, max(1, p.shards), frozenset(p.runs_on))
             for p in self.pools
@@ -260,6 +267,8 @@ def class_items(units: Sequence[Unit], *, cap_s: float) -> list[QueueItem]:
     fixtures run once, as in a static slice, not once per batch that holds some of them),
     split into items of at most ``cap_s`` estimated seconds when the class is long. Other
     units (a test, a group, a dependency chain) are items of their own."""
+    from ci_app.matrix.queue import QueueItem
+
     out: list[QueueItem] = []
     run: list[Unit] = []
 
@@ -295,14 +304,20 @@ def class_items(units: Sequence[Unit], *, cap_s: float) -> list[QueueItem]:
     return out
 
 
+_id = attrgetter("id")
+
+
 def absent_from_inventory(inventory: Inventory, history: DurationHistory) -> list[str]:
     """Tests the duration history knows that the inventory does not hold, sorted."""
-    known: set[str] = set()
+    return _absent(history, {t.id for t in inventory.tests})
+
+
+def _absent(history: DurationHistory, present: Set[str]) -> list[str]:
+    absent: set[str] = set()
     for durations in history.by_class.values():
-        known.update(durations)
-    if not known:
-        return []
-    return sorted(known.difference(t.id for t in inventory.tests))
+        if not durations.keys() <= present:  # the usual: all planned, and no set to build
+            absent.update(durations.keys() - present)
+    return sorted(absent)
 
 
 def plan_matrix(
@@ -344,11 +359,14 @@ def plan_matrix(
             "no test can run on the online runners: " + "; ".join(u.reason for u in unsatisfied)
         )
 
-    position = {t.id: i for i, t in enumerate(inventory.tests)}
+    position = dict(zip(map(_id, inventory.tests), range(len(inventory.tests)), strict=True))
     by_pool: dict[str, tuple[Pool, list[str]]] = {}
+    merged: set[str] = set()  # pools that several requirement classes landed in
     for cls, specs in classes.items():
         pool = assignment[cls]
-        by_pool.setdefault(pool.key, (pool, []))[1].extend(t.id for t in specs)
+        if pool.key in by_pool:
+            merged.add(pool.key)
+        by_pool.setdefault(pool.key, (pool, []))[1].extend(map(_id, specs))
     groups = {t.id: t.group for t in inventory.tests if t.group is not None}
     depends = {t.id: t.depends_on for t in inventory.tests if t.depends_on}
 
@@ -358,28 +376,36 @@ def plan_matrix(
     notes: list[str] = []
     for key in sorted(by_pool, key=lambda k: (by_pool[k][0].cost, k)):
         pool, ids = by_pool[key]
-        ids.sort(key=position.__getitem__)
+        if key in merged:  # one class's tests are in inventory order already
+            ids.sort(key=position.__getitem__)
         est = history.estimate(ids, pool.labels)
         notes.extend(f"pool {key}: {n}" for n in est.notes)
-        units = build_units(
-            ids, est.seconds, groups=groups, depends_on=depends, unknown=est.unknown
-        )
-        total = sum(u.seconds for u in units)
-        longest = max(u.seconds for u in units)
+        # Units (groups, dependency chains, and in queue mode the queue's items) only where
+        # they may differ from the tests: a plain plan shards the tests themselves.
+        units: list[Unit] | None = None
+        if groups or depends or opts.mode == "queue":
+            units = build_units(
+                ids, est.seconds, groups=groups, depends_on=depends, unknown=est.unknown
+            )
+            keys, weights = [u.key for u in units], [u.seconds for u in units]
+        else:
+            keys, weights = ids, list(map(est.seconds.__getitem__, ids))
+        total = sum(weights)
+        longest = max(weights)
         capacity = pool.capacity or max(opts.max_shards, opts.shards or 0)
         budget = PoolBudget(key, capacity, capacity, opts.target_s)
-        work = PoolWork(key, pool.labels, total, longest, len(units), opts.setup_s)
+        work = PoolWork(key, pool.labels, total, longest, len(keys), opts.setup_s)
         budget = apply_policies(policies, context, work, budget)
         warnings.extend(budget.warnings)
         if opts.shards is not None:
-            k = min(opts.shards, len(units))
+            k = min(opts.shards, len(keys))
             if budget.max_shards < capacity and k > budget.max_shards:
                 k = budget.max_shards
         else:
             choice = choose_shard_count(
                 total,
                 longest,
-                len(units),
+                len(keys),
                 capacity=budget.max_shards,
                 target_s=budget.target_s,
                 setup_s=opts.setup_s,
@@ -389,17 +415,23 @@ def plan_matrix(
             notes.append(f"pool {key}: {k} shard(s): " + "; ".join(choice.reasons))
             if not choice.deadline_met:
                 warnings.append(f"pool {key}: " + choice.reasons[-1])
-        members, loads = partition([u.key for u in units], [u.seconds for u in units], k)
+        searched: list[str] = []
+        members, loads = partition(keys, weights, k, notes=searched)
+        notes.extend(f"pool {key}: {n}" for n in searched)
         runs_on = tuple(pool.runs_on)
         n = 0
         for m, load in zip(members, loads, strict=True):
             if not m:
                 continue
             n += 1
-            shard_tests = [t for i in m for t in units[i].tests]
-            ordered = order_with_dependencies(
-                sorted(shard_tests, key=position.__getitem__), position, depends
-            )
+            if units is None or len(units) == len(ids):
+                # every unit one test: unit i is ids[i], already in inventory order, with no
+                # dependency inside the pool (it would have joined two tests into one unit)
+                ordered = list(map(ids.__getitem__, sorted(m)))
+            else:
+                ordered = sorted((t for i in m for t in units[i].tests), key=position.__getitem__)
+                if depends:
+                    ordered = order_with_dependencies(ordered, position, depends)
             shards.append(
                 Shard(
                     id=f"{key}-{n}",
@@ -407,11 +439,11 @@ def plan_matrix(
                     runs_on=runs_on,
                     tests=tuple(ordered),
                     expected_seconds=load,
-                    unknown_tests=sum(1 for t in shard_tests if t in est.unknown),
+                    unknown_tests=sum(1 for t in ordered if t in est.unknown) if est.unknown else 0,
                 )
             )
         queue: tuple[QueueItem, ...] = ()
-        if opts.mode == "queue":
+        if units is not None and opts.mode == "queue":
             queue = tuple(class_items(units, cap_s=max(longest, total / (4 * max(1, n)))))
         pool_plans.append(
             PoolPlan(
@@ -428,7 +460,7 @@ def plan_matrix(
         if est.unknown:
             notes.append(f"pool {key}: {len(est.unknown)} test(s) without history")
     warnings.extend(f"not run: {len(u.tests)} test(s): {u.reason}" for u in unsatisfied)
-    absent = absent_from_inventory(inventory, history)
+    absent = _absent(history, position.keys())
     if absent:
         warnings.append(
             f"{len(absent)} test(s) in the duration history were not collected for this plan "

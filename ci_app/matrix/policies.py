@@ -3,8 +3,8 @@
 A policy sees who is asking (:class:`PlanContext`), one pool's work (:class:`PoolWork`) and the
 budget decided so far (:class:`PoolBudget`), and returns an adjusted budget: fewer shards
 (quotas, fair share), a tighter target wall time (deadline), a priority, warnings. Policies run
-in order, each on the previous one's result. The built-ins are registered through the same
-entry-point group as third-party ones::
+in order, each on the previous one's result. The built-ins are registered in the same
+entry-point group as third-party ones (their names are reserved: a plugin cannot replace them)::
 
     [project.entry-points."ci_fanout.policies"]
     priority = "ci_app.matrix.policies:PriorityPolicy"
@@ -18,10 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ci_app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -242,23 +244,29 @@ def load_policies(
     *,
     eps: Iterable[EntryPoint] | None = None,
 ) -> list[Policy]:
-    """Instantiate policies by name from the ``ci_fanout.policies`` entry points.
+    """Instantiate policies by name: built-in names mean the built-ins, other names are looked
+    up in the ``ci_fanout.policies`` entry points.
 
+    An installed plugin cannot replace a built-in by registering its name (it would silently
+    change every repo's quotas), and the default list needs no entry-point scan at all.
     ``names=None`` loads :data:`DEFAULT_ORDER`. Unknown names fail with the known ones listed.
     ``eps`` replaces the installed entry points (tests).
     """
-    found = {
-        ep.name: ep for ep in (eps if eps is not None else entry_points(group=ENTRY_POINT_GROUP))
-    }
     wanted = list(DEFAULT_ORDER if names is None else names)
+    found: dict[str, EntryPoint] = {}
+    if any(name not in BUILTINS for name in wanted):
+        if eps is None:
+            from importlib.metadata import entry_points
+
+            eps = entry_points(group=ENTRY_POINT_GROUP)
+        found = {ep.name: ep for ep in eps}
     out: list[Policy] = []
     for name in wanted:
-        ep = found.get(name)
         factory: Callable[[Mapping[str, Any]], Any]
-        if ep is not None:
-            factory = ep.load()
-        elif name in BUILTINS:
-            factory = BUILTINS[name]  # not installed as a distribution (source checkout)
+        if name in BUILTINS:
+            factory = BUILTINS[name]
+        elif name in found:
+            factory = found[name].load()
         else:
             known = ", ".join(sorted(set(found) | set(BUILTINS)))
             raise ConfigError(f"unknown policy {name!r}; known policies: {known}")

@@ -16,8 +16,6 @@ import json
 import shlex
 from typing import Any
 
-import yaml
-
 from ci_app.matrix.planner import Matrix
 
 __all__ = [
@@ -105,6 +103,8 @@ def render_gitlab(
 
 
 def dump_yaml(doc: Any) -> str:
+    import yaml  # here: only the GitLab format needs it
+
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000)
 
 

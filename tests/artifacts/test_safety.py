@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import zipfile
 from pathlib import Path
 
@@ -50,7 +49,8 @@ def test_network_entity_is_never_fetched(tmp_path: Path) -> None:
     assert "example.invalid" not in str([t.to_dict() for t in rs.tests])
 
 
-def test_billion_laughs_ends_quickly(tmp_path: Path) -> None:
+@pytest.mark.timeout(60)  # a hang guard; what is asserted is that nothing was expanded
+def test_billion_laughs_is_not_expanded(tmp_path: Path) -> None:
     lines = ['<!ENTITY lol0 "lol">']
     lines += [f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
     report = _write(
@@ -60,13 +60,12 @@ def test_billion_laughs_ends_quickly(tmp_path: Path) -> None:
         '<testsuite name="s"><testcase classname="c" name="t">'
         '<failure message="&lol9;">&lol9;</failure></testcase></testsuite>',
     )
-    start = time.perf_counter()
     rs = ingest_paths([report])
-    assert time.perf_counter() - start < 5
     # Either a clear error or the entity left unexpanded; never a billion "lol"s.
     assert len(str(rs.to_dict())) < 100_000
 
 
+@pytest.mark.timeout(60)  # a hang guard; what is asserted is the depth error
 def test_deep_nesting_is_a_clear_error(tmp_path: Path) -> None:
     depth = 100_000
     report = _write(
@@ -74,9 +73,7 @@ def test_deep_nesting_is_a_clear_error(tmp_path: Path) -> None:
         "deep.xml",
         "<testsuites>" + "<testsuite>" * depth + "</testsuite>" * depth + "</testsuites>",
     )
-    start = time.perf_counter()
     rs = ingest_paths([report])
-    assert time.perf_counter() - start < 5
     assert rs.files[0].error is not None
     assert "depth" in rs.files[0].error.lower()
 

@@ -82,3 +82,27 @@ def test_ema_merge() -> None:
     h.add({"a": 10.0})
     h.add({"a": 20.0}, alpha=0.5)
     assert h.by_class[frozenset()]["a"] == 15.0
+
+
+def test_estimate_of_exactly_the_history_is_a_copy_in_the_tests_order() -> None:
+    hist = DurationHistory.single({"b": 2.0, "a": 1.0})
+    est = hist.estimate(["b", "a"])
+    assert list(est.seconds.items()) == [("b", 2.0), ("a", 1.0)] and not est.unknown
+    est.seconds["a"] = 9.0
+    assert hist.by_class[frozenset()]["a"] == 1.0  # a copy, not the history's own table
+    assert list(hist.estimate(["a", "b"]).seconds) == ["a", "b"]
+
+
+def test_test_ids_are_every_class_measured_sorted() -> None:
+    hist = DurationHistory({frozenset(): {"b": 1.0, "a": 1.0}})
+    assert hist.test_ids() == ["a", "b"]
+    hist.add({"c": 1.0, "a": 2.0}, ["gpu"])
+    assert hist.test_ids() == ["a", "b", "c"]
+
+
+def test_clean_durations_are_copied_and_ints_made_floats() -> None:
+    doc = {"t::a": 1.5, "t::b": 0.0}
+    out = durations_from_json(doc)
+    assert out == doc and out is not doc
+    ints = durations_from_json({"t::a": 2})
+    assert ints == {"t::a": 2.0} and type(ints["t::a"]) is float

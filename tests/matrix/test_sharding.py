@@ -10,6 +10,7 @@ from pytest_split.algorithms import Algorithms
 
 from ci_app.errors import PlanningError
 from ci_app.matrix.sharding import (
+    SEARCH_SKIP_MIN_ITEMS,
     build_units,
     choose_shard_count,
     lower_bound,
@@ -66,6 +67,21 @@ def test_local_search_improves_a_known_lpt_weakness() -> None:
     _, loads = partition(names, w, 2)
     assert max(lpt_loads) == 7.0
     assert max(loads) == 6.0
+
+
+def test_local_search_skipped_only_on_a_large_input_lpt_already_balances() -> None:
+    # many tiny items after a few larger ones: LPT ends within a millionth of the bound
+    w = [2.0, 1.5, 1.5, 1.0] + [1e-7 * (1 + i % 3) for i in range(SEARCH_SKIP_MIN_ITEMS - 4)]
+    names = [f"t{i:06d}" for i in range(len(w))]
+    notes: list[str] = []
+    members, loads = partition(names, w, 4, notes=notes)
+    assert max(loads) <= lower_bound(w, 4) * (1 + 1e-6)
+    assert (members, loads) == lpt(names, w, 4)  # kept exactly as LPT made it
+    assert len(notes) == 1 and notes[0].endswith("local search skipped")
+    # one item fewer: below the size where skipping pays, the same input is searched
+    fewer: list[str] = []
+    partition(names[:-1], w[:-1], 4, notes=fewer)
+    assert len(fewer) == 1 and fewer[0].startswith("local search: makespan")
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import Status
+from runner_probe import browser as browser_module
 from runner_probe.browser import (
     SOFTWARE_FLAGS,
     PassResult,
@@ -25,26 +28,48 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def test_missing_browser_is_absent(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_missing_browser_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Absent is decided before anything starts: no page server, no browser launch."""
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the probe started something for a missing browser")
+
+    monkeypatch.setattr(browser_module, "serve_probe_page", must_not_run)
+    monkeypatch.setattr(browser_module, "_run_passes", must_not_run)
     browser, timings = probe_browser(str(tmp_path / "no-such-chromium"))
     assert browser.status is Status.ABSENT
     assert "no browser" in (browser.error or "")
     assert timings == {}
-    assert time.perf_counter() - t0 < 0.5
 
 
+@pytest.mark.timeout(60)  # a hang guard only: the bound asserted is the timeout passed on
 def test_hanging_browser_is_a_bounded_error(tmp_path: Path) -> None:
-    """A browser that never opens its DevTools pipe costs the timeout, then status error."""
+    """A browser that never opens its DevTools pipe costs the timeout, then status error:
+    the launch waits at most the probe's ``timeout_s`` (not Playwright's 30 s default) and
+    the browser process is killed."""
     fake = tmp_path / "chromium"
-    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    pid_file = tmp_path / "pid"
+    fake.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
     fake.chmod(0o755)
-    t0 = time.perf_counter()
     browser, _ = probe_browser(str(fake), timeout_s=2.0, hardware_pass=False)
-    elapsed = time.perf_counter() - t0
     assert browser.status is Status.ERROR
-    assert "Timeout" in (browser.error or "") or "timeout" in (browser.error or "").lower()
-    assert elapsed < 2.0 + 5.0
+    waited = re.search(r"Timeout ([0-9.]+)ms exceeded", browser.error or "")
+    assert waited is not None, browser.error
+    assert 0 < float(waited.group(1)) <= 2000.0
+    pid = int(pid_file.read_text())
+    for _ in range(100):  # the driver reaps it as it exits; allow a moment for that
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(pid), "the hung browser was left running"
 
 
 def test_probe_page_is_served_on_loopback() -> None:
@@ -94,11 +119,10 @@ def test_summarize_prefers_hardware_pass_and_merges_webnn() -> None:
 @needs_chromium
 def test_real_chromium_reports_swiftshader_fallback(profile_for: ProfileFactory) -> None:
     """As measured in docs/probe.md: SwiftShader fallback adapter, WebNN not supported."""
-    t0 = time.perf_counter()
     browser, timings = probe_browser(str(CHROMIUM), timeout_s=30)
-    elapsed = time.perf_counter() - t0
-    print(f"browser probe: {elapsed:.2f} s, timings {timings}")
+    print(f"browser probe timings (ms): {timings}")  # measured here, asserted nowhere
     assert browser.status is Status.OK, browser.error
+    assert {"browser_software", "browser_hardware"} & timings.keys(), timings
     assert browser.engine == "chromium" and browser.version
     assert browser.webgpu is not None and browser.webgpu.api
     adapter = browser.webgpu.adapter
@@ -113,18 +137,16 @@ def test_real_chromium_reports_swiftshader_fallback(profile_for: ProfileFactory)
     labels = set(derive_labels(profile_for(browser=browser)))
     assert "webgpu-sw" in labels
     assert not {"webgpu", "webnn", "webnn-cpu", "webnn-gpu", "webnn-npu"} & labels
-    assert elapsed < 15
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_chromium
 def test_real_chromium_hanging_page_is_bounded() -> None:
-    """A detection script that never resolves (a hung GPU process) ends as an error in time."""
-    t0 = time.perf_counter()
+    """A detection script that never resolves (a hung GPU process) ends as an error: the
+    probe's deadline fires (a TimeoutError inside the probe, not the test's hang guard)."""
     browser, _ = probe_browser(
         str(CHROMIUM), timeout_s=3.0, detect_js="() => new Promise(() => {})", hardware_pass=False
     )
-    elapsed = time.perf_counter() - t0
     assert browser.status is Status.ERROR
-    assert elapsed < 3.0 + 5.0
+    assert (browser.error or "").startswith("TimeoutError"), browser.error

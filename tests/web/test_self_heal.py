@@ -233,12 +233,11 @@ def test_unauthenticated_upload_is_answered_before_it_is_sent(served: Served) ->
             b"POST /api/v1/results HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: Bearer cfq_bogus\r\nContent-Length: %d\r\n\r\n" % size
         )
-        started = time.monotonic()
         sock.sendall(b"[" * (1024 * 1024))
+        # the reply arrives with 61 of the 62 MiB unsent: the server answered without reading
+        # the body (a server waiting for it would time the recv out: the socket's 10 s)
         reply = sock.recv(4096)
-        elapsed = time.monotonic() - started
         assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
-        assert elapsed < 5
         chunk = b"[" * (1024 * 1024)
         try:
             for _ in range(61):

@@ -8,10 +8,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -63,23 +65,20 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
         cwd=tmp_path,
     )
     assert proc.stderr is not None
-    port = None
-    deadline = time.monotonic() + 30
-    while port is None and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"listening at http://127\.0\.0\.1:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-    assert port is not None, "gunicorn did not start"
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                if json.loads(r.read())["worker"]:
-                    break
-        except OSError:
-            time.sleep(0.1)
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def pump() -> None:  # reads all along: the server never blocks on a full pipe
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if re.search(r"listening at http://127\.0\.0\.1:\d+", line):
+                listening.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
     try:
+        base = _wait_ready(proc, lines, listening)
         yield base, proc, db
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -88,7 +87,46 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
             proc.stderr.close()
+
+
+def _wait_ready(proc: subprocess.Popen[str], lines: list[str], listening: threading.Event) -> str:
+    """The server's base URL once gunicorn listens and its worker answers /healthz; the test
+    fails with the server's output when it exits or never gets there."""
+
+    def fail(why: str) -> NoReturn:
+        pytest.fail(f"ci-app serve {why}; its output:\n{''.join(lines)}")
+
+    deadline = time.monotonic() + 30
+    while not listening.wait(0.1):
+        if proc.poll() is not None:
+            fail(f"exited with {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            fail("did not listen within 30 s")
+    port = next(
+        m.group(1)
+        for line in lines
+        if (m := re.search(r"listening at http://127\.0\.0\.1:(\d+)", line))
+    )
+    base = f"http://127.0.0.1:{port}"
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"exited with {proc.returncode} before its worker was ready")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                health = json.loads(r.read())
+            if health["worker"]:
+                return base
+            last = f"/healthz said {health}"
+        except OSError as exc:
+            last = f"/healthz: {exc}"
+        time.sleep(0.1)
+    pytest.fail(
+        f"ci-app serve's worker was not ready within 30 s ({last}); its output:\n{''.join(lines)}"
+    )
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
