@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.options.server import Settings
 from ci_app.providers.base import CommentRef, Provider
-from ci_app.settings import Settings
 from ci_app.store import Job, open_store
 from ci_app.web.context import AppContext
 from ci_app.web.handlers import handle_report

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ci_app.commands.serve import gunicorn_options
-from ci_app.settings import Settings
+from ci_app.options.server import Settings
 
 from .conftest import GH_SECRET, sign
 
