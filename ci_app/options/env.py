@@ -128,17 +128,20 @@ VARIABLES: Final[tuple[EnvVar, ...]] = (
     ),
     EnvVar(
         name="CI_FANOUT_GITLAB_URL",
-        meaning="GitLab base URL for publishing (default: CI_SERVER_URL)",
+        meaning="GitLab base URL for publishing from the report step (default: CI_SERVER_URL; "
+        "also a ci-app serve setting)",
         readers=("ci_app.ci.report", "ci_app.providers.publish"),
     ),
     EnvVar(
         name="CI_FANOUT_GITHUB_API_URL",
-        meaning="GitHub REST API base URL for publishing (default: GITHUB_API_URL)",
+        meaning="GitHub REST API base URL for publishing from the report step (default: "
+        "GITHUB_API_URL; also a ci-app serve setting)",
         readers=("ci_app.providers.publish",),
     ),
     EnvVar(
         name="CI_FANOUT_GITHUB_THROTTLE",
-        meaning="seconds between GitHub writes when publishing (0: off)",
+        meaning="seconds between GitHub writes when the report step publishes (0: off; also a "
+        "ci-app serve setting)",
         readers=("ci_app.providers.publish",),
     ),
     EnvVar(
