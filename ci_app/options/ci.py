@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ci_app.errors import ConfigError
 from ci_app.options.engine import Layer, OptionSpec, build, env_layer, opt, read_toml, specs
@@ -69,11 +69,10 @@ class CiOptions:
     """The options of the CI steps. ``commands``: the steps that read it; ``surfaces``: where
     it is declared (``action`` inputs, GitLab ``spec: inputs``, ``toml`` = ``[ci]`` table)."""
 
-    command: str = opt(
+    command: Literal["plan", "shard", "report"] = opt(
         "plan",
         "What this step does: `plan` emits the shard matrix, `shard` runs one shard "
         "and uploads its results.json, `report` collects all shards and posts the comment",
-        choices=("plan", "shard", "report"),
         surfaces=_ACTION_ONLY,
         commands=ALL_STEPS,
     )
@@ -133,11 +132,10 @@ class CiOptions:
         commands=("plan",),
         surfaces=EVERYWHERE,
     )
-    mode: str = opt(
+    mode: Literal["static", "queue"] = opt(
         "static",
         "`static`: each shard runs a fixed slice; `queue`: shards pull batches "
         "from the app's longest-first queue (needs server-url; falls back to static)",
-        choices=("static", "queue"),
         commands=("plan", "shard"),
         surfaces=EVERYWHERE,
     )
@@ -226,11 +224,10 @@ class CiOptions:
         commands=("report",),
         surfaces=EVERYWHERE,
     )
-    publish: str = opt(
+    publish: Literal["auto", "github", "gitlab", "none"] = opt(
         "auto",
         "Where the sticky comment goes: `auto` posts to the PR (GitHub) or MR "
         "(GitLab) when there is one",
-        choices=("auto", "github", "gitlab", "none"),
         commands=("report",),
         surfaces=EVERYWHERE,
     )
@@ -247,11 +244,10 @@ class CiOptions:
         commands=("report",),
         surfaces=EVERYWHERE,
     )
-    fail_on: str = opt(
+    fail_on: Literal["failures", "never"] = opt(
         "failures",
         "`failures`: a shard fails when its tests fail and the report fails on "
         "failing tests; `never`: only errors of ci-fanout itself fail the step",
-        choices=("failures", "never"),
         commands=("shard", "report"),
         surfaces=EVERYWHERE,
     )

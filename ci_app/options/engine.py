@@ -21,7 +21,7 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, get_type_hints
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from ci_app.errors import ConfigError
 
@@ -128,6 +128,8 @@ _TYPES: Final[dict[Any, OptType]] = {
 
 
 def _spec_type(hint: Any, attr: str) -> tuple[OptType, bool]:
+    if get_origin(hint) is Literal and all(isinstance(a, str) for a in get_args(hint)):
+        return "string", False
     if isinstance(hint, types.UnionType):
         args = [a for a in hint.__args__ if a is not type(None)]
         if len(args) == 1 and len(hint.__args__) == 2 and args[0] in _TYPES:
@@ -152,6 +154,10 @@ def specs(cls: type) -> tuple[OptionSpec, ...]:
         if not isinstance(meta, _Meta):
             raise TypeError(f"{cls.__name__}.{f.name} is not declared with opt()")
         kind, nullable = _spec_type(hints[f.name], f.name)
+        # a Literal type is the list of choices (mypy then checks comparisons with it too)
+        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
+        if choices and meta.choices:
+            raise TypeError(f"{cls.__name__}.{f.name}: choices come from its Literal type")
         rows.append(
             OptionSpec(
                 name=f.name.replace("_", "-"),
@@ -160,7 +166,7 @@ def specs(cls: type) -> tuple[OptionSpec, ...]:
                 nullable=nullable,
                 default=f.default,  # type: ignore[arg-type]
                 description=meta.description,
-                choices=meta.choices,
+                choices=choices or meta.choices,
                 secret=meta.secret,
                 commands=meta.commands,
                 surfaces=meta.surfaces,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -20,11 +21,13 @@ class Sample:
     enabled: bool = opt(False, "a flag")
     colour: str = opt("red", "a choice", choices=("red", "blue"))
     token: str = opt("", "a secret", secret=True)
+    mode: Literal["fast", "slow"] = opt("fast", "choices from the type")
 
 
 def test_table_from_fields() -> None:
     rows = {s.name: s for s in specs(Sample)}
-    assert list(rows) == ["name", "size", "ratio", "enabled", "colour", "token"]
+    assert list(rows) == ["name", "size", "ratio", "enabled", "colour", "token", "mode"]
+    assert (rows["mode"].type, rows["mode"].choices) == ("string", ("fast", "slow"))
     assert (rows["size"].type, rows["size"].nullable) == ("integer", True)
     assert (rows["ratio"].type, rows["enabled"].type) == ("number", "boolean")
     assert rows["colour"].choices == ("red", "blue")
@@ -57,6 +60,7 @@ def test_cascade_later_wins_and_names_its_sources() -> None:
         "enabled": "file.toml",
         "colour": "--colour",
         "token": "default",
+        "mode": "default",
     }
     assert "token" not in repr(Sample(token="hunter2")) and "hunter2" not in repr(
         Sample(token="hunter2")
@@ -82,6 +86,8 @@ def test_conversion_errors() -> None:
         convert(rows["ratio"], True, "f.toml")
     with pytest.raises(ConfigError, match=r"choose one of red, blue\. Perhaps you meant .red."):
         convert(rows["colour"], "rad", "env")
+    with pytest.raises(ConfigError, match="choose one of fast, slow"):
+        convert(rows["mode"], "medium", "env")
     with pytest.raises(ConfigError, match=r"unknown option .colur.\. Perhaps you meant .colour."):
         build(Sample, [Layer("f.toml", {"colur": "red"})])
 
