@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ci_app.options.server import Settings
 from ci_app.reporting.links import page_key
-from ci_app.settings import Settings
 from ci_app.store import Store, open_store
 from ci_app.store.database import insert_arrow
 from ci_app.store.explorer import rows_of_test

@@ -1,4 +1,4 @@
-"""Detector accuracy: flaky tests and change points, against the baselines of notes/anomaly.md.
+"""Detector accuracy: flaky tests and change points, against retry-only and flip-rate baselines.
 
 Flaky: synthetic CI history (500 tests x 200 commits x 3 runner classes; 30 flaky,
 10 regressions, 5 runner-specific failures, 0.5 % whole-run infrastructure errors),
@@ -79,7 +79,7 @@ def generate_history(
             p[t, rng.integers(runners)] = rate
         else:
             p[t, :] = rate
-    # burstiness as in notes/anomaly.md: P(fail | previous attempt passed) = p,
+    # bursty failures (a two-state chain): P(fail | previous attempt passed) = p,
     # P(fail | previous attempt failed) = rho
     q = p
     # deterministic failures: [start, end) commit ranges, per runner mask

@@ -64,6 +64,8 @@ _KNOWN: Final = {
     "HEALTH": "health_path",
     "RECORD": "",  # read by the plugin: where the per-test record goes
 }
+#: every ``CI_FANOUT_BROWSER_*`` variable (listed in :mod:`ci_app.options.env`)
+ENV_NAMES: Final = tuple(ENV_PREFIX + k for k in _KNOWN)
 
 
 def pool_size(cpus: int, memory_bytes: int | None, *, per_browser: int = PER_BROWSER_BYTES) -> int:
@@ -173,6 +175,7 @@ def config_from_env(
 
 __all__ = [
     "DEFAULT_EXECUTABLE",
+    "ENV_NAMES",
     "MAX_POOL_SIZE",
     "PER_BROWSER_BYTES",
     "PoolConfig",

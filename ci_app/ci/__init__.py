@@ -1,6 +1,6 @@
 """The CI steps behind the GitHub Action and the GitLab template: ``plan``, ``shard``, ``report``.
 
-Options come from ``CI_FANOUT_*`` environment variables (:mod:`ci_app.ci_options`; the action and
+Options come from ``CI_FANOUT_*`` environment variables (:mod:`ci_app.options.ci`; the action and
 the template pass their inputs that way and never interpolate them into scripts), the CI context
 from the provider's own variables (:mod:`ci_app.ci.context`). One module per step:
 
@@ -35,14 +35,16 @@ def run_step(
     """Run one step with options and context from ``env``; returns the exit code."""
     from ci_app.ci.context import CiContext
     from ci_app.ci.step import STEPS, Step
-    from ci_app.ci_options import resolve
     from ci_app.errors import ConfigError
+    from ci_app.options.ci import resolve
 
     if name not in STEPS:
         raise ConfigError(f"unknown step {name!r}; choose one of {', '.join(STEPS)}")
     ctx = CiContext.from_env(env, cwd or Path.cwd())
-    vals = resolve(env, base_dir=ctx.root)
-    step = Step(vals=vals, ctx=ctx, io=io or CiOutput(env), env=env)
+    config = resolve(env, base_dir=ctx.root)
+    step = Step(
+        vals=config.options, ctx=ctx, io=io or CiOutput(env), env=env, project=config.project
+    )
     if step.server_token:
         step.io.mask(step.server_token)
     if step.run_token:

@@ -21,10 +21,10 @@ from ci_app.ci.step import (
     Step,
     safe_id,
 )
-from ci_app.ci_options import OPTIONS
 from ci_app.ciout import dotenv_line
 from ci_app.matrix.planner import Matrix
 from ci_app.matrix.render import dump_yaml, gitlab_child_pipeline
+from ci_app.options.ci import OPTIONS
 
 SHARD_COMMAND: Final = '"$CI_FANOUT_TOOL_PYTHON" -m ci_app ci shard'
 #: variables of the plan job that the shard jobs need, besides the options
@@ -33,7 +33,7 @@ _FORWARD: Final = ("CI_FANOUT_GITLAB_URL", "CI_FANOUT_TOOL_CACHE")
 
 def child_pipeline(step: Step, matrix: Matrix) -> dict[str, Any]:
     """The child pipeline document."""
-    out_rel = step.vals.text("output-dir").strip("/") or "."
+    out_rel = step.vals.output_dir.strip("/") or "."
     doc = gitlab_child_pipeline(
         matrix, matrix_path=f"{out_rel}/{MATRIX_FILE}", plan_job=GITLAB_PLAN_JOB
     )
@@ -50,10 +50,10 @@ def child_pipeline(step: Step, matrix: Matrix) -> dict[str, Any]:
         if step.env.get(name):
             variables[name] = step.env[name]
     child: dict[str, Any] = {"stages": doc.pop("stages"), "variables": variables}
-    image = step.vals.text("image")
+    image = step.vals.image
     if image:
         child["default"] = {"image": image}
-    name = step.vals.text("artifact-name") or "ci-fanout"
+    name = step.vals.artifact_name or "ci-fanout"
     for key, job in doc.items():
         shard_id = str(job["variables"]["CI_FANOUT_SHARD"])
         shard_dir = f"{out_rel}/shard-{safe_id(shard_id)}"

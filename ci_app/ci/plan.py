@@ -14,7 +14,6 @@ import os
 import shlex
 import tempfile
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -30,25 +29,9 @@ from ci_app.ci.testenv import (
     resolve_command,
     sandbox_env,
 )
-from ci_app.ci_options import option
 from ci_app.errors import ConfigError, InputError, ProviderError
 from ci_app.matrix.accounting import not_run_results
 from ci_app.matrix.planner import Matrix, PlanOptions, plan_matrix
-
-
-def read_config(step: Step) -> dict[str, Any]:
-    """``ci-fanout.toml`` (the ``config`` option): a missing file is fine only when it is the
-    default name; a file the user named must exist."""
-    name = step.vals.text("config") or str(option("config").default)
-    path = step.workdir / name
-    if not path.exists():
-        if name != option("config").default:
-            raise ConfigError(f"config file {path} does not exist (config = {name!r})")
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
 
 
 def _runners(step: Step) -> Any | None:
@@ -64,7 +47,7 @@ def _runners(step: Step) -> Any | None:
             step.io.info("ci-fanout: the app knows no online runner yet; using the runners input")
         except (ProviderError, InputError, ValueError) as exc:
             step.io.annotate("warning", f"runner pools from the app unavailable: {exc}")
-    text = step.vals.text("runners").strip()
+    text = step.vals.runners.strip()
     if not text:
         return None
     if text.startswith(("[", "{")):
@@ -86,9 +69,7 @@ def _collect(step: Step, paths: str) -> Any:
     from ci_app.commands.plan import collect_inventory
 
     python = step.test_python()
-    cmd = resolve_command(
-        shlex.split(step.vals.text("test-command")), python, step.vals.text("python")
-    )
+    cmd = resolve_command(shlex.split(step.vals.test_command), python, step.vals.python)
     args: list[str] = []
     if is_pytest(cmd):  # collect with what the shards run: their interpreter and arguments
         args = pytest_args(cmd)
@@ -110,8 +91,8 @@ def _inventory(step: Step, config: Mapping[str, Any], duration_files: list[str])
     from ci_app.matrix.durations import durations_from_json
     from ci_app.matrix.inventory import apply_rules, inventory_from_ids, rules_from_config
 
-    tests_file = step.vals.text("tests-file")
-    collect = step.vals.text("collect")
+    tests_file = step.vals.tests_file
+    collect = step.vals.collect
     if tests_file:
         path = step.workdir / tests_file
         try:
@@ -139,8 +120,8 @@ def step_plan(step: Step) -> int:
     out = step.output_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_TOKEN_FILE).unlink(missing_ok=True)
-    config = read_config(step)
-    durations = [p for p in globs(vals.text("durations"), step.workdir) if Path(p).exists()]
+    config = step.project
+    durations = [p for p in globs(vals.durations, step.workdir) if Path(p).exists()]
     cached = step.history_dir / DURATIONS_FILE
     if cached.exists():
         durations.insert(0, str(cached))
@@ -150,11 +131,11 @@ def step_plan(step: Step) -> int:
     history = load_history(durations)
     runners = _runners(step)
     options = PlanOptions(
-        mode="queue" if vals.text("mode") == "queue" else "static",
-        shards=vals.int_or_none("shards"),
-        target_s=vals.number("target-minutes") * 60.0,
-        setup_s=vals.number("setup-seconds"),
-        gpu_for_cpu=vals.flag("gpu-for-cpu"),
+        mode="queue" if vals.mode == "queue" else "static",
+        shards=vals.shards,
+        target_s=vals.target_minutes * 60.0,
+        setup_s=vals.setup_seconds,
+        gpu_for_cpu=vals.gpu_for_cpu,
         on_unsatisfied="report",
     )
     plan_ctx = PlanContext(

@@ -171,7 +171,7 @@ def update_durations(path: Path, sets: Sequence[ResultSet], *, limit: int = 200_
 
 
 def _publish_target(step: Step) -> str | None:
-    choice = step.vals.text("publish")
+    choice = step.vals.publish
     if choice == "none":
         return None
     if choice == "auto":
@@ -294,7 +294,7 @@ def step_report(step: Step) -> int:
     if not sets:
         raise InputError(
             f"no shard results found under {out / 'results'} (download the "
-            f"{vals.text('artifact-name')}-results-* artifacts there first)"
+            f"{vals.artifact_name}-results-* artifacts there first)"
         )
     step.history_dir.mkdir(parents=True, exist_ok=True)
     db = step.history_dir / DB_FILE
@@ -309,8 +309,8 @@ def step_report(step: Step) -> int:
         report = build_report(
             store.results,
             ctx.run_id,
-            base_branch=vals.text("base-branch") or ctx.base_branch or ctx.default_branch,
-            dashboard_url=vals.text("dashboard-url") or None,
+            base_branch=vals.base_branch or ctx.base_branch or ctx.default_branch,
+            dashboard_url=vals.dashboard_url or None,
         )
     comment = render_comment(report)
     (report_dir / "comment.md").write_text(comment, encoding="utf-8")
@@ -339,7 +339,7 @@ def step_report(step: Step) -> int:
     io.set_output("report-json", str(report_json))
     io.info(f"ci-fanout: report {conclusion}; comment, charts and report.json in {report_dir}")
     infra = bool(report.comparison.lost or report.comparison.infra_shards or report.empty)
-    if conclusion == "failure" and (infra or vals.text("fail-on") == "failures"):
+    if conclusion == "failure" and (infra or vals.fail_on == "failures"):
         io.annotate("error", str(check.get("title") or "tests failed"), title="ci-fanout")
         return 1
     return 0
@@ -359,7 +359,7 @@ def _publish(
     ctx = step.ctx
     payload = (
         check_run_payload(check, head_sha=ctx.commit)
-        if step.vals.flag("check-run") and ctx.commit
+        if step.vals.check_run and ctx.commit
         else None
     )
     try:
@@ -379,7 +379,7 @@ def _publish(
             check_run=payload,
             images=charts if target == "gitlab" else None,
             env=step.env,
-            dashboard_url=step.vals.text("dashboard-url") or None,
+            dashboard_url=step.vals.dashboard_url or None,
         )
     except (ProviderError, ConfigError) as exc:
         step.io.annotate("warning", f"could not publish to {target}: {exc}", title="ci-fanout")

@@ -89,7 +89,7 @@ def _argv(
     matrix_path = step.output_dir / MATRIX_FILE
     shard = matrix.shard(shard_id)
     if any("{tests}" in c for c in cmd):
-        if not step.vals.text("reports"):
+        if not step.vals.reports:
             raise ConfigError(
                 "a test-command with {tests} must say where it writes its reports: set reports"
             )
@@ -134,7 +134,7 @@ def step_shard(step: Step) -> int:
     from ci_app.artifacts.ingest import ingest_paths
 
     vals, ctx, io = step.vals, step.ctx, step.io
-    shard_id = vals.text("shard") or step.env.get("CI_FANOUT_SHARD", "")
+    shard_id = vals.shard or step.env.get("CI_FANOUT_SHARD", "")
     if not shard_id:
         raise ConfigError("ci-app ci shard needs the shard id: with: shard: the matrix's shard")
     matrix = _matrix(step)
@@ -145,10 +145,10 @@ def step_shard(step: Step) -> int:
     queue = step.queue_url() if matrix.mode == "queue" and token else None
     if matrix.mode == "queue" and queue is None:
         io.annotate("warning", "queue mode without a run token: running the static slice")
-    raw = shlex.split(vals.text("test-command"))
+    raw = shlex.split(vals.test_command)
     if not raw:
         raise ConfigError("test-command is empty")
-    cmd = resolve_command(raw, step.test_python(), vals.text("python"))
+    cmd = resolve_command(raw, step.test_python(), vals.python)
     native = shard_dir / "native-junit.xml"
     native.unlink(missing_ok=True)
     journal = shard_dir / JOURNAL_FILE
@@ -174,7 +174,7 @@ def step_shard(step: Step) -> int:
             except OSError as exc:
                 raise ConfigError(f"cannot run the test command {argv[0]!r}: {exc}") from exc
             wall = time.monotonic() - t0
-    patterns = globs(vals.text("reports"), step.workdir) if vals.text("reports") else [str(native)]
+    patterns = globs(vals.reports, step.workdir) if vals.reports else [str(native)]
     run = replace(
         ctx.run_info(shard_id, shard.runs_on),
         started_at=_iso(started),
@@ -261,7 +261,7 @@ def _finish(
             title=f"ci-fanout: shard {shard_id}",
         )
         return rc if rc > 0 else 1
-    if failed and step.vals.text("fail-on") == "failures":
+    if failed and step.vals.fail_on == "failures":
         return 1
     return 0
 
@@ -281,5 +281,5 @@ def _rel(path: str | None, step: Step) -> str | None:
         with contextlib.suppress(ValueError):
             return str(p.relative_to(step.ctx.root))
         return path
-    wd = step.vals.text("working-directory").strip("/")
+    wd = step.vals.working_directory.strip("/")
     return str(Path(wd) / p) if wd not in ("", ".") else path

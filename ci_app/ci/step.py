@@ -8,15 +8,15 @@ import shlex
 import shutil
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from ci_app.ci.context import CiContext
-from ci_app.ci_options import CiValues, env_name, option
 from ci_app.ciout import CiOutput
 from ci_app.client import AppClient
 from ci_app.errors import ConfigError
+from ci_app.options.ci import CiOptions
 
 STEPS: Final = ("plan", "shard", "report")
 MATRIX_FILE: Final = "matrix.json"
@@ -51,33 +51,35 @@ def globs(text: str, base: Path) -> list[str]:
 class Step:
     """Everything a step needs; built once by :func:`ci_app.ci.run_step`."""
 
-    vals: CiValues
+    vals: CiOptions
     ctx: CiContext
     io: CiOutput
     env: Mapping[str, str]
+    #: the whole ``ci-fanout.toml`` (planner rules, policies); ``{}`` when there is none
+    project: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def workdir(self) -> Path:
-        return self.ctx.root / self.vals.text("working-directory")
+        return self.ctx.root / self.vals.working_directory
 
     @property
     def output_dir(self) -> Path:
-        return self.ctx.root / self.vals.text("output-dir")
+        return self.ctx.root / self.vals.output_dir
 
     @property
     def history_dir(self) -> Path:
-        if not self.vals.flag("cache"):  # the CI may still restore it; do not read it
+        if not self.vals.cache:  # the CI may still restore it; do not read it
             return self.output_dir / "history"
-        return self.ctx.root / self.vals.text("history-dir")
+        return self.ctx.root / self.vals.history_dir
 
     @property
     def server(self) -> str:
-        return self.vals.text("server-url").rstrip("/")
+        return self.vals.server_url.rstrip("/")
 
     @property
     def server_token(self) -> str:
         """The admin/server token: only the plan step needs it (to obtain a run token)."""
-        return self.env.get(env_name("server-token"), "")
+        return self.vals.server_token
 
     @property
     def run_token(self) -> str:
@@ -95,20 +97,20 @@ class Step:
 
     def queue_url(self) -> str | None:
         """The run's queue on the app (``POST /api/v1/queue`` creates it under this URL)."""
-        if self.vals.text("mode") != "queue" or not self.server:
+        if self.vals.mode != "queue" or not self.server:
             return None
         return f"{self.server}/api/v1/queue/{urllib.parse.quote(self.ctx.run_id, safe='-._~')}"
 
     def test_python(self) -> str:
         """The interpreter that has the tests' dependencies (the ``python`` option), resolved
         on PATH: it collects the tests and runs them; ci-fanout itself may run elsewhere."""
-        name = self.vals.text("python") or "python3"
+        name = self.vals.python or "python3"
         found = shutil.which(name, path=self.env.get("PATH"))
         if found is None and Path(name).is_file():
             found = name
         if found is None:
             raise ConfigError(
                 f"python = {name!r} is not an interpreter on PATH (set the "
-                f"{option('python').name} input to the Python that has your test dependencies)"
+                "python input to the Python that has your test dependencies)"
             )
         return found

@@ -141,17 +141,10 @@ def _inventory(
 
 
 def _config(path: str | None) -> dict[str, Any]:
-    p = Path(path) if path else Path("ci-fanout.toml")
-    if not p.exists():
-        if path:
-            raise ConfigError(f"config file {path} does not exist")
-        return {}
-    import tomllib
+    """``ci-fanout.toml`` (``--config F``, which must exist; else ``./ci-fanout.toml``)."""
+    from ci_app.options.ci import DEFAULT_CONFIG, read_project_config
 
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {p}: {exc}") from exc
+    return read_project_config(Path(path or DEFAULT_CONFIG), required=bool(path))
 
 
 def _options(args: argparse.Namespace) -> PlanOptions:

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from ci_app.settings import Settings, load_settings
+from ci_app.options.server import Settings, load_settings
 
 #: exit status of a worker whose store failed for good (EX_SOFTWARE; gunicorn halts the whole
 #: server only on 3 and 4, and restarts a worker on any other status)
@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
         help="run the webhook app, APIs, dashboard and job worker (gunicorn)",
         description=(
             "Serve /webhooks/*, /api/v1/*, the dashboard, /healthz and /metrics. Options come "
-            "from defaults, a TOML file (--config or CI_FANOUT_CONFIG), CI_FANOUT_* "
+            "from defaults, a TOML file (--config or CI_FANOUT_SERVE_CONFIG), CI_FANOUT_* "
             "environment variables and these flags (later wins); docs/options.md lists them."
         ),
     )

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from ci_app import __version__
-from ci_app.settings import Settings
+from ci_app.options.server import Settings
 from ci_app.store import Store, open_store
 from ci_app.web.batcher import DeliveryBatcher
 from ci_app.web.charts import ChartCache

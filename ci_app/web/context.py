@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ci_app.options.server import Settings
 from ci_app.providers.base import Provider, get_provider
-from ci_app.settings import Settings
 from ci_app.store import Store, is_fatal_error
 from ci_app.store.queue import DuckQueue
 from ci_app.web.metrics import Metrics

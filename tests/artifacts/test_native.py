@@ -85,6 +85,12 @@ def _report_files() -> list[Path]:
     )
 
 
+def test_docs_say_how_many_reports_are_compared() -> None:
+    """docs/artifacts.md names the number of stored reports the two readers are compared on."""
+    docs = (DATA.parents[1] / "docs" / "artifacts.md").read_text(encoding="utf-8")
+    assert f"each of the {len(_report_files())} report files" in " ".join(docs.split())
+
+
 @needs_native
 @pytest.mark.parametrize("path", _report_files(), ids=lambda p: str(p.relative_to(DATA)))
 def test_every_stored_report_reads_the_same(path: Path) -> None:

@@ -14,7 +14,7 @@ def real_app() -> Iterator[tuple[str, Any]]:
     """The real ``ci-app serve`` Flask app on a loopback port (no job worker)."""
     from werkzeug.serving import make_server
 
-    from ci_app.settings import Settings
+    from ci_app.options.server import Settings
     from ci_app.store import open_store
     from ci_app.web.app import create_app
 

@@ -1,4 +1,4 @@
-"""Meta-tests: action.yml, the GitLab template and component, ci_options.py, README and
+"""Meta-tests: action.yml, the GitLab template and component, ci_app/options/ci.py, README and
 docs/ci.md agree; the workflows are actionlint-clean; GitLab/Azure YAML match their schemas."""
 
 from __future__ import annotations
@@ -14,18 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from ci_app import ci_options
-from ci_app.ci_options import (
+from ci_app.options.ci import (
     ACTION,
     GITLAB,
     OPTIONS,
-    README_BEGIN,
-    README_END,
+    TOML,
     action_inputs_yaml,
-    generated_section,
     gitlab_spec_inputs,
-    render_docs,
-    render_readme,
+    input_description,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,8 +95,8 @@ def test_every_option_is_documented_and_kebab_case() -> None:
         assert re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", o.name), o.name
         assert len(o.description) > 20, o.name
         assert o.env == "CI_FANOUT_" + o.name.upper().replace("-", "_")
-        if o.default_text and ci_options.TOML in o.surfaces:
-            assert f"`{o.default_text}`" in o.input_description
+        if o.default_text and TOML in o.surfaces:
+            assert f"`{o.default_text}`" in input_description(o)
 
 
 def test_action_passes_every_input_through_env_only() -> None:
@@ -194,19 +190,38 @@ def test_install_script_is_the_one_snippet() -> None:
 
 def test_readme_documents_every_action_input() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert generated_section(readme, README_BEGIN, README_END) == render_readme(), (
-        "README's input table is stale: python -m ci_app.ci_options --write-readme README.md"
-    )
     for name, spec in _action()["inputs"].items():
         assert f"| `{name}` |" in readme, name
         assert spec["description"]
 
 
-def test_docs_ci_md_is_current() -> None:
-    text = (ROOT / "docs" / "ci.md").read_text()
-    assert ci_options.docs_section(text) == render_docs(), (
-        "docs/ci.md is stale: python -m ci_app.ci_options --write-docs docs/ci.md"
-    )
+def test_generated_files_are_current() -> None:
+    """Every file ``make docs`` writes (docs/ci.md, docs/options.md, docs/environment.md,
+    docs/labels.md, the README's tables, action.yml, the GitLab template and component) is
+    what the code renders now."""
+    from ci_app.docs import GENERATED, stale
+
+    assert {"docs/ci.md", "README.md", "docs/options.md", "docs/environment.md"} <= set(GENERATED)
+    assert stale(ROOT) == [], "stale generated files: run make docs"
+
+
+def test_make_docs_from_a_clean_checkout(tmp_path: Path) -> None:
+    """``make docs`` (``python -m ci_app.docs``) rewrites a stale file and creates a missing one;
+    run again, it has nothing to do."""
+    from ci_app.docs import GENERATED
+
+    for rel in GENERATED:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text((ROOT / rel).read_text())
+    (tmp_path / "docs" / "environment.md").unlink()
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text().replace("| `working-directory` |", "| `stale` |"))
+    run = [sys.executable, "-m", "ci_app.docs"]
+    first = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert first.stdout.split("\n")[:2] == ["updated README.md", "updated docs/environment.md"]
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+    again = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert again.stdout == "generated files are up to date\n"
 
 
 # -- linters and schemas ----------------------------------------------------------------------

@@ -18,10 +18,10 @@ import yaml
 
 from ci_app.ci import run_step
 from ci_app.ci.report import extract_results, load_shard_results, update_durations
-from ci_app.ci_options import resolve
 from ci_app.ciout import CiOutput
 from ci_app.errors import ConfigError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.options.ci import resolve
 from tests.ci.test_meta import check_schema
 
 RUNNERS = [
@@ -183,15 +183,17 @@ def test_generated_child_pipeline_matches_gitlab_schema(tmp_path: Path) -> None:
 
 def test_options_cascade_toml_then_env(tmp_path: Path) -> None:
     (tmp_path / "ci-fanout.toml").write_text('[ci]\ntarget-minutes = 4\nmode = "queue"\n')
-    vals = resolve({}, base_dir=tmp_path)
-    assert vals.number("target-minutes") == 4.0
-    assert vals.text("mode") == "queue"
-    assert vals.number("setup-seconds") == 30.0  # default
+    config = resolve({}, base_dir=tmp_path)
+    assert config.options.target_minutes == 4.0
+    assert config.options.mode == "queue"
+    assert config.options.setup_seconds == 30.0  # default
+    assert config.project == {"ci": {"target-minutes": 4, "mode": "queue"}}
     env = {"CI_FANOUT_TARGET_MINUTES": "7.5", "CI_FANOUT_MODE": ""}  # '' = unset
-    vals = resolve(env, base_dir=tmp_path)
-    assert vals.number("target-minutes") == 7.5
-    assert vals.text("mode") == "queue"
-    assert vals.sources["target-minutes"] == "CI_FANOUT_TARGET_MINUTES"
+    config = resolve(env, base_dir=tmp_path)
+    assert config.options.target_minutes == 7.5
+    assert config.options.mode == "queue"
+    assert config.sources["target-minutes"] == "CI_FANOUT_TARGET_MINUTES"
+    assert config.sources["mode"] == f"{tmp_path / 'ci-fanout.toml'} [ci]"
     with pytest.raises(ConfigError, match="choose one of static, queue"):
         resolve({"CI_FANOUT_MODE": "queu"}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match="not a valid boolean"):

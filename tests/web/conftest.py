@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
 from ci_app.errors import ProviderError
+from ci_app.options.server import Settings
 from ci_app.providers.base import (
     CheckRunPayload,
     CheckRunRef,
@@ -30,7 +31,6 @@ from ci_app.providers.base import (
     Provider,
     RunnerInfo,
 )
-from ci_app.settings import Settings
 from ci_app.store import Store, open_store
 from ci_app.web.app import create_app
 

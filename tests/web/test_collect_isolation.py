@@ -6,8 +6,8 @@ from typing import Any
 
 from ci_app.matrix.planner import Matrix, Shard, Unsatisfied
 from ci_app.matrix.render import render_json
+from ci_app.options.server import Settings
 from ci_app.providers.base import Provider
-from ci_app.settings import Settings
 from ci_app.store import Job, open_store
 from ci_app.web.context import AppContext
 from ci_app.web.handlers import handle_collect

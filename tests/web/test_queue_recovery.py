@@ -10,8 +10,8 @@ from typing import Any
 from ci_app.matrix.queue import PoolSpec, QueueConfig, QueueItem, TestResult
 from ci_app.matrix.record import RECOVERED_SHARD
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.options.server import Settings
 from ci_app.providers.base import Provider
-from ci_app.settings import Settings
 from ci_app.store import Job, open_store
 from ci_app.web.context import AppContext
 from ci_app.web.handlers import handle_collect

@@ -66,7 +66,7 @@ def project(tmp_path: Path) -> Path:
 def app() -> Iterator[str]:
     from werkzeug.serving import make_server
 
-    from ci_app.settings import Settings
+    from ci_app.options.server import Settings
     from ci_app.store import open_store
     from ci_app.web.app import create_app
 

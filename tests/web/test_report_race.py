@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.options.server import Settings
 from ci_app.providers.base import CommentRef, Provider
-from ci_app.settings import Settings
 from ci_app.store import Job, open_store
 from ci_app.web import handlers
 from ci_app.web.context import AppContext

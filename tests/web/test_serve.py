@@ -18,7 +18,7 @@ from typing import NoReturn
 import pytest
 
 from ci_app.commands.serve import gunicorn_options
-from ci_app.settings import Settings
+from ci_app.options.server import Settings
 
 from .conftest import GH_SECRET, sign
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ci_app.errors import ConfigError
-from ci_app.settings import Settings, env_name, load_settings, render_options_table
+from ci_app.options.server import Settings, env_name, load_settings, render_options_table
 
 DOCS = Path(__file__).parents[2] / "docs" / "options.md"
 
@@ -24,7 +24,7 @@ def test_defaults_and_frozen() -> None:
 
 
 def test_cascade_later_wins(tmp_path: Path) -> None:
-    cfg = tmp_path / "ci-fanout.toml"
+    cfg = tmp_path / "serve.toml"
     cfg.write_text('port = 9000\nthreads = 4\ndb = "from-toml.duckdb"\nlabel-sync = false\n')
     env = {"CI_FANOUT_PORT": "9100", "CI_FANOUT_THREADS": "6", "CI_FANOUT_OTHER_TOOL": "x"}
     s = load_settings(env=env, config_file=cfg, overrides={"port": 9200, "host": None})
@@ -38,7 +38,26 @@ def test_cascade_later_wins(tmp_path: Path) -> None:
     # the file may also come from the environment, and may use a [ci-fanout] table
     cfg2 = tmp_path / "b.toml"
     cfg2.write_text("[ci-fanout]\njob_workers = 3\n")
-    assert load_settings(env={"CI_FANOUT_CONFIG": str(cfg2)}).job_workers == 3
+    assert load_settings(env={"CI_FANOUT_SERVE_CONFIG": str(cfg2)}).job_workers == 3
+
+
+def test_settings_file_has_its_own_variable(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CI_FANOUT_CONFIG is the CI steps' ci-fanout.toml; the server's file is
+    CI_FANOUT_SERVE_CONFIG. The old name still works for the server, with a warning, and
+    never wins over the new one."""
+    serve = tmp_path / "serve.toml"
+    serve.write_text("threads = 3\n")
+    old = tmp_path / "old.toml"
+    old.write_text("threads = 5\n")
+    both = {"CI_FANOUT_SERVE_CONFIG": str(serve), "CI_FANOUT_CONFIG": str(old)}
+    with caplog.at_level("WARNING"):
+        assert load_settings(env=both).threads == 3
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        assert load_settings(env={"CI_FANOUT_CONFIG": str(old)}).threads == 5
+    assert "CI_FANOUT_SERVE_CONFIG" in caplog.text
 
 
 def test_unknown_keys_suggest(tmp_path: Path) -> None:
@@ -86,6 +105,5 @@ def test_env_names_follow_option_names() -> None:
 
 def test_docs_options_md_is_current() -> None:
     assert DOCS.read_text(encoding="utf-8") == render_options_table(), (
-        "docs/options.md is stale: run python -c 'from ci_app.settings import "
-        'render_options_table as r; open("docs/options.md", "w").write(r())\''
+        "docs/options.md is stale: make docs"
     )
