@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ci_app.model.results import RunInfo
-
 FAILING = frozenset({"failed", "error"})
 
 
@@ -38,20 +36,6 @@ class RunMeta:
     base_commit: str | None = None
     pr: int | None = None
     started_at: str | None = None  # ISO 8601, naive UTC
-
-    def run_info(self, shard_id: str | None = None) -> RunInfo:
-        """The identity a stored run's results carry (the one builder from stored runs)."""
-        return RunInfo(
-            run_id=self.run_id,
-            shard_id=shard_id,
-            repo=self.repo,
-            provider=self.provider,
-            pipeline_id=self.pipeline_id,
-            commit=self.commit,
-            branch=self.branch,
-            base_commit=self.base_commit,
-            pr=self.pr,
-        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -45,7 +45,7 @@ from ci_app.matrix.queue import (
     queue_order,
 )
 from ci_app.matrix.record import RECOVERED_SHARD, dead_runners, recovered_results
-from ci_app.model.results import ResultSet
+from ci_app.model.results import ResultSet, RunInfo
 from ci_app.store.db import Store, _one
 
 __all__ = ["DuckQueue", "mark_interrupted", "merge_record"]
@@ -643,7 +643,7 @@ def mark_interrupted(
     n = 0
     for shard, why in (shards or {}).items():
         if not store.mark_interrupted(run_id, shard, why):
-            store.ingest(ResultSet(run=meta.run_info(shard)))
+            store.ingest(ResultSet(run=RunInfo.of(meta, shard_id=shard)))
             store.mark_interrupted(run_id, shard, why)
         n += 1
     by_runner: dict[str, list[str]] = {}
@@ -654,7 +654,9 @@ def mark_interrupted(
         ids = [s for s in by_runner.get(runner, []) if s not in (shards or {})]
         if not ids and runner not in by_runner:
             ids = [f"runner:{runner}"[:200]]
-            store.ingest(ResultSet(run=replace(meta.run_info(ids[0]), runner_name=runner)))
+            store.ingest(
+                ResultSet(run=replace(RunInfo.of(meta, shard_id=ids[0]), runner_name=runner))
+            )
         for shard in ids:
             n += store.mark_interrupted(run_id, shard, why)
     return n
@@ -672,7 +674,7 @@ def merge_record(store: Store, run_id: str) -> tuple[int, int]:
     have = set(store.cases([run_id], details=False).test_id)
     todo = {t: r for t, r in queue.results(run_id).items() if t not in have}
     inserted = 0
-    recovered = recovered_results(todo, (), meta.run_info(RECOVERED_SHARD))
+    recovered = recovered_results(todo, (), RunInfo.of(meta, shard_id=RECOVERED_SHARD))
     if recovered is not None:
         inserted = store.ingest(recovered)
     shards, runners = dead_runners(queue.expired_leases(run_id))

@@ -30,7 +30,7 @@ from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
-from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet, RunInfo
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.providers.download import read_results
 from ci_app.store import Job
@@ -238,7 +238,7 @@ def _account(ctx: AppContext, run_id: str, plan: Matrix) -> None:
     shards = {s.shard_id for s in ctx.store.shards([run_id])}
     reported = set(ctx.store.cases([run_id], details=False).test_id)
     acc = account_ids(plan, reported, shards - SYNTHETIC_SHARDS)
-    run = meta.run_info()
+    run = RunInfo.of(meta)
     if plan.unsatisfied and NOT_RUN_SHARD not in shards:
         ctx.store.ingest(not_run_results(plan, run))
     if acc.lost and LOST_SHARD not in shards:
