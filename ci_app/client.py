@@ -61,9 +61,7 @@ class Retry:
 
     def delay(self, retry: int, status: int | None, retry_after: str | None) -> float | None:
         """Seconds to wait before retry number ``retry`` (0-based); None: do not retry."""
-        if retry + 1 >= self.attempts:
-            return None
-        if status is not None and status != 429 and status < 500:
+        if retry + 1 >= self.attempts or not retryable(status):
             return None
         wait = min(self.max_backoff_s, self.base_delay_s * 2.0**retry)
         if retry_after is not None:
@@ -71,6 +69,11 @@ class Retry:
             if asked is not None:
                 wait = asked
         return wait if wait <= self.max_wait_s else None
+
+
+def retryable(status: int | None) -> bool:
+    """No answer (``None``), a server error or a rate limit: worth another try."""
+    return status is None or status == 429 or status >= 500
 
 
 DEFAULT_RETRY: Final = Retry()
@@ -160,7 +163,7 @@ class AppClient:
                 status = exc.code
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
                 detail = _detail(exc)
-                if status != 429 and status < 500:
+                if not retryable(status):
                     raise AppRejectedError(
                         detail, provider=PROVIDER, operation=operation, status=status
                     ) from exc
