@@ -31,7 +31,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
@@ -42,8 +41,8 @@ from ci_app.artifacts.ingest import ingest_paths
 from ci_app.browser.record import merge_record_file, record_path_for
 from ci_app.ci.journal import merge_journal
 from ci_app.cli import main as ci_app
-from ci_app.client import AppClient
-from ci_app.errors import CiFanoutError
+from ci_app.client import NO_RETRY, AppClient
+from ci_app.errors import CiFanoutError, ProviderError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import DispatchRequest, JobState
 from ci_app.providers.local import LocalProvider
@@ -122,9 +121,9 @@ class Server:
             if self.proc.poll() is not None:
                 raise CiFanoutError(f"ci-app serve exited early; see {self.log.name}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
+                AppClient(self.url, timeout_s=1, retry=NO_RETRY).exchange("GET", "healthz")
+                return
+            except ProviderError:
                 time.sleep(0.1)
         raise CiFanoutError(f"ci-app serve did not answer within {timeout:.0f}s")
 
