@@ -6,6 +6,8 @@ import email.message
 import http.server
 import io
 import json
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -268,3 +270,17 @@ def test_retry_over_http(flaky_server: tuple[str, list[str]], sleeps: list[float
     api = AppClient(url, "tok", retry=Retry(sleep=sleeps.append))
     assert api.post("api/v1/results", {}) == {"ok": True}
     assert seen == ["Bearer tok", "Bearer tok"] and sleeps == [0.2]
+
+
+# -- where it may be loaded ---------------------------------------------------------------------
+def test_the_client_and_the_plugin_load_no_cli_and_no_third_party_module() -> None:
+    """The plugin and the shard runner load the client inside the tests' interpreter."""
+    code = (
+        "import sys, ci_app.client, ci_app.shard_runner\n"
+        "foreign = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "import ci_app.pytest_plugin\n"
+        "cli = [m for m in sys.modules if m == 'ci_app.cli' or m.startswith('ci_app.commands')]\n"
+        "print(sorted(m for m in foreign if not m.startswith('_')), cli)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[0] == "['ci_app'] []"
