@@ -43,7 +43,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -55,7 +54,9 @@ import psutil
 from ci_app.artifacts.ingest import ingest_paths
 from ci_app.ci.journal import merge_journal
 from ci_app.ci.testenv import PLUGIN_NAME, plugin_dir
+from ci_app.client import NO_RETRY, AppClient
 from ci_app.commands.plan import load_history
+from ci_app.errors import ProviderError
 from ci_app.matrix.accounting import accounted_sets
 from ci_app.matrix.inventory import Inventory
 from ci_app.matrix.planner import Matrix, PlanOptions, plan_matrix
@@ -287,22 +288,18 @@ class Server:
             time.sleep(0.1)
         if not self.url:
             raise RuntimeError(f"ci-app serve did not start:\n{self.log.read_text()}")
+        health = AppClient(self.url, timeout_s=2, retry=NO_RETRY)
         for _ in range(300):
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
-                    break
-            except OSError:
+                health.exchange("GET", "healthz")
+                break
+            except ProviderError:
                 time.sleep(0.1)
 
     def call(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
-        req = urllib.request.Request(
-            self.url + path,
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read() or b"null")
+        # one try: a benchmark reports the server's failures instead of retrying them away
+        app = AppClient(self.url, token, timeout_s=120, retry=NO_RETRY)
+        return app.request(method, path, body)
 
     def cpu_s(self) -> float:
         total = 0.0

@@ -31,8 +31,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
@@ -43,7 +41,8 @@ from ci_app.artifacts.ingest import ingest_paths
 from ci_app.browser.record import merge_record_file, record_path_for
 from ci_app.ci.journal import merge_journal
 from ci_app.cli import main as ci_app
-from ci_app.errors import CiFanoutError
+from ci_app.client import NO_RETRY, AppClient
+from ci_app.errors import CiFanoutError, ProviderError
 from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
 from ci_app.providers.base import DispatchRequest, JobState
 from ci_app.providers.local import LocalProvider
@@ -122,28 +121,14 @@ class Server:
             if self.proc.poll() is not None:
                 raise CiFanoutError(f"ci-app serve exited early; see {self.log.name}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
+                AppClient(self.url, timeout_s=1, retry=NO_RETRY).exchange("GET", "healthz")
+                return
+            except ProviderError:
                 time.sleep(0.1)
         raise CiFanoutError(f"ci-app serve did not answer within {timeout:.0f}s")
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(  # noqa: S310 - loopback URL built above
-            f"{self.url}{path}",
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {token or self.token}",
-                "Content-Type": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise CiFanoutError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
+        return AppClient(self.url, token or self.token, timeout_s=30).request(method, path, body)
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait until the job worker has nothing queued or leased."""

@@ -19,7 +19,7 @@ Inert unless one of its options is given; it always registers the ``hw`` marker.
   (``ci-app ci shard`` merges them into ``results.json``).
 * With ``--fanout-matrix``, a collected test the plan did not list anywhere (it was collected
   differently at plan time) is not deselected: exactly one shard runs it
-  (:func:`~ci_app.commands.shard.unplanned_home`), and says so.
+  (:func:`~ci_app.shard_runner.unplanned_home`), and says so.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ from typing import IO, Any
 
 import pytest
 
-from ci_app.commands.shard import (
+from ci_app.client import AppRejectedError, AppUnavailableError, QueueClient
+from ci_app.credentials import take_token
+from ci_app.errors import CiFanoutError
+from ci_app.matrix.inventory import Inventory, TestSpec
+from ci_app.matrix.planner import Matrix
+from ci_app.model.labels import RequirementError, compile_requirements
+from ci_app.shard_runner import (
     HEARTBEAT_S,
-    QueueClient,
-    QueueRejectedError,
-    QueueUnavailableError,
     Reporter,
     default_labels,
     default_runner_name,
@@ -48,11 +51,6 @@ from ci_app.commands.shard import (
     read_matrix,
     unplanned_home,
 )
-from ci_app.credentials import take_token
-from ci_app.errors import CiFanoutError
-from ci_app.matrix.inventory import Inventory, TestSpec
-from ci_app.matrix.planner import Matrix
-from ci_app.model.labels import RequirementError, compile_requirements
 
 #: a result's message: the first lines of the failure, not its whole log
 MESSAGE_LIMIT = 2000
@@ -428,10 +426,10 @@ class _QueueRunner:
             if finishing is not None:
                 try:
                     return self._answer(self.reporter.complete_and_lease(finishing), by_id)
-                except QueueRejectedError as exc:  # e.g. that lease expired: lease plainly
+                except AppRejectedError as exc:  # e.g. that lease expired: lease plainly
                     self._say(f"{exc}")
             return self._answer(self.client.lease(), by_id)
-        except QueueUnavailableError as exc:
+        except AppUnavailableError as exc:
             self._fell_back = True
             rest = [t for t in self.fallback if t not in self._ran]
             if self.fallback:

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from ci_app.client import check_url
 from ci_app.errors import CiFanoutError, ConfigError
 from ci_app.model.labels import SCHEME, derive_labels
 from ci_app.model.profile import HardwareProfile, Status
@@ -201,9 +202,7 @@ def read_token(token_file: str | None, env: Mapping[str, str]) -> str:
 
 
 def _check_server(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--server must be an http(s) URL, not {url!r}")
-    return url
+    return check_url(url, what="--server")
 
 
 def _cmd_run(args: argparse.Namespace, env: Mapping[str, str], out: TextIO) -> int:

@@ -9,7 +9,8 @@ Contract (docs/probe.md has the full text; the server implements the other side)
   heartbeat (sent at once) carry the full profile; ``"refused": [labels]`` names labels the
   profile earns that the runner's allow-list does not grant (logged; ask the lab admin);
 - anything else (connection refused, timeouts, 5xx, 401) is logged and retried with
-  exponential backoff: the client never exits because the server is down;
+  exponential backoff: the client never exits because the server is down (the HTTP side is
+  :class:`ci_app.client.AppClient`, one try per beat);
 - ``"health": {"status": "ok" | "degraded", "browser_crashes": n, "reasons": [...]}`` rides on
   every beat: ``degraded`` after repeated browser crashes in this machine's shards (the crash
   log of :mod:`ci_app.browser.health`), so the app can stop routing browser work here.
@@ -27,19 +28,18 @@ import logging
 import os
 import random
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ci_app.client import HEARTBEAT_PATH, NO_RETRY, AppClient
+from ci_app.errors import ConfigError, ProviderError
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import Browser, HardwareProfile
 from runner_probe import __version__
 
 log = logging.getLogger(__name__)
-
-HEARTBEAT_PATH = "/api/v1/runners/heartbeat"
 
 
 def profile_hash(profile: HardwareProfile, labels: tuple[str, ...] | None = None) -> str:
@@ -174,36 +174,16 @@ class HeartbeatClient:
             include_profile=send_profile,
             health=self._health(),
         )
-        data = json.dumps(body, separators=(",", ":")).encode()
-        request = urllib.request.Request(  # noqa: S310 - URL scheme checked in the CLI
-            self.config.url,
-            data=data,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-                "Authorization": f"Bearer {self.config.token}",
-                "User-Agent": f"runner-probe/{__version__}",
-            },
-        )
-        status: int | None = None
         try:
-            with self.opener(request, timeout=self.config.timeout_s) as response:
-                status = int(response.status)
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            detail = _safe_read(exc)
-            exc.close()
-            if status in (409, 412):
+            answer = self._app().runner_heartbeat(body)
+        except ProviderError as exc:
+            if exc.status in (409, 412):
                 self.force_profile = True
-                return BeatResult(False, status, send_profile, True, error=f"HTTP {status}")
-            return BeatResult(
-                False, status, send_profile, False, error=f"HTTP {status}: {detail[:200]}"
-            )
-        except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return BeatResult(False, None, send_profile, False, error=f"{reason}")
+                return BeatResult(False, exc.status, send_profile, True, error=f"HTTP {exc.status}")
+            return BeatResult(False, exc.status, send_profile, False, error=str(exc)[:300])
+        except (ConfigError, ValueError) as exc:  # a URL urllib cannot use
+            return BeatResult(False, None, send_profile, False, error=str(exc))
+        status, raw = answer.status, answer.body
         reply = _parse_reply(raw)
         need = bool(reply.get("need_profile"))
         if 200 <= status < 300:
@@ -219,6 +199,18 @@ class HeartbeatClient:
             self.force_profile = need
             return BeatResult(True, status, send_profile, need, reply=reply)
         return BeatResult(False, status, send_profile, need, error=f"HTTP {status}")
+
+    def _app(self) -> AppClient:
+        """The app client; one try per beat (:meth:`run` backs off between beats)."""
+        return AppClient(
+            self.config.server,
+            self.config.token,
+            timeout_s=self.config.timeout_s,
+            retry=NO_RETRY,
+            what="--server",
+            user_agent=f"runner-probe/{__version__}",
+            opener=self.opener,
+        )
 
     def _health(self) -> Mapping[str, Any] | None:
         if self.health_fn is None:
@@ -279,13 +271,6 @@ class HeartbeatClient:
 def _sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return False
-
-
-def _safe_read(exc: urllib.error.HTTPError) -> str:
-    try:
-        return exc.read().decode("utf-8", "replace")
-    except Exception:
-        return ""
 
 
 def _parse_reply(raw: bytes) -> dict[str, Any]:

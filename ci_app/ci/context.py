@@ -70,17 +70,10 @@ class CiContext:
 
     def run_info(self, shard_id: str | None = None, labels: Sequence[str] = ()) -> RunInfo:
         """This run's identity as results carry it (one builder for every step)."""
-        return RunInfo(
-            run_id=self.run_id,
+        return RunInfo.of(
+            self,
             shard_id=shard_id,
-            repo=self.repo,
-            provider=self.provider,
-            pipeline_id=self.pipeline_id,
             job_url=self.job_url,
-            commit=self.commit,
-            branch=self.branch,
-            base_commit=self.base_commit,
-            pr=self.pr,
             runner_name=self.runner_name,
             runner_labels=tuple(labels),
         )

@@ -40,7 +40,7 @@ def _runners(step: Step) -> Any | None:
 
     if step.server and step.server_token:
         try:
-            doc = step.app(step.server_token).get("api/v1/runners")
+            doc = step.app(step.server_token).runners()
             pools = runners_from_json(doc)
             if any(r.online for r in pools):
                 return pools
@@ -214,10 +214,9 @@ def _register_run(step: Step, matrix: Matrix) -> Matrix:
     token = ""
     try:
         if matrix.mode == "queue":
-            body = {**_identity(step), "matrix": matrix.to_dict()}
-            token = str(admin.post("api/v1/queue", body).get("token") or "")
+            token = admin.create_queue(_identity(step), matrix.to_dict())
         else:
-            token = str(admin.post("api/v1/runs", _identity(step)).get("token") or "")
+            token = admin.create_run(_identity(step))
     except ProviderError as exc:
         if matrix.mode == "queue":
             io.annotate(
@@ -243,7 +242,7 @@ def _send_not_run(step: Step, matrix: Matrix) -> None:
         return
     rs = not_run_results(matrix, step.ctx.run_info())
     try:
-        step.app(token).post("api/v1/results", rs.to_dict())
+        step.app(token).send_results(rs.to_dict())
     except ProviderError as exc:
         step.io.annotate("warning", f"not-run tests not sent to the app: {exc}")
 

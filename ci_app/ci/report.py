@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import shutil
-import urllib.parse
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -224,9 +223,8 @@ def _queue_record(
     token = step.run_token
     if matrix is None or matrix.mode != "queue" or not step.server or not token:
         return {}, ({}, {})
-    run = urllib.parse.quote(step.ctx.run_id, safe="-._~")
     try:
-        results, expired = parse_record(step.app(token).get(f"api/v1/queue/{run}/results"))
+        results, expired = parse_record(step.app(token).queue_record(step.ctx.run_id))
     except (ProviderError, InputError) as exc:
         step.io.annotate(
             "warning",

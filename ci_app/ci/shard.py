@@ -241,7 +241,7 @@ def _finish(
     token = step.run_token
     if step.server and token:
         try:
-            step.app(token).post("api/v1/results", results.to_dict())
+            step.app(token).send_results(results.to_dict())
         except ProviderError as exc:
             io.annotate("warning", f"results not sent to the app: {exc}")
     line = (

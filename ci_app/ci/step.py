@@ -6,7 +6,6 @@ import glob
 import re
 import shlex
 import shutil
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +98,7 @@ class Step:
         """The run's queue on the app (``POST /api/v1/queue`` creates it under this URL)."""
         if self.vals.mode != "queue" or not self.server:
             return None
-        return f"{self.server}/api/v1/queue/{urllib.parse.quote(self.ctx.run_id, safe='-._~')}"
+        return self.app("").queue_url(self.ctx.run_id)
 
     def test_python(self) -> str:
         """The interpreter that has the tests' dependencies (the ``python`` option), resolved

@@ -18,12 +18,11 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
-from ci_app.errors import ConfigError, ProviderError
+from ci_app.client import AppClient, check_url
+from ci_app.errors import ConfigError
 
 TOKEN_ENV = "CI_FANOUT_API_TOKEN"  # noqa: S105 - the variable name
 
@@ -72,9 +71,7 @@ def register(sub: Any) -> None:
 
 def _server(args: argparse.Namespace) -> str | None:
     url: str | None = args.server or os.environ.get("CI_FANOUT_SERVER") or None
-    if url is not None and urllib.parse.urlparse(url).scheme not in ("http", "https"):
-        raise ConfigError(f"--server must be an http(s) URL, got {url!r}")
-    return url
+    return None if url is None else check_url(url, what="--server")
 
 
 def _db(args: argparse.Namespace) -> str:
@@ -82,23 +79,11 @@ def _db(args: argparse.Namespace) -> str:
 
 
 def _call(base: str, method: str, path: str, body: Any = None) -> Any:
+    """One admin API call with the token in ``CI_FANOUT_API_TOKEN``."""
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
         raise ConfigError(f"--server needs the admin token in {TOKEN_ENV}")
-    req = urllib.request.Request(  # noqa: S310 - scheme checked in _server
-        base.rstrip("/") + path,
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        detail = exc.read()[:300].decode("utf-8", "replace")
-        raise ProviderError(detail, provider="ci-fanout", operation=path, status=exc.code) from exc
-    except urllib.error.URLError as exc:
-        raise ProviderError(str(exc.reason), provider="ci-fanout", operation=path) from exc
+    return AppClient(base, token, timeout_s=30, what="--server").request(method, path, body)
 
 
 def _patterns(raw: list[str] | None) -> tuple[str, ...] | None:

@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 SCHEMA_ID = "https://ci-fanout.dev/schemas/results.v1.json"
 SCHEMA_VERSION = "ci-fanout/results/v1"
@@ -287,6 +287,27 @@ class ReportFile:
         )
 
 
+class RunIdentity(Protocol):
+    """A run as its sources know it: a CI step's context, a run the store holds."""
+
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def repo(self) -> str | None: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def pipeline_id(self) -> str | None: ...
+    @property
+    def commit(self) -> str | None: ...
+    @property
+    def branch(self) -> str | None: ...
+    @property
+    def base_commit(self) -> str | None: ...
+    @property
+    def pr(self) -> int | None: ...
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunInfo:
     """Where the results came from: run, shard, commit, branch, runner."""
@@ -306,6 +327,32 @@ class RunInfo:
     profile_hash: str | None = None
     started_at: str | None = None  # ISO 8601
     finished_at: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        run: RunIdentity,
+        *,
+        shard_id: str | None = None,
+        job_url: str | None = None,
+        runner_name: str | None = None,
+        runner_labels: tuple[str, ...] = (),
+    ) -> RunInfo:
+        """The identity results of ``run`` carry (the one builder from a run's source)."""
+        return cls(
+            run_id=run.run_id,
+            shard_id=shard_id,
+            repo=run.repo,
+            provider=run.provider,
+            pipeline_id=run.pipeline_id,
+            job_url=job_url,
+            commit=run.commit,
+            branch=run.branch,
+            base_commit=run.base_commit,
+            pr=run.pr,
+            runner_name=runner_name,
+            runner_labels=runner_labels,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

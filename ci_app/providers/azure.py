@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,16 @@ from ci_app.providers.base import (
     JobState,
     Provider,
     RunnerInfo,
+    SdkAdapter,
     StatusState,
     require,
 )
-from ci_app.providers.download import keep_if_valid_zip, safe_name, write_capped
+from ci_app.providers.download import keep_if_valid_zip, safe_name
 from ci_app.providers.retry import (
     DEFAULT_POLICY,
     Failure,
     ResponseRecorder,
     RetryPolicy,
-    call,
     classify_transport,
 )
 
@@ -103,10 +103,11 @@ def record_state(state: str | None, result: str | None) -> JobState:
     return JobState.UNKNOWN
 
 
-class AzureAdapter:
+class AzureAdapter(SdkAdapter):
     """Forge (PR threads, statuses) + CI server (pipelines/builds) + runner admin (one pool)."""
 
     name = NAME
+    _recorder: ResponseRecorder
 
     def __init__(
         self,
@@ -184,11 +185,6 @@ class AzureAdapter:
             found = classify_transport(inner) if isinstance(inner, BaseException) else None
             return found or Failure(status=None, message=str(exc), connection=True)
         return None
-
-    def _call(self, operation: str, fn: Any) -> Any:
-        return call(
-            fn, provider=NAME, operation=operation, classify=self._classify, policy=self.policy
-        )
 
     def _repo(self) -> str:
         if not self.repository:
@@ -375,22 +371,16 @@ class AzureAdapter:
         for name in names:
             path = dest / f"{safe_name(name)}.zip"
 
-            def download(name: str = name, path: Path = path) -> None:
+            def chunks(name: str = name) -> Iterator[bytes]:
                 artifact = self._client("pipelines").get_artifact(
                     self.project, pipeline_id, build_id, name, expand="signedContent"
                 )
                 url = artifact.signed_content.url
                 with requests.get(url, stream=True, timeout=self.timeout) as response:
                     response.raise_for_status()
-                    write_capped(
-                        response.iter_content(64 * 1024),
-                        path,
-                        limits.max_zip_total_bytes,
-                        provider=NAME,
-                        operation="download artifact",
-                    )
+                    yield from response.iter_content(64 * 1024)
 
-            self._call(f"download artifact {name}", download)
+            self._download(f"download artifact {name}", chunks, path, limits.max_zip_total_bytes)
             if keep_if_valid_zip(path, limits):
                 saved.append(path)
         return saved

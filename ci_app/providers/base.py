@@ -7,19 +7,21 @@ in :data:`REGISTRY`; factories import their SDK lazily, so importing this module
 
 from __future__ import annotations
 
+import abc
 import enum
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ci_app.artifacts.limits import DEFAULT_LIMITS, Limits
 from ci_app.errors import ConfigError
 
-#: Every ci-fanout comment starts with a hidden marker line beginning with this prefix, e.g.
-#: ``<!-- ci-fanout:report v1 kind=tests -->``; the kind tells several sticky comments apart.
-MARKER_PREFIX = "<!-- ci-fanout:report"
+if TYPE_CHECKING:
+    from ci_app.providers.retry import Failure, ResponseRecorder, RetryPolicy
+
+#: the kind of sticky comment (its marker line, :mod:`ci_app.reporting.marker`, names it)
 DEFAULT_KIND = "tests"
 
 
@@ -224,6 +226,49 @@ class Provider:
     forge: Forge | None = None
     ci: CIServer | None = None
     runners: RunnerAdmin | None = None
+
+
+class SdkAdapter(abc.ABC):
+    """What every SDK adapter shares: one wrapper around each provider operation.
+
+    :meth:`_call` runs an operation under :func:`ci_app.providers.retry.call` (bounded
+    retries, SDK errors -> :class:`~ci_app.errors.ProviderError`) with the adapter's name,
+    error classifier, retry policy and response recorder; :meth:`_download` streams one
+    artifact to a file within its size cap the same way. The retry module imports
+    ``requests``, so it is imported here only when an adapter calls.
+    """
+
+    name: str
+    policy: RetryPolicy
+    #: headers of the last response, for SDK exceptions that drop them (None: not needed)
+    _recorder: ResponseRecorder | None = None
+
+    @abc.abstractmethod
+    def _classify(self, exc: BaseException) -> Failure | None:
+        """What an SDK exception says (None: not a provider failure; it propagates)."""
+
+    def _call(self, operation: str, fn: Callable[..., Any]) -> Any:
+        from ci_app.providers.retry import call
+
+        return call(
+            fn,
+            provider=self.name,
+            operation=operation,
+            classify=self._classify,
+            policy=self.policy,
+            recorder=self._recorder,
+        )
+
+    def _download(
+        self, operation: str, chunks: Callable[[], Iterable[bytes]], path: Path, cap: int
+    ) -> None:
+        """Write ``chunks()`` to ``path``, at most ``cap`` bytes; retried as one operation."""
+        from ci_app.providers.download import write_capped
+
+        def download() -> None:
+            write_capped(chunks(), path, cap, provider=self.name, operation="download artifact")
+
+        self._call(operation, download)
 
 
 ProviderFactory = Callable[[Mapping[str, str]], Provider]

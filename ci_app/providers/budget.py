@@ -11,7 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ci_app.providers.base import DEFAULT_KIND, MARKER_PREFIX
+from ci_app.providers.base import DEFAULT_KIND
+from ci_app.reporting.marker import MARKER_PREFIX, MARKER_VERSION
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 def marker_line(kind: str = DEFAULT_KIND) -> str:
-    return f"{MARKER_PREFIX} v1 kind={kind} -->"
+    return f"{MARKER_PREFIX} {MARKER_VERSION} kind={kind} -->"
 
 
 def marker_kind(body: str) -> str | None:

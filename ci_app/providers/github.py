@@ -35,10 +35,11 @@ from ci_app.providers.base import (
     JobState,
     Provider,
     RunnerInfo,
+    SdkAdapter,
     require,
 )
-from ci_app.providers.download import keep_if_valid_zip, safe_name, write_capped
-from ci_app.providers.retry import DEFAULT_POLICY, Failure, RetryPolicy, call
+from ci_app.providers.download import keep_if_valid_zip, safe_name
+from ci_app.providers.retry import DEFAULT_POLICY, Failure, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _annotation(a: Any) -> dict[str, Any]:
     return out
 
 
-class GitHubAdapter:
+class GitHubAdapter(SdkAdapter):
     """Forge + CI server + runner admin for one repository (runners: repo or org scope)."""
 
     name = NAME
@@ -171,8 +172,8 @@ class GitHubAdapter:
         self._gh: Github | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _call(self, operation: str, fn: Any) -> Any:
-        return call(fn, provider=NAME, operation=operation, classify=classify, policy=self.policy)
+    def _classify(self, exc: BaseException) -> Failure | None:
+        return classify(exc)
 
     def _client(self) -> Github:
         if self._gh is not None:
@@ -406,19 +407,13 @@ class GitHubAdapter:
                 continue
             path = dest / f"{safe_name(name)}.zip"
 
-            def download(url: str = url, path: Path = path) -> None:
-                _status, _headers, chunks = self._client().requester.getStream(
+            def chunks(url: str = url) -> Iterator[bytes]:
+                _status, _headers, stream = self._client().requester.getStream(
                     url, chunk_size=64 * 1024
                 )
-                write_capped(
-                    _iter(chunks),
-                    path,
-                    limits.max_zip_total_bytes,
-                    provider=NAME,
-                    operation="download artifact",
-                )
+                return _iter(stream)
 
-            self._call(f"download artifact {name}", download)
+            self._download(f"download artifact {name}", chunks, path, limits.max_zip_total_bytes)
             if keep_if_valid_zip(path, limits):
                 saved.append(path)
         return saved

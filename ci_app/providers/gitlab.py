@@ -33,11 +33,12 @@ from ci_app.providers.base import (
     JobState,
     Provider,
     RunnerInfo,
+    SdkAdapter,
     StatusState,
     require,
 )
-from ci_app.providers.download import keep_if_valid_zip, safe_name, write_capped
-from ci_app.providers.retry import DEFAULT_POLICY, Failure, ResponseRecorder, RetryPolicy, call
+from ci_app.providers.download import keep_if_valid_zip, safe_name
+from ci_app.providers.retry import DEFAULT_POLICY, Failure, ResponseRecorder, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ def job_state(status: str | None) -> JobState:
     return _STATES.get(status or "", JobState.UNKNOWN)
 
 
-class GitLabAdapter:
+class GitLabAdapter(SdkAdapter):
     """Forge + CI server + runner admin for one project."""
 
     name = NAME
+    _recorder: ResponseRecorder
 
     def __init__(
         self,
@@ -129,15 +131,8 @@ class GitLabAdapter:
         )
         self._recorder.install(self._gl.session)
 
-    def _call(self, operation: str, fn: Any) -> Any:
-        return call(
-            fn,
-            provider=NAME,
-            operation=operation,
-            classify=classify,
-            policy=self.policy,
-            recorder=self._recorder,
-        )
+    def _classify(self, exc: BaseException) -> Failure | None:
+        return classify(exc)
 
     def _project(self) -> Any:
         """A lazy project by numeric id. A ``group/project`` path is resolved to its id once:
@@ -311,18 +306,13 @@ class GitLabAdapter:
         for job_id, job_name in self._call("list job artifacts", listing):
             path = dest / f"{safe_name(job_name)}-{job_id}.zip"
 
-            def download(job_id: int = job_id, path: Path = path) -> None:
+            def chunks(job_id: int = job_id) -> Iterator[bytes]:
                 job = self._project().jobs.get(job_id, lazy=True)
-                chunks = job.artifacts(streamed=True, iterator=True)
-                write_capped(
-                    chunks,
-                    path,
-                    limits.max_zip_total_bytes,
-                    provider=NAME,
-                    operation="download artifacts",
-                )
+                stream: Iterator[bytes] = job.artifacts(streamed=True, iterator=True)
+                return stream
 
-            self._call(f"download artifacts of job {job_id}", download)
+            operation = f"download artifacts of job {job_id}"
+            self._download(operation, chunks, path, limits.max_zip_total_bytes)
             if keep_if_valid_zip(path, limits):
                 saved.append(path)
         return saved

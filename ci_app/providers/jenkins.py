@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,12 @@ from ci_app.providers.base import (
     JobState,
     Provider,
     RunnerInfo,
+    SdkAdapter,
     get_provider,
     require,
 )
-from ci_app.providers.download import safe_name, write_capped
-from ci_app.providers.retry import DEFAULT_POLICY, Failure, ResponseRecorder, RetryPolicy, call
+from ci_app.providers.download import safe_name
+from ci_app.providers.retry import DEFAULT_POLICY, Failure, ResponseRecorder, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,11 @@ def split_run_id(run_id: str) -> tuple[str, int]:
     return job, int(number)
 
 
-class JenkinsAdapter:
+class JenkinsAdapter(SdkAdapter):
     """CI server + runner admin (nodes); ``forge`` is where results are posted."""
 
     name = NAME
+    _recorder: ResponseRecorder
 
     def __init__(
         self,
@@ -104,15 +106,8 @@ class JenkinsAdapter:
         self._args = {"username": username, "password": token, "timeout": timeout}
         self._jenkins: Jenkins | None = None
 
-    def _call(self, operation: str, fn: Any) -> Any:
-        return call(
-            fn,
-            provider=NAME,
-            operation=operation,
-            classify=classify,
-            policy=self.policy,
-            recorder=self._recorder,
-        )
+    def _classify(self, exc: BaseException) -> Failure | None:
+        return classify(exc)
 
     def _j(self) -> Jenkins:
         if self._jenkins is None:
@@ -193,17 +188,12 @@ class JenkinsAdapter:
             parts = [safe_name(p) for p in str(relative).split("/") if p not in ("", ".", "..")]
             path = dest.joinpath(*parts) if parts else dest / "artifact"
 
-            def download(url: str = url, path: Path = path) -> None:
+            def chunks(url: str = url) -> Iterator[bytes]:
                 response = self._j().requester.get_and_confirm_status(url, stream=True)
-                write_capped(
-                    response.iter_content(chunk_size=64 * 1024),
-                    path,
-                    limits.max_file_bytes,
-                    provider=NAME,
-                    operation="download artifact",
-                )
+                stream: Iterator[bytes] = response.iter_content(chunk_size=64 * 1024)
+                return stream
 
-            self._call(f"download artifact {relative}", download)
+            self._download(f"download artifact {relative}", chunks, path, limits.max_file_bytes)
             saved.append(path)
         return saved
 

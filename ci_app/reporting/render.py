@@ -25,9 +25,9 @@ from ci_app.reporting.classes import class_names
 from ci_app.reporting.data import ShardMeta
 from ci_app.reporting.flaky import Evidence
 from ci_app.reporting.links import dashboard_base, page_url
+from ci_app.reporting.marker import MARKER_PREFIX, MARKER_VERSION
 from ci_app.reporting.report import Counts, MetricTrend, Regression, Report
 
-MARKER_PREFIX = "<!-- ci-fanout:report v1"
 COMMENT_BUDGET = 65_536
 CHECK_SUMMARY_BUDGET = 65_535
 JOB_SUMMARY_BUDGET = 1_048_576
@@ -45,7 +45,7 @@ UNIT_MAX = 16
 def marker(run_id: str) -> str:
     """First line of every comment: lets the publisher find and edit its own comment."""
     safe = "".join(ch for ch in run_id if ch.isascii() and (ch.isalnum() or ch in "-_.:/"))
-    return f"{MARKER_PREFIX} run={safe[:100]} -->"
+    return f"{MARKER_PREFIX} {MARKER_VERSION} run={safe[:100]} -->"
 
 
 def sparkline(values: Sequence[float]) -> str:

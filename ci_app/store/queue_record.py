@@ -4,15 +4,13 @@ uploaded shard holds, and the shards whose runners vanished (infrastructure erro
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 from ci_app.matrix.record import RECOVERED_SHARD, dead_runners, recovered_results
 from ci_app.model.results import ResultSet, RunInfo
-from ci_app.reporting.data import RunMeta
 from ci_app.store.queue import DuckQueue
 from ci_app.store.results import Results
 
-__all__ = ["mark_interrupted", "merge_record", "run_info_of"]
+__all__ = ["mark_interrupted", "merge_record"]
 
 
 def mark_interrupted(
@@ -31,7 +29,7 @@ def mark_interrupted(
     n = 0
     for shard, why in (shards or {}).items():
         if not results.mark_interrupted(run_id, shard, why):
-            results.ingest(ResultSet(run=run_info_of(meta, shard)))
+            results.ingest(ResultSet(run=RunInfo.of(meta, shard_id=shard)))
             results.mark_interrupted(run_id, shard, why)
         n += 1
     by_runner: dict[str, list[str]] = {}
@@ -42,25 +40,11 @@ def mark_interrupted(
         ids = [s for s in by_runner.get(runner, []) if s not in (shards or {})]
         if not ids and runner not in by_runner:
             ids = [f"runner:{runner}"[:200]]
-            results.ingest(ResultSet(run=replace(run_info_of(meta, ids[0]), runner_name=runner)))
+            run = RunInfo.of(meta, shard_id=ids[0], runner_name=runner)
+            results.ingest(ResultSet(run=run))
         for shard in ids:
             n += results.mark_interrupted(run_id, shard, why)
     return n
-
-
-def run_info_of(meta: RunMeta, shard: str | None = None) -> RunInfo:
-    """The run fields of a stored run, for results added to it later (``shard``)."""
-    return RunInfo(
-        run_id=meta.run_id,
-        shard_id=shard,
-        repo=meta.repo,
-        provider=meta.provider,
-        pipeline_id=meta.pipeline_id,
-        commit=meta.commit,
-        branch=meta.branch,
-        base_commit=meta.base_commit,
-        pr=meta.pr,
-    )
 
 
 def merge_record(results: Results, queue: DuckQueue, run_id: str) -> tuple[int, int]:
@@ -73,7 +57,7 @@ def merge_record(results: Results, queue: DuckQueue, run_id: str) -> tuple[int, 
     have = set(results.cases([run_id], details=False).test_id)
     todo = {t: r for t, r in queue.results(run_id).items() if t not in have}
     inserted = 0
-    recovered = recovered_results(todo, (), run_info_of(meta, RECOVERED_SHARD))
+    recovered = recovered_results(todo, (), RunInfo.of(meta, shard_id=RECOVERED_SHARD))
     if recovered is not None:
         inserted = results.ingest(recovered)
     shards, runners = dead_runners(queue.expired_leases(run_id))

@@ -30,12 +30,12 @@ from ci_app.model.allow import grant_labels, parse_patterns, patterns_for_runner
 from ci_app.model.labels import derive_labels
 from ci_app.model.profile import HardwareProfile
 from ci_app.model.reconcile import error_sources_of, reconcile
-from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet
+from ci_app.model.results import LOST_SHARD, NOT_RUN_SHARD, SYNTHETIC_SHARDS, ResultSet, RunInfo
 from ci_app.providers.base import CommitStatus, DispatchRequest, StatusState
 from ci_app.providers.download import read_results
 from ci_app.store import Job
 from ci_app.store.identities import RunIdentityError
-from ci_app.store.queue_record import merge_record, run_info_of
+from ci_app.store.queue_record import merge_record
 from ci_app.web import events
 from ci_app.web.context import AppContext, runner_scope
 from ci_app.web.validate import check_resultset
@@ -224,7 +224,7 @@ def _account(ctx: AppContext, run_id: str, plan: Matrix) -> None:
     shards = {s.shard_id for s in ctx.store.results.shards([run_id])}
     reported = set(ctx.store.results.cases([run_id], details=False).test_id)
     acc = account_ids(plan, reported, shards - SYNTHETIC_SHARDS)
-    run = run_info_of(meta)
+    run = RunInfo.of(meta)
     if plan.unsatisfied and NOT_RUN_SHARD not in shards:
         ctx.store.results.ingest(not_run_results(plan, run))
     if acc.lost and LOST_SHARD not in shards:

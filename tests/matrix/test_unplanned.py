@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from ci_app.cli import main
-from ci_app.commands.shard import unplanned_home
 from ci_app.matrix import queue_api
 from ci_app.matrix.durations import DurationHistory
 from ci_app.matrix.inventory import inventory_from_ids
 from ci_app.matrix.planner import Matrix, PlanOptions, plan_matrix
 from ci_app.matrix.queue import QueueConfig
+from ci_app.shard_runner import unplanned_home
 
 from .conftest import QueueServer
 
