@@ -178,6 +178,13 @@ SEARCH_SKIP_REL = 1e-6
 SEARCH_SKIP_MIN_ITEMS = 10_000
 
 
+def _ratio(load: float, bound: float) -> float:
+    """``load`` over the lower bound; 1 when both are zero (tests with no known duration)."""
+    if bound > 0:
+        return load / bound
+    return 1.0 if load <= 0 else float("inf")
+
+
 def partition(
     names: Sequence[str],
     weights: Sequence[float],
@@ -204,14 +211,15 @@ def partition(
             if notes is not None:
                 notes.append(
                     f"LPT within {SEARCH_SKIP_REL:g} of the lower bound "
-                    f"(x {top / bound if bound else 1.0:.7f}): local search skipped"
+                    f"(x {_ratio(top, bound):.7f}): local search skipped"
                 )
         else:
             rounds = max_rounds if max_rounds is not None else 4 * k + 16
             _improve(weights, members, loads, bound, max_rounds=rounds)
             if notes is not None:
                 notes.append(
-                    f"local search: makespan x {top / bound:.7f} -> x {max(loads) / bound:.7f} "
+                    f"local search: makespan x {_ratio(top, bound):.7f} -> "
+                    f"x {_ratio(max(loads), bound):.7f} "
                     "of the lower bound"
                 )
     return members, loads

@@ -136,3 +136,13 @@ def test_shard_count_choice() -> None:
     c = choose_shard_count(1000.0, 200.0, 500, capacity=64, target_s=100)
     assert not c.deadline_met and c.expected_wall_s == 200.0
     assert choose_shard_count(0.0, 0.0, 0, capacity=4).shards == 0
+
+
+def test_partition_of_zero_weights_notes_the_search() -> None:
+    """Found by make demo: tests with no known duration (all weights 0) divided by a zero
+    lower bound when the plan's notes were written."""
+    notes: list[str] = []
+    members, loads = partition([f"t{i}" for i in range(9)], [0.0] * 9, 4, notes=notes)
+    assert sorted(i for m in members for i in m) == list(range(9))
+    assert loads == [0.0] * 4
+    assert notes == ["local search: makespan x 1.0000000 -> x 1.0000000 of the lower bound"]
