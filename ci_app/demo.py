@@ -43,10 +43,11 @@ from ci_app.ci.journal import merge_journal
 from ci_app.cli import main as ci_app
 from ci_app.client import NO_RETRY, AppClient
 from ci_app.errors import CiFanoutError, ProviderError
-from ci_app.model.results import Outcome, ResultSet, RunInfo, TestCase
+from ci_app.matrix.accounting import accounted_sets
+from ci_app.matrix.planner import Matrix
+from ci_app.model.results import ResultSet, RunInfo
 from ci_app.providers.base import DispatchRequest, JobState
 from ci_app.providers.local import LocalProvider
-from ci_app.reporting.compare import NOT_RUN_PREFIX, NOT_RUN_SHARD
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "sample-project"
@@ -235,24 +236,6 @@ def save_dashboard_screenshots(server: Server, out: Path, last: str, report: Any
     _say(f"dashboard screenshots: {', '.join(str(s.file.name) for s in shots if s.file)}")
 
 
-def _unsatisfied_results(matrix: Mapping[str, Any], run: RunInfo) -> ResultSet | None:
-    cases = [
-        TestCase(
-            id=test,
-            name=test.rsplit("::", 1)[-1],
-            file=test.split("::", 1)[0],
-            outcome=Outcome.SKIPPED,
-            message=f"{NOT_RUN_PREFIX} [{', '.join(u['requires'])}]",
-            details=str(u.get("reason") or ""),
-        )
-        for u in matrix.get("unsatisfied") or ()
-        for test in u["tests"]
-    ]
-    if not cases:
-        return None
-    return ResultSet(run=_with(run, shard_id=NOT_RUN_SHARD), tests=tuple(cases))
-
-
 def _with(run: RunInfo, **changes: Any) -> RunInfo:
     from dataclasses import replace
 
@@ -316,9 +299,9 @@ def run_commit(
         junit = cdir / f"{shard}.xml"
         target = (
             f"{{python}} -m pytest {SAMPLE / 'tests'} -q -p no:cacheprovider --reruns 1 "
-            f"--rootdir {SAMPLE} --fanout-matrix {matrix_path} --fanout-shard {shard} "
-            f"--fanout-queue {queue['url']} --fanout-runner local-{i + 1} --junitxml {junit} "
-            f"--fanout-journal {junit.with_suffix('.journal')}"
+            f"--rootdir {SAMPLE} --fanout-matrix={matrix_path} --fanout-shard={shard} "
+            f"--fanout-queue={queue['url']} --fanout-runner=local-{i + 1} --junitxml={junit} "
+            f"--fanout-journal={junit.with_suffix('.journal')}"
         )
         os.environ["CI_FANOUT_QUEUE_TOKEN"] = queue["token"]
         os.environ["CI_FANOUT_DEMO_COMMIT"] = str(commit)
@@ -354,9 +337,10 @@ def run_commit(
             log = (provider.work_dir / local_run / "log.txt").read_text(errors="replace")
             raise CiFanoutError(f"shard {shard} failed without results:\n{log[-2000:]}")
         merged.append(rs)
-    extra = _unsatisfied_results(matrix, base)
-    if extra is not None:
-        merged.append(extra)
+    # every planned test ends reported once: the not-run ones and any a shard lost
+    acc, merged = accounted_sets(Matrix.from_dict(matrix), merged, base)
+    if acc.lost:
+        _say(f"  {len(acc.lost)} planned test(s) lost (no shard reported them)")
     for rs in merged:
         server.call("POST", "/api/v1/results", rs.to_dict(), token=queue["token"])
     all_cases = tuple(t for rs in merged for t in rs.tests)

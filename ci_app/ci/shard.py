@@ -113,15 +113,15 @@ def _argv(
         return [
             *cmd,
             *plugin_args(),
-            "--fanout-matrix",
-            str(matrix_path),
-            "--fanout-shard",
-            shard_id,
+            # option=value: pytest takes a bare path argument into its search for the ini
+            # file (a matrix outside the project would pick another project's config)
+            f"--fanout-matrix={matrix_path}",
+            f"--fanout-shard={shard_id}",
             f"--junitxml={native}",
             "-o",
             "junit_family=xunit1",  # file= and line= attributes, for annotations
-            *(["--fanout-journal", str(journal)] if journal else []),
-            *(["--fanout-queue", queue] if queue else []),
+            *([f"--fanout-journal={journal}"] if journal else []),
+            *([f"--fanout-queue={queue}"] if queue else []),
         ], True
     raise ConfigError(
         f"test-command {cmd[0]!r} is not pytest: put {{tests}} where the test ids go and set "

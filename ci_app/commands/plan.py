@@ -103,8 +103,7 @@ def collect_inventory(
             "-q",
             "-p",
             "no:cacheprovider",
-            "--fanout-inventory",
-            str(out),
+            f"--fanout-inventory={out}",  # option=value: kept out of pytest's ini search
             *paths,
         ]
         proc = subprocess.run(

@@ -65,9 +65,9 @@ def gitlab_child_pipeline(
     and ``CI_FANOUT_SHARD``. ``command`` may use ``{shard}`` and ``{matrix}``.
     """
     if command is None:
-        command = "python -m pytest --fanout-matrix {matrix} --fanout-shard {shard}"
+        command = "python -m pytest --fanout-matrix={matrix} --fanout-shard={shard}"
         if matrix.mode == "queue":
-            command += ' --fanout-queue "$CI_FANOUT_QUEUE_URL"'
+            command += ' --fanout-queue="$CI_FANOUT_QUEUE_URL"'
     doc: dict[str, Any] = {"stages": [stage]}
     for s in matrix.shards:
         doc[gitlab_job_name(s.id)] = {

@@ -552,3 +552,40 @@ def test_queue_mode_against_the_real_app(sample: Path, real_app: tuple[str, Any]
     assert "falling back" not in log.getvalue()
     run = store.results.run("4242")
     assert run is not None  # the app stored the shards' results
+
+
+def test_shard_keeps_the_projects_pytest_config_in_a_monorepo(tmp_path: Path) -> None:
+    """The matrix lives in the workspace's output folder, outside a project in a subfolder:
+    passed as a bare path argument, pytest took it into its ini-file search and ran the project
+    under the workspace root's config (its own markers unknown, its options lost)."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\naddopts = "--strict-markers"\n'
+    )
+    project = tmp_path / "sub"
+    (project / "tests").mkdir(parents=True)
+    (project / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:cacheprovider --strict-markers\n"
+        "markers =\n    big_data: reads the big fixture set\n"
+    )
+    (project / "tests" / "test_sub.py").write_text(
+        "import pytest\n\n@pytest.mark.big_data\ndef test_marked():\n    pass\n"
+    )
+    env = _github_env(
+        tmp_path,
+        CI_FANOUT_WORKING_DIRECTORY="sub",
+        CI_FANOUT_COLLECT="tests",
+        CI_FANOUT_TEST_COMMAND=f"{sys.executable} -m pytest -q",
+        CI_FANOUT_PUBLISH="none",
+    )
+    log = io.StringIO()
+    assert run_step("plan", env, io=CiOutput(env, stream=log)) == 0, log.getvalue()
+    include = json.loads(_outputs(tmp_path / "github_output")["matrix"])["include"]
+    assert len(include) == 1
+    shard_env = {**env, "CI_FANOUT_SHARD": include[0]["shard"]}
+    (tmp_path / "github_output").write_text("")
+    assert run_step("shard", shard_env, io=CiOutput(shard_env, stream=log)) == 0, log.getvalue()
+    out = _outputs(tmp_path / "github_output")
+    results = json.loads(Path(out["report-json"]).read_text())
+    assert [(t["id"], t["outcome"]) for t in results["tests"]] == [
+        ("tests/test_sub.py::test_marked", "passed")
+    ]

@@ -32,6 +32,14 @@ def test_demo_comment_links_and_dashboard(tmp_path: Path, monkeypatch: pytest.Mo
     comment = (out / "comment.md").read_text()
     base = re.search(r"\[dashboard\]\((http://127\.0\.0\.1:\d+)/runs/(demo-\d+)\)", comment)
     assert base is not None, comment[-600:]
+    # every shard ran its tests (a shard that errors at collection loses its share, said here)
+    planned = re.search(
+        r"Planned: (\d+) — ran (\d+), not run for want of hardware (\d+), lost (\d+)\.", comment
+    )
+    assert planned is not None, comment[:800]
+    total, ran, not_run, lost = map(int, planned.groups())
+    assert total >= 30 and lost == 0 and ran == total - not_run, planned.group(0)
+    assert "Infrastructure failures" not in comment, comment[:1500]
     root, run_id = base.group(1), base.group(2)
     named = comment_sections(comment.replace(root, "https://dash.example/ci"))
     with open_store(out / "ci-fanout.duckdb") as store:
