@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.probe.conftest import profile_for  # noqa: F401 - a fixture used here too
+from tests.runner_probe.conftest import profile_for  # noqa: F401 - a fixture used here too
 
 CHROMIUM = Path("/usr/bin/chromium")
 

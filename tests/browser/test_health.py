@@ -9,7 +9,7 @@ from typing import Any
 
 from ci_app.browser import health
 from runner_probe.heartbeat import HeartbeatClient, HeartbeatConfig, browser_health
-from tests.probe.conftest import ProfileFactory
+from tests.runner_probe.conftest import ProfileFactory
 
 NOW = 1_800_000_000.0
 

@@ -142,7 +142,7 @@ def test_pool_allow_list_by_runner_name_glob(server: Server) -> None:
 
 
 def test_cli_allow_labels_offline(tmp_path: Any) -> None:
-    from .test_serve import _cli
+    from tests.commands.test_serve import _cli
 
     db = str(tmp_path / "a.duckdb")
     made = _cli(

@@ -19,8 +19,7 @@ import pytest
 
 from ci_app.commands.serve import gunicorn_options
 from ci_app.options.server import Settings
-
-from .conftest import GH_SECRET, sign
+from tests.web.conftest import GH_SECRET, sign
 
 ADMIN = "serve-admin-token"
 

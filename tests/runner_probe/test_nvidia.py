@@ -6,7 +6,7 @@ import pytest
 
 from ci_app.model.profile import Status
 from runner_probe.nvidia import arch_for, collect_nvidia, sample_gpu_load, select_visible
-from tests.probe.fakenvml import (
+from tests.runner_probe.fakenvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_GPU_IS_LOST,
     NVML_ERROR_LIBRARY_NOT_FOUND,

@@ -20,7 +20,7 @@ from runner_probe.browser import (
     serve_probe_page,
     summarize_passes,
 )
-from tests.probe.conftest import ProfileFactory
+from tests.runner_probe.conftest import ProfileFactory
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(

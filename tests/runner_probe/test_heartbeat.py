@@ -21,7 +21,7 @@ from runner_probe.heartbeat import (
     profile_hash,
     sample_load,
 )
-from tests.probe.conftest import ProfileFactory
+from tests.runner_probe.conftest import ProfileFactory
 
 TOKEN = "s3cret-runner-token"
 LOAD = {

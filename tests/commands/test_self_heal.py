@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from ci_app.commands.serve import EXIT_STORE_FATAL
-
-from .conftest import GH_SECRET, WEBHOOKS, sign
+from tests.web.conftest import GH_SECRET, WEBHOOKS, sign
 
 ADMIN = "heal-admin-token"
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from runner_probe.cli import main
-from tests.probe.test_heartbeat import FakeApp, app  # noqa: F401 - fixture
-from tests.probe.test_profile import validate
+from tests.runner_probe.test_heartbeat import FakeApp, app  # noqa: F401 - fixture
+from tests.runner_probe.test_profile import validate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from ci_app.model.labels import (
     render_labels_markdown,
 )
 from ci_app.model.profile import Browser, Status, WebGpu, WebGpuAdapter, WebNn
-from tests.probe.conftest import PROBE_DATA, ProfileFactory
+from tests.runner_probe.conftest import PROBE_DATA, ProfileFactory
 
 SNAPSHOTS = PROBE_DATA / "labels"
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import pytest
 
 from ci_app.model.profile import Nvidia, Status
 from ci_app.model.reconcile import reconcile, reconcile_profile
-from tests.probe.conftest import ProfileFactory
+from tests.runner_probe.conftest import ProfileFactory
 
 READ_ONLY = ["self-hosted", "Linux", "X64"]
 

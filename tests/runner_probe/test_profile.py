@@ -15,8 +15,8 @@ from ci_app.model.labels import derive_labels
 from ci_app.model.profile import SCHEMA_ID, Browser, Disk, HardwareProfile, Status
 from runner_probe.cli import profile_json
 from runner_probe.detect import DetectOptions, detect
-from tests.probe.conftest import ProfileFactory
-from tests.probe.test_labels import SWIFTSHADER
+from tests.model.test_labels import SWIFTSHADER
+from tests.runner_probe.conftest import ProfileFactory
 
 
 def schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 
 from ci_app.model.profile import Browser, Disk, HardwareProfile, ProbeInfo, Status
 from runner_probe.detect import DetectOptions, detect
-from tests.probe.fakenvml import FakeNvml
+from tests.runner_probe.fakenvml import FakeNvml
 
 PROBE_DATA = Path(__file__).resolve().parents[1] / "data" / "probe"
 
