@@ -8,106 +8,37 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ci_app.commands.serve import EXIT_STORE_FATAL
+from tests.commands.conftest import Served, serve
 from tests.web.conftest import GH_SECRET, WEBHOOKS, sign
 
 ADMIN = "heal-admin-token"
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
 
 
-@dataclass
-class Served:
-    base: str
-    proc: subprocess.Popen[str]
-    db: Path
-    lines: list[str] = field(default_factory=list)
-
-    def worker_pids(self) -> list[int]:
-        return [
-            int(m.group(1))
-            for line in list(self.lines)
-            if (m := re.search(r"worker pid (\d+)", line))
-        ]
-
-
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     """``ci-app serve`` under gunicorn; ``indirect`` parameters add environment variables."""
-    db = tmp_path / "app.duckdb"
     env = {
-        **os.environ,
         "CI_FANOUT_GITHUB_WEBHOOK_SECRET": GH_SECRET,
         "CI_FANOUT_API_TOKEN": ADMIN,
         "CI_FANOUT_JOB_WORKERS": "1",
         **getattr(request, "param", {}),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ci_app",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--log-level",
-            "info",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.stderr is not None
-    served = Served("", proc, db)
-    port: list[int] = []
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            served.lines.append(line)
-            m = re.search(r"listening at http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port.append(int(m.group(1)))
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 30
-    while not port and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert port, "gunicorn did not start"
-    served.base = f"http://127.0.0.1:{port[0]}"
-    assert _wait_healthy(served.base, 30)
-    try:
+    with serve(tmp_path, env) as served:
         yield served
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            proc.stderr.close()
 
 
 def _health(base: str) -> int | None:

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
 from ci_app.commands.serve import gunicorn_options
 from ci_app.options.server import Settings
+from tests.commands.conftest import Served, serve
 from tests.web.conftest import GH_SECRET, sign
 
 ADMIN = "serve-admin-token"
@@ -36,96 +33,14 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
-    db = tmp_path / "app.duckdb"
+def served(tmp_path: Path) -> Iterator[Served]:
     env = {
-        **os.environ,
         "CI_FANOUT_GITHUB_WEBHOOK_SECRET": GH_SECRET,
         "CI_FANOUT_API_TOKEN": ADMIN,
         "CI_FANOUT_LOG_LEVEL": "warning",
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ci_app",
-            "serve",
-            "--port",
-            "0",
-            "--db",
-            str(db),
-            "--log-level",
-            "info",
-        ],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert proc.stderr is not None
-    lines: list[str] = []
-    listening = threading.Event()
-
-    def pump() -> None:  # reads all along: the server never blocks on a full pipe
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if re.search(r"listening at http://127\.0\.0\.1:\d+", line):
-                listening.set()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        base = _wait_ready(proc, lines, listening)
-        yield base, proc, db
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            proc.stderr.close()
-
-
-def _wait_ready(proc: subprocess.Popen[str], lines: list[str], listening: threading.Event) -> str:
-    """The server's base URL once gunicorn listens and its worker answers /healthz; the test
-    fails with the server's output when it exits or never gets there."""
-
-    def fail(why: str) -> NoReturn:
-        pytest.fail(f"ci-app serve {why}; its output:\n{''.join(lines)}")
-
-    deadline = time.monotonic() + 30
-    while not listening.wait(0.1):
-        if proc.poll() is not None:
-            fail(f"exited with {proc.returncode} before listening")
-        if time.monotonic() > deadline:
-            fail("did not listen within 30 s")
-    port = next(
-        m.group(1)
-        for line in lines
-        if (m := re.search(r"listening at http://127\.0\.0\.1:(\d+)", line))
-    )
-    base = f"http://127.0.0.1:{port}"
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fail(f"exited with {proc.returncode} before its worker was ready")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                health = json.loads(r.read())
-            if health["worker"]:
-                return base
-            last = f"/healthz said {health}"
-        except OSError as exc:
-            last = f"/healthz: {exc}"
-        time.sleep(0.1)
-    pytest.fail(
-        f"ci-app serve's worker was not ready within 30 s ({last}); its output:\n{''.join(lines)}"
-    )
+    with serve(tmp_path, env) as served:
+        yield served
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
@@ -144,9 +59,9 @@ def test_gunicorn_options_single_worker_threads() -> None:
 
 
 def test_serve_end_to_end_and_runner_tokens(
-    served: tuple[str, subprocess.Popen[str], Path],
+    served: Served,
 ) -> None:
-    base, _proc, _db = served
+    base = served.base
     body = json.dumps({"action": "created", "installation": {"id": 5, "account": {"login": "o"}}})
     hdrs = {
         "X-GitHub-Event": "installation",
