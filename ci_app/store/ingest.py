@@ -97,7 +97,7 @@ class ShardWriter:
     ``finish`` are deleted when the next attempt starts. Memory holds one batch.
     """
 
-    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 50_000) -> None:
+    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 25_000) -> None:
         self._db = db
         self._run_id, self._shard_id = shard_key(run)
         self._batch_rows = batch_rows
