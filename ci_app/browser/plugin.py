@@ -51,6 +51,8 @@ from ci_app.browser.config import PoolConfig, config_from_env
 from ci_app.browser.errors import InfraError
 from ci_app.browser.record import RecordWriter, record_path_for
 from ci_app.errors import ConfigError
+from ci_app.options.browser import BrowserOptions
+from ci_app.options.browser import resolve as resolve_options
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -144,27 +146,38 @@ class BrowserSession:
     def __init__(self, config: pytest.Config, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.env = os.environ if env is None else env
+        self._options: BrowserOptions | None = None
         self._settings: PoolConfig | None = None
         self._pool: BrowserPool | None = None
-        self.record = RecordWriter(self._record_path())
+        self.record = RecordWriter(None)  # its path is an option: resolved when it is written
         self.leases: dict[str, list[Lease]] = {}
         self.events: dict[str, _Event] = {}  # this attempt's infrastructure event, per test
         self.browser_items = 0
         self.cold_start_s = 0.0  # starting the pool, not yet taken out of a test's duration
 
+    @property
+    def options(self) -> BrowserOptions:
+        """The pool's options: ``[browser]`` of the ``ci-fanout.toml`` where pytest runs, the
+        environment, ``--browser-record`` (resolved on first need: a session without browser
+        tests never fails on them)."""
+        if self._options is None:
+            self._options = resolve_options(
+                self.env,
+                project_dir=self.config.invocation_params.dir,
+                flags={"record": self.config.getoption("browser_record", None)},
+            )
+        return self._options
+
     def _record_path(self) -> Path | None:
-        explicit = self.config.getoption("browser_record", None) or self.env.get(
-            "CI_FANOUT_BROWSER_RECORD"
-        )
-        if explicit:
-            return Path(explicit)
+        if self.options.record:
+            return Path(self.options.record)
         junit = self.config.getoption("xmlpath", None)
         return record_path_for(junit) if junit else None
 
     @property
     def settings(self) -> PoolConfig:
         if self._settings is None:
-            self._settings = config_from_env(self.env)
+            self._settings = config_from_env(self.env, options=self.options)
         return self._settings
 
     def pool(self) -> BrowserPool:
@@ -253,8 +266,9 @@ class BrowserSession:
             pool.close()
         if self.record.tests or self.record.pool:
             try:
+                self.record.path = self._record_path()
                 self.record.flush()
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 tr = self.config.pluginmanager.get_plugin("terminalreporter")
                 if tr is not None:
                     tr.write_line(f"ci-fanout: cannot write the browser record: {exc}")

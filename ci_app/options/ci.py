@@ -9,7 +9,8 @@ Each option has one external name, kebab-case (``target-minutes``). It is
   the template hand every input to ``ci-app ci`` this way and never interpolate it into a script;
 * the attribute of :class:`CiOptions` the steps read (``opts.target_minutes``).
 
-Cascade, later wins: the defaults below → ``[ci]`` in ``ci-fanout.toml`` → ``CI_FANOUT_*``.
+Cascade, later wins: the defaults below → ``[ci]`` in ``ci-fanout.toml`` → ``CI_FANOUT_*`` →
+the flags of ``ci-app plan`` that name the same settings.
 An empty environment value means "not set", so the action's and the template's inputs default to
 ``''`` and ``ci-fanout.toml`` can still decide; the real default is declared once, here, and
 shown in each input's description. Options that the CI files themselves need literally (paths of
@@ -32,7 +33,16 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from ci_app.errors import ConfigError
-from ci_app.options.engine import Layer, OptionSpec, build, env_layer, opt, read_toml, specs
+from ci_app.options.engine import (
+    OptionSpec,
+    build,
+    env_layer,
+    flag_layer,
+    opt,
+    read_toml,
+    specs,
+    table_layer,
+)
 
 __all__ = [
     "ACTION",
@@ -339,40 +349,36 @@ class CiConfig:
 
 def read_project_config(path: Path, *, required: bool) -> dict[str, Any]:
     """``ci-fanout.toml``: the one reader of it. A missing file is ``{}`` unless ``required``
-    (a file the user named must exist); its ``[ci]`` table may hold only the TOML options."""
+    (a file the user named must exist). Its ``[ci]`` table holds the TOML options below, its
+    ``[browser]`` table the browser pool's (:mod:`ci_app.options.browser`)."""
     if not path.exists():
         if required:
             raise ConfigError(f"config file {path} does not exist")
         return {}
-    doc = read_toml(path)
-    table = doc.get("ci", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [ci] must be a table")
-    return doc
+    return read_toml(path)
 
 
-def _ci_layer(path: Path, doc: Mapping[str, Any]) -> Layer:
-    source = f"{path} [ci]"
-    table = dict(doc.get("ci", {}))
-    not_toml = {o.name for o in OPTIONS if TOML not in o.surfaces}
-    for key in table:
-        if key in not_toml:  # the CI files need these literally
-            raise ConfigError(f"{source}: unknown option {key!r} (set it as a CI input)")
-    return Layer(source, table)
-
-
-def resolve(env: Mapping[str, str], *, base_dir: Path | None = None) -> CiConfig:
-    """Defaults → ``[ci]`` of the config file → ``CI_FANOUT_*`` (empty values are unset).
+def resolve(
+    env: Mapping[str, str],
+    *,
+    base_dir: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> CiConfig:
+    """Defaults → ``[ci]`` of the config file → ``CI_FANOUT_*`` (empty values are unset) →
+    ``flags`` (``ci-app plan``'s; ``None`` values are flags not given).
 
     ``working-directory`` and ``config`` locate the file, so they come from the environment
-    (they are not ``[ci]`` keys)."""
+    and the flags (they are not ``[ci]`` keys); a file named by a flag must exist."""
     environment = env_layer(OPTIONS, env, empty_is_unset=True)
-    located, _ = build(CiOptions, [environment])
-    named = located.config != DEFAULT_CONFIG
+    command_line = flag_layer(flags or {})
+    located, _ = build(CiOptions, [environment, command_line])
+    named = located.config != DEFAULT_CONFIG or "config" in command_line.values
     path = Path(base_dir or Path.cwd()) / (located.working_directory or ".")
     path = path / (located.config or DEFAULT_CONFIG)
     doc = read_project_config(path, required=named)
-    options, sources = build(CiOptions, [_ci_layer(path, doc), environment])
+    # the CI files need the other options literally
+    ci = table_layer(path, doc, "ci", OPTIONS, surface=TOML, elsewhere="set it as a CI input")
+    options, sources = build(CiOptions, [ci, environment, command_line])
     return CiConfig(options=options, sources=sources, project=doc)
 
 

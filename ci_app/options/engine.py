@@ -4,12 +4,15 @@ An option set is a frozen keyword-only dataclass whose fields are declared with 
 the attribute is the typed value use sites read (``opts.target_minutes``: mypy catches a
 typo), the field metadata is the table row docs and CI files are generated from. The external
 name is the attribute in kebab-case (``target-minutes``), its environment variable
-``CI_FANOUT_`` + the name upper-cased (``CI_FANOUT_TARGET_MINUTES``).
+``CI_FANOUT_`` + the name upper-cased (``CI_FANOUT_TARGET_MINUTES``); an option set whose
+variables form a family of their own declares its prefix as the class variable ``env_prefix``
+(``CI_FANOUT_BROWSER_`` + ``POOL_SIZE``).
 
-One cascade, later wins: defaults → TOML → ``CI_FANOUT_*`` → flags (:func:`build`). Each layer
-is a plain mapping of external names to raw values; the environment is always passed in, never
-read at import time. Unknown keys fail with "Perhaps you meant …". TOML files are read by
-:func:`read_toml` only.
+One cascade, later wins: defaults → TOML (:func:`table_layer`) → ``CI_FANOUT_*``
+(:func:`env_layer`) → flags (:func:`flag_layer`), resolved by :func:`build`. Each layer is a
+plain mapping of external names to raw values; the environment is always passed in, never read
+at import time. Unknown keys fail with "Perhaps you meant …". Booleans and choices are matched
+case-insensitively. TOML files are read by :func:`read_toml` only.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ __all__ = [
     "convert",
     "env_layer",
     "env_name",
+    "flag_layer",
     "opt",
     "read_toml",
     "specs",
     "suggest",
+    "table_layer",
 ]
 
 ENV_PREFIX: Final = "CI_FANOUT_"
@@ -84,9 +89,9 @@ def opt(
     return field(default=default, repr=not secret, metadata={_META: meta})
 
 
-def env_name(name: str) -> str:
+def env_name(name: str, prefix: str = ENV_PREFIX) -> str:
     """``target-minutes`` → ``CI_FANOUT_TARGET_MINUTES``."""
-    return ENV_PREFIX + name.replace("-", "_").upper()
+    return prefix + name.replace("-", "_").upper()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -104,10 +109,11 @@ class OptionSpec:
     commands: tuple[str, ...] = ()
     surfaces: frozenset[str] = frozenset()
     action_default: str | None = None
+    env_prefix: str = ENV_PREFIX
 
     @property
     def env(self) -> str:
-        return env_name(self.name)
+        return env_name(self.name, self.env_prefix)
 
     @property
     def default_text(self) -> str:
@@ -148,6 +154,7 @@ def specs(cls: type) -> tuple[OptionSpec, ...]:
     if cached is not None:
         return cached
     hints = get_type_hints(cls)
+    prefix = getattr(cls, "env_prefix", ENV_PREFIX)
     rows: list[OptionSpec] = []
     for f in dataclasses.fields(cls):
         meta = f.metadata.get(_META)
@@ -171,6 +178,7 @@ def specs(cls: type) -> tuple[OptionSpec, ...]:
                 commands=meta.commands,
                 surfaces=meta.surfaces,
                 action_default=meta.action_default,
+                env_prefix=prefix,
             )
         )
     _SPECS[cls] = tuple(rows)
@@ -216,6 +224,10 @@ def convert(spec: OptionSpec, raw: Any, source: str) -> Scalar:
         ) from None
     value = str(raw)
     if spec.choices and value not in spec.choices:
+        folded = value.strip().lower()
+        match = [c for c in spec.choices if c.lower() == folded]
+        if match:
+            return match[0]
         hint = suggest(value, spec.choices)
         raise ConfigError(
             f"{source}: {spec.name} = {value!r}; choose one of {', '.join(spec.choices)}.{hint}"
@@ -236,12 +248,24 @@ class Layer:
 
 
 def env_layer(
-    table: Iterable[OptionSpec], env: Mapping[str, str], *, empty_is_unset: bool
+    table: Iterable[OptionSpec],
+    env: Mapping[str, str],
+    *,
+    empty_is_unset: bool,
+    owns: str | None = None,
 ) -> Layer:
     """The ``CI_FANOUT_<NAME>`` variables of ``table`` found in ``env``.
 
     With ``empty_is_unset`` an empty value leaves the option to earlier layers (the CI inputs
-    default to '' so that ``ci-fanout.toml`` can still decide)."""
+    default to '' so that ``ci-fanout.toml`` can still decide). ``owns``: a prefix whose every
+    variable must be an option of ``table`` (a family of its own, such as the browser pool's);
+    any other fails with a suggestion."""
+    table = tuple(table)
+    if owns is not None:
+        known = [spec.env for spec in table]
+        for name in env:
+            if name.startswith(owns) and name not in known:
+                raise ConfigError(f"environment: unknown variable {name}.{suggest(name, known)}")
     values: dict[str, Any] = {}
     per_key: dict[str, str] = {}
     for spec in table:
@@ -253,6 +277,35 @@ def env_layer(
         values[spec.name] = raw
         per_key[spec.name] = spec.env
     return Layer("environment", values, per_key)
+
+
+def table_layer(
+    path: Path,
+    doc: Mapping[str, Any],
+    table: str,
+    options: Iterable[OptionSpec],
+    *,
+    surface: str,
+    elsewhere: str,
+) -> Layer:
+    """The ``[table]`` of a TOML document ``doc`` read from ``path``; keys of options not
+    declared on ``surface`` fail, with ``elsewhere`` saying where they are set instead."""
+    source = f"{path} [{table}]"
+    values = doc.get(table, {})
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    outside = {o.name for o in options if surface not in o.surfaces}
+    for key in values:
+        if key in outside:
+            raise ConfigError(f"{source}: unknown option {key!r} ({elsewhere})")
+    return Layer(source, dict(values))
+
+
+def flag_layer(given: Mapping[str, Any]) -> Layer:
+    """The command line: flag values by option name (``_`` or ``-``); ``None`` is a flag not
+    given. Each value's source is its flag, ``--name``."""
+    values = {k.replace("_", "-"): v for k, v in given.items() if v is not None}
+    return Layer("command line", values, {k: f"--{k}" for k in values})
 
 
 def build(cls: type[T], layers: Iterable[Layer]) -> tuple[T, dict[str, str]]:

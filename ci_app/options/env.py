@@ -2,7 +2,7 @@
 
 Three families are option tables of their own and are listed from them: the CI steps' options
 (:mod:`ci_app.options.ci`), the ``ci-app serve`` settings (:mod:`ci_app.options.server`) and
-the browser pool's ``CI_FANOUT_BROWSER_*`` (:mod:`ci_app.browser.config`). The rest are
+the browser pool's ``CI_FANOUT_BROWSER_*`` (:mod:`ci_app.options.browser`). The rest are
 declared below: name, meaning, who reads it and who sets it. ``docs/environment.md`` is
 generated from this module; a test fails when the code names a variable that is not here, or
 a row names one the code no longer uses.
@@ -223,12 +223,13 @@ VARIABLES: Final[tuple[EnvVar, ...]] = (
 PREFIXES: Final = {
     "CI_FANOUT_INPUT_": "each input of a job dispatched by the local provider "
     "(ci_app.providers.local)",
-    "CI_FANOUT_BROWSER_": "the browser pool's settings (ci_app.browser.config)",
+    "CI_FANOUT_BROWSER_": "the browser pool's settings (ci_app.options.browser; an unknown one "
+    "is an error)",
 }
 
 
 def _families() -> list[tuple[str, list[str]]]:
-    from ci_app.browser.config import ENV_NAMES
+    from ci_app.options import browser
     from ci_app.options.ci import OPTIONS
     from ci_app.options.engine import specs
     from ci_app.options.server import Settings
@@ -236,7 +237,7 @@ def _families() -> list[tuple[str, list[str]]]:
     return [
         ("the CI steps' options (docs/ci.md)", [o.env for o in OPTIONS]),
         ("ci-app serve settings (docs/options.md)", [o.env for o in specs(Settings)]),
-        ("the browser pool (docs/browser.md)", list(ENV_NAMES)),
+        ("the browser pool (docs/browser.md)", [o.env for o in browser.OPTIONS]),
     ]
 
 

@@ -31,6 +31,7 @@ from ci_app.options.engine import (
     build,
     env_layer,
     env_name,
+    flag_layer,
     opt,
     read_toml,
     specs,
@@ -224,10 +225,7 @@ def load_settings(
     if path:
         layers.append(Layer(str(path), read_settings_file(path)))
     layers.append(env_layer(specs(Settings), env, empty_is_unset=False))
-    if overrides:
-        given = {k.replace("_", "-"): v for k, v in overrides.items() if v is not None}
-        flags = {k: f"--{k}" for k in given}
-        layers.append(Layer("command line", given, flags))
+    layers.append(flag_layer(overrides or {}))
     settings, _ = build(Settings, layers)
     validate(settings)
     return settings

@@ -54,11 +54,11 @@ def test_config_from_env() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CI_FANOUT_BROWSER_POOLSIZE": "2"}, "perhaps you meant CI_FANOUT_BROWSER_POOL_SIZE"),
-        ({"CI_FANOUT_BROWSER_POOL_SIZE": "two"}, "is not an integer"),
+        ({"CI_FANOUT_BROWSER_POOLSIZE": "2"}, "Perhaps you meant 'CI_FANOUT_BROWSER_POOL_SIZE'"),
+        ({"CI_FANOUT_BROWSER_POOL_SIZE": "two"}, "is not a valid integer"),
         ({"CI_FANOUT_BROWSER_POOL_SIZE": "0"}, "must be at least 1"),
         ({"CI_FANOUT_BROWSER_TIMEOUT": "nan"}, "must be at least 1"),
-        ({"CI_FANOUT_BROWSER_MODE": "gpu"}, "expected auto, hardware or software"),
+        ({"CI_FANOUT_BROWSER_MODE": "gpu"}, "choose one of auto, hardware, software"),
         ({"CI_FANOUT_BROWSER_FLAGS": "--a 'unclosed"}, "FLAGS"),
         ({"CI_FANOUT_BROWSER_FLAGS": "--a rm"}, "is not a --switch"),
     ],
@@ -78,9 +78,9 @@ def test_docs_list_every_setting() -> None:
     """docs/browser.md's configuration table names exactly the settings the pool reads."""
     import re
 
-    from ci_app.browser.config import _KNOWN, ENV_PREFIX
+    from ci_app.options.browser import OPTIONS
 
     docs = (Path(__file__).resolve().parents[2] / "docs" / "browser.md").read_text()
     table = docs.split("## Configuration", 1)[1].split("\n\n", 2)[1]
     documented = set(re.findall(r"^\| `(CI_FANOUT_BROWSER_[A-Z_]+)` \|", table, re.MULTILINE))
-    assert documented == {ENV_PREFIX + k for k in _KNOWN}
+    assert documented == {o.env for o in OPTIONS}

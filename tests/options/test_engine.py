@@ -5,12 +5,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
 from ci_app.errors import ConfigError
-from ci_app.options.engine import Layer, build, convert, env_layer, opt, read_toml, specs
+from ci_app.options.engine import (
+    Layer,
+    build,
+    convert,
+    env_layer,
+    flag_layer,
+    opt,
+    read_toml,
+    specs,
+    table_layer,
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -90,6 +100,55 @@ def test_conversion_errors() -> None:
         convert(rows["mode"], "medium", "env")
     with pytest.raises(ConfigError, match=r"unknown option .colur.\. Perhaps you meant .colour."):
         build(Sample, [Layer("f.toml", {"colur": "red"})])
+
+
+def test_choices_ignore_case_like_booleans() -> None:
+    rows = {s.name: s for s in specs(Sample)}
+    assert convert(rows["mode"], " Slow", "env") == "slow"
+    assert convert(rows["colour"], "BLUE", "env") == "blue"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Family:
+    env_prefix: ClassVar[str] = "CI_FANOUT_FAM_"
+
+    size: int = opt(1, "in the file too", surfaces=frozenset({"toml"}))
+    path: str = opt("", "environment only")
+
+
+def test_a_family_owns_its_prefix() -> None:
+    rows = specs(Family)
+    assert [r.env for r in rows] == ["CI_FANOUT_FAM_SIZE", "CI_FANOUT_FAM_PATH"]
+    env = {"CI_FANOUT_FAM_SIZE": "4", "CI_FANOUT_SIZE": "9"}
+    assert build(Family, [env_layer(rows, env, empty_is_unset=True, owns="CI_FANOUT_FAM_")])[
+        0
+    ] == Family(size=4)
+    bad = {"CI_FANOUT_FAM_SIZ": "4"}
+    with pytest.raises(ConfigError, match=r"unknown variable CI_FANOUT_FAM_SIZ\. Perhaps"):
+        env_layer(rows, bad, empty_is_unset=True, owns="CI_FANOUT_FAM_")
+    assert env_layer(rows, bad, empty_is_unset=True).values == {}  # not owned: ignored
+
+
+def test_table_and_flag_layers() -> None:
+    doc = {"fam": {"size": 2}, "other": 1}
+    layer = table_layer(Path("f.toml"), doc, "fam", specs(Family), surface="toml", elsewhere="no")
+    assert (layer.source, dict(layer.values)) == ("f.toml [fam]", {"size": 2})
+    assert (
+        table_layer(Path("f.toml"), {}, "fam", specs(Family), surface="toml", elsewhere="").values
+        == {}
+    )
+    with pytest.raises(ConfigError, match=r"unknown option 'path' \(set it elsewhere\)"):
+        table_layer(
+            Path("f.toml"),
+            {"fam": {"path": "x"}},
+            "fam",
+            specs(Family),
+            surface="toml",
+            elsewhere="set it elsewhere",
+        )
+    flags = flag_layer({"size": 3, "path": None})
+    value, sources = build(Family, [layer, flags])
+    assert value == Family(size=3) and sources == {"size": "--size", "path": "default"}
 
 
 def test_read_toml(tmp_path: Path) -> None:
