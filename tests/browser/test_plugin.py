@@ -206,6 +206,16 @@ def test_with_rerunfailures_the_rerun_is_the_retry(tmp_path: Path) -> None:
     assert genuine.outcome is Outcome.FAILED and not (genuine.message or "").startswith("infra")
 
 
+def test_pool_settings_from_the_projects_ci_fanout_toml(tmp_path: Path) -> None:
+    """``[browser]`` of the ci-fanout.toml where pytest runs is a layer of the cascade."""
+    (tmp_path / "project").mkdir()
+    missing = tmp_path / "from-toml"
+    (tmp_path / "project" / "ci-fanout.toml").write_text(f'[browser]\nexecutable = "{missing}"\n')
+    proc, rs, _ = run_suite(tmp_path, "-k", "test_metric")
+    (case,) = [t for t in rs.tests if t.name == "test_metric"]
+    assert case.outcome is Outcome.SKIPPED and f"no browser at {missing}" in proc.stdout
+
+
 @pytest.mark.parametrize("ci", [False, True])
 def test_missing_browser_skips_locally_and_fails_in_ci(tmp_path: Path, ci: bool) -> None:
     env = {"CI_FANOUT_BROWSER_EXECUTABLE": str(tmp_path / "no-chromium")}
