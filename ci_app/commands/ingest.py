@@ -37,6 +37,7 @@ def register(sub: Any) -> None:
     p.add_argument("--shard-id", help="shard id within the run")
     p.add_argument("--repo", help="OWNER/NAME or GitLab project path")
     p.add_argument("--provider", help="github, gitlab, jenkins, azure or local")
+    p.add_argument("--pipeline-id", help="the CI's own id of the pipeline")
     p.add_argument("--commit", help="commit SHA the tests ran on")
     p.add_argument("--branch", help="branch name")
     p.add_argument("--base-commit", help="commit to compare with (merge base)")
@@ -49,16 +50,13 @@ def register(sub: Any) -> None:
 
 
 def run_info_from_args(args: argparse.Namespace) -> RunInfo:
+    """The flags name a run as a CI context does (``--run-id`` … ``--pr`` are its
+    :class:`~ci_app.model.results.RunIdentity`), and this shard: the one builder of a
+    ``RunInfo`` from a run's source."""
     labels = tuple(x.strip() for x in (args.runner_labels or "").split(",") if x.strip())
-    return RunInfo(
-        run_id=args.run_id,
+    return RunInfo.of(
+        args,
         shard_id=args.shard_id,
-        repo=args.repo,
-        provider=args.provider,
-        commit=args.commit,
-        branch=args.branch,
-        base_commit=args.base_commit,
-        pr=args.pr,
         runner_name=args.runner_name,
         runner_labels=labels,
         started_at=args.timestamp,

@@ -337,8 +337,11 @@ class RunInfo:
         job_url: str | None = None,
         runner_name: str | None = None,
         runner_labels: tuple[str, ...] = (),
+        started_at: str | None = None,
     ) -> RunInfo:
-        """The identity results of ``run`` carry (the one builder from a run's source)."""
+        """The identity results of ``run`` carry (the one builder from a run's source).
+
+        The keywords are the shard's: ``started_at`` is when the shard ran, not the run."""
         return cls(
             run_id=run.run_id,
             shard_id=shard_id,
@@ -352,6 +355,7 @@ class RunInfo:
             pr=run.pr,
             runner_name=runner_name,
             runner_labels=runner_labels,
+            started_at=started_at,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,8 @@ def test_ingest_writes_results_and_prints_summary(
     code = main(
         ["ingest", str(REPORTS / "pytest" / "junit.fail.xml"), "--output", str(out),
          "--run-id", "r1", "--shard-id", "s1", "--commit", "abc", "--branch", "main",
-         "--runner-labels", "x64, gpu-nvidia"]
+         "--runner-labels", "x64, gpu-nvidia", "--pipeline-id", "77", "--pr", "5",
+         "--timestamp", "2026-01-02T03:04:05+00:00"]
     )  # fmt: skip
     assert code == 0  # a failing test is not a failing ingest
     doc = json.loads(out.read_text())
@@ -28,6 +29,14 @@ def test_ingest_writes_results_and_prints_summary(
     assert doc["summary"]["tests"] == 5 and doc["summary"]["failed"] == 1
     assert doc["run"]["runner"]["labels"] == ["x64", "gpu-nvidia"]
     assert doc["run"]["commit"] == "abc"
+    run = {k: doc["run"][k] for k in ("run_id", "shard_id", "pipeline_id", "pr", "started_at")}
+    assert run == {
+        "run_id": "r1",
+        "shard_id": "s1",
+        "pipeline_id": "77",
+        "pr": 5,
+        "started_at": "2026-01-02T03:04:05+00:00",
+    }
     err = capsys.readouterr().err
     assert "5 tests: 3 passed, 1 failed, 0 errors, 1 skipped" in err
 
