@@ -4,7 +4,11 @@ Plan::
 
     ci-app plan [--durations F] [--tests F | --collect PATH [--pytest-args ARGS] | --inventory F]
                 [--runners F] [--shards K | --target-minutes M] [--mode static|queue]
-                [--format json|github|gitlab] --output F
+                [--config F] [--format json|github|gitlab] --output F
+
+``--shards``, ``--target-minutes``, ``--mode``, ``--setup-seconds``, ``--gpu-for-cpu`` and
+``--config`` are CI options (docs/ci.md): each flag is the last layer of their cascade, over
+``[ci]`` in ``ci-fanout.toml`` and ``CI_FANOUT_*``.
 
 Simulate (prints ``{"makespan_s", "lower_bound_s", "ratio"}`` as its last line)::
 
@@ -17,12 +21,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ci_app.errors import ConfigError, InputError, PlanningError
 from ci_app.matrix.durations import DurationHistory, durations_from_json
@@ -36,6 +41,9 @@ from ci_app.matrix.planner import Matrix, PlanOptions, plan_matrix
 from ci_app.matrix.policies import PlanContext, load_policies
 from ci_app.matrix.pools import runners_from_json
 from ci_app.matrix.render import render
+
+if TYPE_CHECKING:
+    from ci_app.options.ci import CiConfig
 
 # Modules only some runs need (pytest collection, the config file, --simulate) are imported
 # where they are used: `ci-app plan` is a CI step on every push, and its start-up counts.
@@ -122,7 +130,7 @@ def collect_inventory(
 
 
 def _inventory(
-    args: argparse.Namespace, config: dict[str, Any], hist: DurationHistory
+    args: argparse.Namespace, config: Mapping[str, Any], hist: DurationHistory
 ) -> Inventory:
     if args.tests:
         try:
@@ -139,32 +147,50 @@ def _inventory(
     return apply_rules(inv, rules_from_config(config))
 
 
-def _config(path: str | None) -> dict[str, Any]:
-    """``ci-fanout.toml`` (``--config F``, which must exist; else ``./ci-fanout.toml``)."""
-    from ci_app.options.ci import DEFAULT_CONFIG, read_project_config
+def _resolve(args: argparse.Namespace) -> CiConfig:
+    """The flags that name CI options are the last layer of their cascade: defaults → ``[ci]``
+    of ``ci-fanout.toml`` (``--config F``, which must exist; else ``./ci-fanout.toml``) →
+    ``CI_FANOUT_*`` → these flags. ``--target-minutes`` picks the shard count, so it also
+    clears a count set by an earlier layer."""
+    from ci_app.options.ci import resolve
 
-    return read_project_config(Path(path or DEFAULT_CONFIG), required=bool(path))
+    flags: dict[str, Any] = {
+        "config": args.config,
+        "shards": args.shards,
+        "target-minutes": args.target_minutes,
+        "mode": args.mode,
+        "setup-seconds": args.setup_seconds,
+        "gpu-for-cpu": args.gpu_for_cpu,
+    }
+    if args.target_minutes is not None:
+        flags["shards"] = ""  # empty: unset
+    return resolve(os.environ, flags=flags)
 
 
-def _options(args: argparse.Namespace) -> PlanOptions:
+def _options(args: argparse.Namespace, cfg: CiConfig) -> PlanOptions:
+    """Without a target from any layer the CLI plans the fewest shards within 10% of the best
+    wall time (the CI steps' default target is the option's, 10 minutes)."""
+    opts = cfg.options
+    targeted = cfg.sources["target-minutes"] != "default"
     return PlanOptions(
-        mode=args.mode,
-        shards=args.shards,
-        target_s=None if args.target_minutes is None else args.target_minutes * 60.0,
-        setup_s=args.setup_seconds,
+        mode=opts.mode,
+        shards=opts.shards,
+        target_s=opts.target_minutes * 60.0 if targeted else None,
+        setup_s=opts.setup_seconds,
         min_shard_s=args.min_shard_seconds,
-        gpu_for_cpu=args.gpu_for_cpu,
+        gpu_for_cpu=opts.gpu_for_cpu,
         on_unsatisfied=args.unsatisfied,
     )
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _simulate(args: argparse.Namespace, cfg: CiConfig) -> int:
     from ci_app.matrix.queue import QueueConfig
     from ci_app.matrix.simulate import add_noise, simulate_queue, simulate_static
 
     if not args.durations:
         raise ConfigError("--simulate needs --durations HIST (the history to plan with)")
-    if args.shards is None:
+    options = _options(args, cfg)
+    if options.shards is None:
         raise ConfigError("--simulate needs --shards K")
     actual = durations_from_json(_read_json(args.simulate, "actual durations"))
     if not actual:
@@ -174,19 +200,19 @@ def _simulate(args: argparse.Namespace) -> int:
     hist = load_history(args.durations)
     inv = inventory_from_ids(sorted(actual))
     t0 = time.perf_counter()
-    matrix = plan_matrix(inv, hist, None, _options(args))
+    matrix = plan_matrix(inv, hist, None, options)
     plan_s = time.perf_counter() - t0
-    if args.mode == "queue":
+    if options.mode == "queue":
         items = [it for p in matrix.pools for it in p.queue]
         res = simulate_queue(
-            items, actual, args.shards, QueueConfig(pull_overhead_s=args.pull_overhead)
+            items, actual, options.shards, QueueConfig(pull_overhead_s=args.pull_overhead)
         )
     else:
         res = simulate_static([s.tests for s in matrix.shards], actual)
     unknown = sum(s.unknown_tests for s in matrix.shards)
     print(
         f"planned {len(inv.tests)} tests ({unknown} without history) into {len(matrix.shards)} "
-        f"shard(s) in {plan_s:.3f}s; mode {args.mode}",
+        f"shard(s) in {plan_s:.3f}s; mode {options.mode}",
         file=sys.stderr,
     )
     print(json.dumps(res.to_dict()))
@@ -207,15 +233,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _plan_or_simulate(args: argparse.Namespace) -> int:
+    cfg = _resolve(args)
     if args.simulate:
-        return _simulate(args)
+        return _simulate(args, cfg)
     if not args.output:
         raise ConfigError("--output F is required (use - for stdout)")
     if not (args.tests or args.inventory or args.collect or args.durations):
         raise ConfigError(
             "give the tests: --tests F, --collect PATH, --inventory F or --durations F"
         )
-    config = _config(args.config)
+    config = cfg.project
     hist = load_history(args.durations or [])  # read once: history and, alone, the inventory
     inv = _inventory(args, config, hist)
     if args.db:
@@ -234,7 +261,7 @@ def _plan_or_simulate(args: argparse.Namespace) -> int:
         if args.deadline_minutes is None
         else time.time() + args.deadline_minutes * 60,
     )
-    matrix = plan_matrix(inv, hist, runners, _options(args), policies=policies, ctx=ctx)
+    matrix = plan_matrix(inv, hist, runners, _options(args, cfg), policies=policies, ctx=ctx)
     text = render(matrix, args.format)
     if args.output == "-":
         sys.stdout.write(text)
@@ -301,19 +328,34 @@ def register(sub: Any) -> None:
         help="durations: pytest-split .test_durations JSON or results.json (repeatable)",
     )
     p.add_argument("--runners", metavar="F", help="runners JSON [{name, labels}]")
+    # these flags name CI options: the last layer over [ci] in ci-fanout.toml and CI_FANOUT_*
     k = p.add_mutually_exclusive_group()
     k.add_argument("--shards", type=int, metavar="K", help="shards per pool")
-    k.add_argument("--target-minutes", type=float, metavar="M", help="target wall time")
-    p.add_argument("--mode", choices=("static", "queue"), default="static")
+    k.add_argument(
+        "--target-minutes",
+        type=float,
+        metavar="M",
+        help="target wall time (default: none, the fewest shards within 10%% of the best wall)",
+    )
+    p.add_argument("--mode", choices=("static", "queue"), help="default: static")
     p.add_argument("--format", choices=("json", "github", "gitlab"), default="json")
     p.add_argument("--output", metavar="F", help="where to write the matrix (- for stdout)")
     p.add_argument(
         "--matrix-output", metavar="F", help="also write the JSON matrix (with github/gitlab)"
     )
-    p.add_argument("--config", metavar="F", help="ci-fanout.toml (default: ./ci-fanout.toml)")
-    p.add_argument("--setup-seconds", type=float, default=30.0, help="per-shard set-up cost")
+    p.add_argument(
+        "--config",
+        metavar="F",
+        help="ci-fanout.toml (default: ./ci-fanout.toml); its [ci] table sets the defaults of "
+        "--shards, --target-minutes, --mode, --setup-seconds, --gpu-for-cpu",
+    )
+    p.add_argument("--setup-seconds", type=float, help="per-shard set-up cost (default: 30)")
     p.add_argument("--min-shard-seconds", type=float, default=0.0, help="smallest useful shard")
-    p.add_argument("--gpu-for-cpu", action="store_true", help="let CPU tests use GPU runners")
+    p.add_argument(
+        "--gpu-for-cpu",
+        action=argparse.BooleanOptionalAction,
+        help="let CPU tests use GPU runners (default: no)",
+    )
     p.add_argument(
         "--unsatisfied",
         choices=("error", "report"),

@@ -19,7 +19,9 @@ the real default. Options that live on one surface only (``command``, ``shard`` 
 GitHub, ``image``/``stage`` on GitLab) say so in their ``surfaces``.
 
 ``ci-fanout.toml`` is read here only (:func:`read_project_config`): the CI steps get the whole
-document with their options (:class:`CiConfig`), ``ci-app plan --config`` reads it the same way.
+document with their options (:class:`CiConfig`), ``ci-app plan`` resolves the same way with its
+flags as the last layer, the browser pool reads its ``[browser]`` table
+(:mod:`ci_app.options.browser`).
 ``docs/ci.md`` is generated from this table (:func:`render_docs`); a test keeps it current and
 checks that ``action.yml``, ``.gitlab-ci-template.yml`` and ``templates/ci-fanout.yml`` declare
 exactly these inputs.
