@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.errors import StoreError
 from ci_app.store.schema import LATEST_VERSION, MIGRATIONS
 
-__all__ = ["Database", "first_row", "insert_arrow", "is_fatal_error", "now_utc", "open_database"]
+if TYPE_CHECKING:
+    # imported by the callers that build Arrow tables, not here: ``ingest --db`` never
+    # loads pyarrow (~40 MB of RSS, see docs/artifacts.md)
+    import numpy as np
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+__all__ = [
+    "Database",
+    "first_row",
+    "insert_arrow",
+    "insert_columns",
+    "is_fatal_error",
+    "now_utc",
+    "open_database",
+]
 
 _SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?$", re.IGNORECASE)
 #: tables whose size ``count_rows`` reports (tests, benchmarks, ``/metrics``)
@@ -47,6 +60,32 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> 
     try:
         cols = ", ".join(data.schema.names)
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")  # noqa: S608
+    finally:
+        con.unregister(name)
+
+
+def insert_columns(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Mapping[str, np.ndarray[Any, Any]],
+    constants: Mapping[str, Any] | None = None,
+) -> None:
+    """Append numpy columns named like ``table``'s (one statement), without pyarrow.
+
+    DuckDB scans the arrays in place: an ``object`` array is pointers to the Python values,
+    no copy, its SQL type inferred from the values. ``constants`` are columns with the same
+    value in every row (bound parameters).
+    """
+    name = f"_bulk_{table}"
+    fixed = dict(constants or {})
+    con.register(name, dict(columns))
+    try:
+        cols = ", ".join([*fixed, *columns])
+        values = ", ".join(["?"] * len(fixed) + list(columns))
+        con.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {values} FROM {name}",  # noqa: S608
+            list(fixed.values()),
+        )
     finally:
         con.unregister(name)
 

@@ -1,7 +1,9 @@
 """Writing results: shards, their test rows and metrics (the hot path of ``ci-app ingest``).
 
-Columnar: test cases become Arrow columns and are appended with one ``INSERT ... SELECT``
-per batch, never row by row. A shard row means all its test rows are in, so ingest is
+Columnar: test cases become columns appended with one ``INSERT ... SELECT`` per batch,
+never row by row: Arrow tables for whole result sets (``ingest_batch``, the server), numpy
+arrays for the streamed shard of ``ingest --db`` (``ShardWriter``), which must not load
+pyarrow (see its docstring). A shard row means all its test rows are in, so ingest is
 idempotent per (run_id, shard_id).
 """
 
@@ -9,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
+import numpy as np
 
 from ci_app.errors import StoreError
 from ci_app.model.results import (
@@ -24,30 +27,39 @@ from ci_app.model.results import (
     TestCase,
 )
 from ci_app.reporting.data import runner_class_of
-from ci_app.store.database import Database, first_row, insert_arrow, now_utc
+from ci_app.store.database import Database, first_row, insert_arrow, insert_columns, now_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = ["DEFAULT_SHARD", "MESSAGE_LIMIT", "ShardWriter", "ingest_batch"]
 
 DEFAULT_SHARD = "default"
 MESSAGE_LIMIT = 4000
 _QUIET = (Outcome.PASSED, Outcome.SKIPPED)
-_CASE_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("shard_id", pa.string()),
-        ("test_id", pa.string()),
-        ("suite", pa.string()),
-        ("classname", pa.string()),
-        ("name", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int32()),
-        ("outcome", pa.string()),
-        ("duration_s", pa.float64()),
-        ("retries", pa.int32()),
-        ("flaky", pa.bool_()),
-        ("message", pa.string()),
-    ]
-)
+
+
+@cache
+def _case_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("shard_id", pa.string()),
+            ("test_id", pa.string()),
+            ("suite", pa.string()),
+            ("classname", pa.string()),
+            ("name", pa.string()),
+            ("file", pa.string()),
+            ("line", pa.int32()),
+            ("outcome", pa.string()),
+            ("duration_s", pa.float64()),
+            ("retries", pa.int32()),
+            ("flaky", pa.bool_()),
+            ("message", pa.string()),
+        ]
+    )
 
 
 def shard_key(run: RunInfo) -> tuple[str, str]:
@@ -94,10 +106,16 @@ class ShardWriter:
     The shard row (with the summary) is written last by ``finish``, so a shard row
     means all its rows are in: a shard already stored makes every call a no-op
     (idempotent, like ``ingest``), and rows left by an attempt that died before
-    ``finish`` are deleted when the next attempt starts. Memory holds one batch.
+    ``finish`` are deleted when the next attempt starts.
+
+    Memory holds one batch, and the process of ``ingest --db`` stays small (issue 14,
+    ``bench/ingest_memory.py``): a batch goes in as numpy arrays that DuckDB scans in
+    place (an ``object`` array points at the cases' own strings; an Arrow table copies
+    them, and importing pyarrow alone maps ~40 MB), and batches are small (5,000 rows:
+    25,000 cost ~25 MB more at the peak for no gain in speed).
     """
 
-    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 25_000) -> None:
+    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 5_000) -> None:
         self._db = db
         self._run_id, self._shard_id = shard_key(run)
         self._batch_rows = batch_rows
@@ -125,18 +143,21 @@ class ShardWriter:
         for case in cases:
             self._counter.add(case)
             self._pending.append(case)
-        if len(self._pending) >= self._batch_rows:
-            self._flush()
+            if len(self._pending) >= self._batch_rows:
+                self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = _cases_table(
-            [(ResultSet(tests=tuple(self._pending)), self._run_id, self._shard_id)]
-        )
+        columns = _case_arrays(self._pending)
         with self._db.transaction() as con:
-            insert_arrow(con, "test_results", table)
-        self.rows += int(table.num_rows)
+            insert_columns(
+                con,
+                "test_results",
+                columns,
+                {"run_id": self._run_id, "shard_id": self._shard_id},
+            )
+        self.rows += len(self._pending)
         self._pending = []
 
     def finish(self, head: ResultSet, summary: Summary | None = None) -> int:
@@ -243,11 +264,10 @@ def _ts(value: str | None) -> datetime | None:
 
 
 def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
-    """Arrow table of all test cases in the batch.
+    """Arrow table of all test cases in the batch."""
+    import pyarrow as pa
 
-    One list comprehension per column (~50 ns a value) then ``pa.array``; a
-    per-row tuple + transpose is 5x slower.
-    """
+    schema = _case_schema()
     run_col: list[str] = []
     shard_col: list[str] = []
     tests: list[TestCase] = []
@@ -257,10 +277,41 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
         shard_col.extend([shard_id] * n)
         tests.extend(rs.tests)
     if not tests:
-        return _CASE_SCHEMA.empty_table()
-    data: dict[str, list[Any]] = {
-        "run_id": run_col,
-        "shard_id": shard_col,
+        return schema.empty_table()
+    data = {"run_id": run_col, "shard_id": shard_col, **_case_columns(tests)}
+    return pa.Table.from_arrays([pa.array(data[f.name], f.type) for f in schema], schema=schema)
+
+
+def _case_arrays(tests: Sequence[TestCase]) -> dict[str, np.ndarray[Any, Any]]:
+    """numpy columns of the cases (all but run_id and shard_id).
+
+    DuckDB infers an ``object`` column's type from its values, so each column holds one
+    Python type (or None): a float column of ints and floats would be read as integers.
+    The numeric columns that are never None are typed arrays.
+    """
+    columns = _case_columns(tests)
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    for name, values in columns.items():
+        if name == "duration_s":
+            arrays[name] = np.array(values, dtype=np.float64)
+        elif name == "retries":
+            arrays[name] = np.array(values, dtype=np.int32)
+        elif name == "flaky":
+            arrays[name] = np.array(values, dtype=np.bool_)
+        else:
+            column = np.empty(len(values), dtype=object)
+            column[:] = values  # never a 2-D array, whatever the values
+            arrays[name] = column
+    return arrays
+
+
+def _case_columns(tests: Sequence[TestCase]) -> dict[str, list[Any]]:
+    """The cases' values column by column (all but run_id and shard_id).
+
+    One list comprehension per column (~50 ns a value); a per-row tuple + transpose is
+    5x slower.
+    """
+    return {
         "test_id": [t.id for t in tests],
         "suite": [t.suite for t in tests],
         "classname": [t.classname for t in tests],
@@ -278,9 +329,6 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
             for t in tests
         ],
     }
-    return pa.Table.from_arrays(
-        [pa.array(data[f.name], f.type) for f in _CASE_SCHEMA], schema=_CASE_SCHEMA
-    )
 
 
 def _is_not_run(message: str | None) -> bool:

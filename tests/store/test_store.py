@@ -195,3 +195,56 @@ def test_cases_without_details(store: Store) -> None:
     assert sorted(rows.outcome) == ["failed", "passed"]
     assert rows.duration_s == [1.0, 1.0]
     assert rows.message == [] and rows.file == []
+
+
+def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
+    """ShardWriter (numpy columns, ``ingest --db``) and ingest (Arrow) write the same rows,
+    whatever the batch boundaries: DuckDB types an object column from its values, so a
+    float column that starts with ints must still keep 1.5."""
+    from ci_app.store.ingest import MESSAGE_LIMIT, ShardWriter
+
+    cases = [
+        TestCase(
+            id=f"t::c{i}",
+            name=f"c{i} — ünïcode" if i % 3 else "",
+            outcome=[Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.ERROR][i % 4],
+            suite=None if i % 2 else "s",
+            classname="t",
+            file=None if i < 4 else "t.py",
+            line=None if i % 5 else i,
+            duration_s=0 if i < 7 else 1.5 + i,
+            message=None if i % 4 == 0 else ("x" * (MESSAGE_LIMIT + 10) if i == 5 else f"m{i}"),
+            details="trace" if i == 6 else None,
+            retries=i % 2,
+            flaky=i == 9,
+        )
+        for i in range(12)
+    ]
+    cases.append(
+        TestCase(id="t::nr", name="nr", outcome=Outcome.SKIPPED, message="not run: no runner")
+    )
+    whole = ResultSet(run=RunInfo(run_id="r1", shard_id="s1"), tests=tuple(cases))
+    assert store.results.ingest(whole) == len(cases)
+    writer = ShardWriter(store.db, RunInfo(run_id="r2", shard_id="s1"), batch_rows=7)
+    writer.add(cases[:3])
+    writer.add(cases[3:])
+    assert writer.finish(ResultSet(run=RunInfo(run_id="r2", shard_id="s1"))) == len(cases)
+
+    def rows(run_id: str) -> list[tuple[object, ...]]:
+        return store.db.all(
+            "SELECT * EXCLUDE (run_id) FROM test_results WHERE run_id = ? ORDER BY test_id",
+            [run_id],
+        )
+
+    streamed = rows("r2")
+    assert streamed == rows("r1")
+    by_id = {r[1]: r for r in streamed}
+    assert by_id["t::c8"][8] == 9.5 and by_id["t::c0"][8] == 0.0
+    assert by_id["t::c5"][-1] == "x" * MESSAGE_LIMIT and by_id["t::nr"][-1] == "not run: no runner"
+    # a batch whose first float comes after 2,999 ints (past the values DuckDB samples)
+    zeros = [
+        TestCase(id=f"t::f{j}", name="f", outcome=Outcome.PASSED, duration_s=0 if j < 2999 else 2.5)
+        for j in range(3000)
+    ]
+    assert store.results.ingest_stream(ResultSet(run=RunInfo(run_id="r3")), [zeros]) == 3000
+    assert store.db.one("SELECT max(duration_s) FROM test_results WHERE run_id = 'r3'") == (2.5,)
