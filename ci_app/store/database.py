@@ -24,14 +24,13 @@ from ci_app.store.schema import LATEST_VERSION, MIGRATIONS
 if TYPE_CHECKING:
     # imported by the callers that build Arrow tables, not here: ``ingest --db`` never
     # loads pyarrow (~40 MB of RSS, see docs/artifacts.md)
-    import numpy as np
     import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = [
     "Database",
     "first_row",
     "insert_arrow",
-    "insert_columns",
+    "insert_csv",
     "is_fatal_error",
     "now_utc",
     "open_database",
@@ -64,30 +63,34 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> 
         con.unregister(name)
 
 
-def insert_columns(
+def insert_csv(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    columns: Mapping[str, np.ndarray[Any, Any]],
+    path: str | Path,
+    columns: Mapping[str, str],
     constants: Mapping[str, Any] | None = None,
+    *,
+    max_line_bytes: int = 0,
 ) -> None:
-    """Append numpy columns named like ``table``'s (one statement), without pyarrow.
+    """Append the rows of a CSV file (one statement), without pyarrow or numpy.
 
-    DuckDB scans the arrays in place: an ``object`` array is pointers to the Python values,
-    no copy, its SQL type inferred from the values. ``constants`` are columns with the same
-    value in every row (bound parameters).
+    The file has no header and one field per ``columns`` entry (name -> SQL type, in
+    order), every string quoted with ``""`` doubled, NULL an empty field; a quoted
+    empty field is ''. ``constants`` are columns with the same value in every row (bound
+    parameters). ``max_line_bytes`` raises DuckDB's line limit (2 MB) for longer rows.
     """
-    name = f"_bulk_{table}"
     fixed = dict(constants or {})
-    con.register(name, dict(columns))
-    try:
-        cols = ", ".join([*fixed, *columns])
-        values = ", ".join(["?"] * len(fixed) + list(columns))
-        con.execute(
-            f"INSERT INTO {table} ({cols}) SELECT {values} FROM {name}",  # noqa: S608
-            list(fixed.values()),
-        )
-    finally:
-        con.unregister(name)
+    names = ", ".join([*fixed, *columns])
+    values = ", ".join(["?"] * len(fixed) + list(columns))
+    spec = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in columns.items())
+    limit = max(max_line_bytes + 1024, 2_097_152)
+    con.execute(
+        f"INSERT INTO {table} ({names}) SELECT {values} FROM read_csv(?, "  # noqa: S608
+        f"columns = {{{spec}}}, header = false, auto_detect = false, delim = ',', "
+        f"quote = '\"', escape = '\"', allow_quoted_nulls = false, new_line = '\\n', "
+        f"max_line_size = {limit})",
+        [*fixed.values(), str(path)],
+    )
 
 
 class Database:

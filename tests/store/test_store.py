@@ -198,15 +198,14 @@ def test_cases_without_details(store: Store) -> None:
 
 
 def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
-    """ShardWriter (numpy columns, ``ingest --db``) and ingest (Arrow) write the same rows,
-    whatever the batch boundaries: DuckDB types an object column from its values, so a
-    float column that starts with ints must still keep 1.5."""
+    """ShardWriter (CSV batches, ``ingest --db``) and ingest (Arrow) write the same rows,
+    whatever the batch boundaries and the text (quotes, commas, newlines, NUL, '' vs None)."""
     from ci_app.store.ingest import MESSAGE_LIMIT, ShardWriter
 
     cases = [
         TestCase(
             id=f"t::c{i}",
-            name=f"c{i} — ünïcode" if i % 3 else "",
+            name=f'c{i} — ünïcode, "q" \r\n\x00 ' if i % 3 else "",
             outcome=[Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.ERROR][i % 4],
             suite=None if i % 2 else "s",
             classname="t",
