@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import duckdb
 
@@ -110,18 +111,19 @@ class ShardWriter:
     (idempotent, like ``ingest``), and rows left by an attempt that died before
     ``finish`` are deleted when the next attempt starts.
 
-    Memory holds one batch, and the process of ``ingest --db`` stays small (issue 14,
-    ``bench/ingest_memory.py``): a batch is written to a temporary CSV file that DuckDB
-    reads in one ``INSERT ... SELECT``, so neither pyarrow nor numpy is imported (~40 and
-    ~16 MB of RSS; an Arrow table also copies every string), and batches are small (5,000
-    rows: 25,000 cost ~25 MB more at the peak for no gain in speed).
+    The process of ``ingest --db`` stays small (issue 14, ``bench/ingest_memory.py``):
+    each case is written as it comes to a temporary CSV file, which DuckDB reads in one
+    ``INSERT ... SELECT`` every ``batch_rows`` cases. So memory holds no batch, and
+    neither pyarrow nor numpy is imported (~40 and ~16 MB of RSS; an Arrow table would
+    also copy every string). Batches of 5,000: larger ones cost DuckDB more memory for
+    no gain in speed, smaller ones more commits.
     """
 
     def __init__(self, db: Database, run: RunInfo, batch_rows: int = 5_000) -> None:
         self._db = db
         self._run_id, self._shard_id = shard_key(run)
         self._batch_rows = batch_rows
-        self._pending: list[TestCase] = []
+        self._batch: _BatchFile | None = None
         self._counter = SummaryCounter()
         self.rows = 0
         with db.transaction() as con:
@@ -142,35 +144,32 @@ class ShardWriter:
     def add(self, cases: Iterable[TestCase]) -> None:
         if self.skip:
             return
+        count = self._counter.add
         for case in cases:
-            self._counter.add(case)
-            self._pending.append(case)
-            if len(self._pending) >= self._batch_rows:
+            count(case)
+            if self._batch is None:
+                self._batch = _BatchFile()
+            if self._batch.write(case) >= self._batch_rows:
                 self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
+        batch, self._batch = self._batch, None
+        if batch is None:
             return
-        fd, path = tempfile.mkstemp(prefix="ci-fanout-rows-", suffix=".csv")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                longest = 0
-                for line in _csv_lines(self._pending):
-                    f.write(line)
-                    longest = max(longest, len(line))
+            batch.close()
             with self._db.transaction() as con:
                 insert_csv(
                     con,
                     "test_results",
-                    path,
+                    batch.path,
                     _CSV_COLUMNS,
                     {"run_id": self._run_id, "shard_id": self._shard_id},
-                    max_line_bytes=4 * longest,
+                    max_line_bytes=batch.longest_bytes,
                 )
         finally:
-            Path(path).unlink(missing_ok=True)
-        self.rows += len(self._pending)
-        self._pending = []
+            batch.remove()
+        self.rows += batch.rows
 
     def finish(self, head: ResultSet, summary: Summary | None = None) -> int:
         """Write the last batch, the run and the shard row; returns the rows inserted."""
@@ -181,6 +180,41 @@ class ShardWriter:
         with self._db.transaction() as con:
             _write_shard(con, head, self._run_id, self._shard_id, now_utc(), final)
         return self.rows
+
+
+class _BatchFile:
+    """The temporary CSV file of one batch (``_CSV_COLUMNS``); removed by ``remove`` or,
+    if its writer is dropped mid-shard, when it is garbage-collected."""
+
+    def __init__(self) -> None:
+        fd, self.path = tempfile.mkstemp(prefix="ci-fanout-rows-", suffix=".csv")
+        self._out = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._gone = weakref.finalize(self, _close_and_remove, self._out, self.path)
+        self.rows = 0
+        self._longest = 0
+
+    def write(self, case: TestCase) -> int:
+        """Append one case; returns the rows in the file."""
+        line = _csv_line(case)
+        self._out.write(line)
+        self._longest = max(self._longest, len(line))
+        self.rows += 1
+        return self.rows
+
+    @property
+    def longest_bytes(self) -> int:
+        return 4 * self._longest  # UTF-8: at most 4 bytes a character
+
+    def close(self) -> None:
+        self._out.close()
+
+    def remove(self) -> None:
+        self._gone()
+
+
+def _close_and_remove(out: IO[str], path: str) -> None:
+    out.close()
+    Path(path).unlink(missing_ok=True)
 
 
 def _write_shard(
@@ -310,26 +344,25 @@ _CSV_COLUMNS = {
 }
 
 
-def _csv_lines(tests: Iterable[TestCase]) -> Iterator[str]:
-    """The cases as CSV lines in ``_CSV_COLUMNS`` order (what ``_case_columns`` stores).
+def _csv_line(t: TestCase) -> str:
+    """One case as a CSV line in ``_CSV_COLUMNS`` order (what ``_case_columns`` stores).
 
     Every string is quoted, ``""`` doubled, so any text reads back as written (commas,
     newlines, NUL); None is an empty field, NULL. ~1.3 µs a case, 3x faster than ``csv``.
     """
     q = _csv_text
-    for t in tests:
-        line = "" if t.line is None else str(int(t.line))
-        duration = "" if t.duration_s is None else repr(float(t.duration_s))
-        message = (
-            None
-            if t.outcome in _QUIET and not _is_not_run(t.message)
-            else _message(t.message, t.details)
-        )
-        yield (
-            f"{q(t.id)},{q(t.suite)},{q(t.classname)},{q(t.name)},{q(t.file)},{line},"
-            f"{q(t.outcome)},{duration},{int(t.retries)},{'true' if t.flaky else 'false'},"
-            f"{q(message)}\n"
-        )
+    line = "" if t.line is None else str(int(t.line))
+    duration = "" if t.duration_s is None else repr(float(t.duration_s))
+    message = (
+        None
+        if t.outcome in _QUIET and not _is_not_run(t.message)
+        else _message(t.message, t.details)
+    )
+    return (
+        f"{q(t.id)},{q(t.suite)},{q(t.classname)},{q(t.name)},{q(t.file)},{line},"
+        f"{q(t.outcome)},{duration},{int(t.retries)},{'true' if t.flaky else 'false'},"
+        f"{q(message)}\n"
+    )
 
 
 def _csv_text(value: str | None) -> str:

@@ -247,3 +247,33 @@ def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
     ]
     assert store.results.ingest_stream(ResultSet(run=RunInfo(run_id="r3")), [zeros]) == 3000
     assert store.db.one("SELECT max(duration_s) FROM test_results WHERE run_id = 'r3'") == (2.5,)
+
+
+def test_shard_writer_leaves_no_batch_file(store: Store, tmp_path: Path) -> None:
+    """A batch is a temporary file: removed once stored, or when a writer that died
+    mid-shard is dropped (its rows are redone by the next attempt)."""
+    import gc
+    import tempfile
+
+    from ci_app.store.ingest import ShardWriter
+
+    def files() -> list[Path]:
+        return sorted(tmp_path.glob("ci-fanout-rows-*"))
+
+    cases = [TestCase(id=f"t{i}", name=f"t{i}", outcome=Outcome.PASSED) for i in range(5)]
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path)
+    try:
+        done = ShardWriter(store.db, RunInfo(run_id="r1"), batch_rows=3)
+        done.add(cases)
+        assert len(files()) == 1  # the second batch, not yet stored
+        assert done.finish(ResultSet(run=RunInfo(run_id="r1"))) == 5
+        assert files() == []
+        died = ShardWriter(store.db, RunInfo(run_id="r2"), batch_rows=3)
+        died.add(cases[:2])
+        assert len(files()) == 1
+        del died
+        gc.collect()
+        assert files() == []
+    finally:
+        tempfile.tempdir = old
