@@ -9,14 +9,10 @@ so ingest is idempotent per (run_id, shard_id).
 
 from __future__ import annotations
 
-import os
-import tempfile
-import weakref
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -30,6 +26,7 @@ from ci_app.model.results import (
     TestCase,
 )
 from ci_app.reporting.data import runner_class_of
+from ci_app.store.csv_batch import CASE_COLUMNS, CsvBatch
 from ci_app.store.database import Database, first_row, insert_arrow, insert_csv, now_utc
 
 if TYPE_CHECKING:
@@ -112,18 +109,32 @@ class ShardWriter:
     ``finish`` are deleted when the next attempt starts.
 
     The process of ``ingest --db`` stays small (issue 14, ``bench/ingest_memory.py``):
-    each case is written as it comes to a temporary CSV file, which DuckDB reads in one
-    ``INSERT ... SELECT`` every ``batch_rows`` cases. So memory holds no batch, and
-    neither pyarrow nor numpy is imported (~40 and ~16 MB of RSS; an Arrow table would
-    also copy every string). Batches of 5,000: larger ones cost DuckDB more memory for
-    no gain in speed, smaller ones more commits.
+    each case is written as it comes to a temporary CSV file (:class:`CsvBatch`), which
+    DuckDB reads in one ``INSERT ... SELECT`` every ``batch_rows`` cases or
+    ``batch_chars`` characters. So memory holds no batch, and neither pyarrow nor numpy
+    is imported (~40 and ~16 MB of RSS; an Arrow table would also copy every string).
+    Batches of 5,000 cases or 4 M characters: DuckDB holds the batch (uncompressed) until
+    it commits, and larger ones gain no speed. ``memory_limit_mb`` caps DuckDB's buffers
+    (see :meth:`Database.limit_memory`), raised for a batch with a row of megabytes.
     """
 
-    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 5_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        run: RunInfo,
+        batch_rows: int = 5_000,
+        batch_chars: int = 4 << 20,
+        *,
+        memory_limit_mb: int | None = None,
+    ) -> None:
         self._db = db
         self._run_id, self._shard_id = shard_key(run)
         self._batch_rows = batch_rows
-        self._batch: _BatchFile | None = None
+        self._batch_chars = batch_chars
+        self._memory_mb = memory_limit_mb
+        if memory_limit_mb is not None:
+            db.limit_memory(memory_limit_mb)
+        self._batch: CsvBatch | None = None
         self._counter = SummaryCounter()
         self.rows = 0
         with db.transaction() as con:
@@ -148,8 +159,10 @@ class ShardWriter:
         for case in cases:
             count(case)
             if self._batch is None:
-                self._batch = _BatchFile()
-            if self._batch.write(case) >= self._batch_rows:
+                self._batch = CsvBatch()
+            batch = self._batch
+            batch.write(case, _stored_message(case))
+            if batch.rows >= self._batch_rows or batch.chars >= self._batch_chars:
                 self._flush()
 
     def _flush(self) -> None:
@@ -158,12 +171,17 @@ class ShardWriter:
             return
         try:
             batch.close()
+            longest_mb = -(-batch.longest_bytes // (1 << 20))
+            if self._memory_mb is not None and longest_mb > 1:
+                # DuckDB holds a row whole: a capped process makes room for a long one
+                self._memory_mb = max(self._memory_mb, 16 + 3 * longest_mb)
+                self._db.limit_memory(self._memory_mb)
             with self._db.transaction() as con:
                 insert_csv(
                     con,
                     "test_results",
                     batch.path,
-                    _CSV_COLUMNS,
+                    CASE_COLUMNS,
                     {"run_id": self._run_id, "shard_id": self._shard_id},
                     max_line_bytes=batch.longest_bytes,
                 )
@@ -180,41 +198,6 @@ class ShardWriter:
         with self._db.transaction() as con:
             _write_shard(con, head, self._run_id, self._shard_id, now_utc(), final)
         return self.rows
-
-
-class _BatchFile:
-    """The temporary CSV file of one batch (``_CSV_COLUMNS``); removed by ``remove`` or,
-    if its writer is dropped mid-shard, when it is garbage-collected."""
-
-    def __init__(self) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="ci-fanout-rows-", suffix=".csv")
-        self._out = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        self._gone = weakref.finalize(self, _close_and_remove, self._out, self.path)
-        self.rows = 0
-        self._longest = 0
-
-    def write(self, case: TestCase) -> int:
-        """Append one case; returns the rows in the file."""
-        line = _csv_line(case)
-        self._out.write(line)
-        self._longest = max(self._longest, len(line))
-        self.rows += 1
-        return self.rows
-
-    @property
-    def longest_bytes(self) -> int:
-        return 4 * self._longest  # UTF-8: at most 4 bytes a character
-
-    def close(self) -> None:
-        self._out.close()
-
-    def remove(self) -> None:
-        self._gone()
-
-
-def _close_and_remove(out: IO[str], path: str) -> None:
-    out.close()
-    Path(path).unlink(missing_ok=True)
 
 
 def _write_shard(
@@ -328,47 +311,6 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
     return pa.Table.from_arrays([pa.array(data[f.name], f.type) for f in schema], schema=schema)
 
 
-#: test_results columns of a ``ShardWriter`` batch file, in the order of its fields
-_CSV_COLUMNS = {
-    "test_id": "VARCHAR",
-    "suite": "VARCHAR",
-    "classname": "VARCHAR",
-    "name": "VARCHAR",
-    "file": "VARCHAR",
-    "line": "INTEGER",
-    "outcome": "VARCHAR",
-    "duration_s": "DOUBLE",
-    "retries": "INTEGER",
-    "flaky": "BOOLEAN",
-    "message": "VARCHAR",
-}
-
-
-def _csv_line(t: TestCase) -> str:
-    """One case as a CSV line in ``_CSV_COLUMNS`` order (what ``_case_columns`` stores).
-
-    Every string is quoted, ``""`` doubled, so any text reads back as written (commas,
-    newlines, NUL); None is an empty field, NULL. ~1.3 µs a case, 3x faster than ``csv``.
-    """
-    q = _csv_text
-    line = "" if t.line is None else str(int(t.line))
-    duration = "" if t.duration_s is None else repr(float(t.duration_s))
-    message = (
-        None
-        if t.outcome in _QUIET and not _is_not_run(t.message)
-        else _message(t.message, t.details)
-    )
-    return (
-        f"{q(t.id)},{q(t.suite)},{q(t.classname)},{q(t.name)},{q(t.file)},{line},"
-        f"{q(t.outcome)},{duration},{int(t.retries)},{'true' if t.flaky else 'false'},"
-        f"{q(message)}\n"
-    )
-
-
-def _csv_text(value: str | None) -> str:
-    return "" if value is None else '"' + str(value).replace('"', '""') + '"'
-
-
 def _case_columns(tests: Sequence[TestCase]) -> dict[str, list[Any]]:
     """The cases' values column by column (all but run_id and shard_id).
 
@@ -386,13 +328,15 @@ def _case_columns(tests: Sequence[TestCase]) -> dict[str, list[Any]]:
         "duration_s": [t.duration_s for t in tests],
         "retries": [t.retries for t in tests],
         "flaky": [t.flaky for t in tests],
-        "message": [
-            None
-            if t.outcome in _QUIET and not _is_not_run(t.message)
-            else _message(t.message, t.details)
-            for t in tests
-        ],
+        "message": [_stored_message(t) for t in tests],
     }
+
+
+def _stored_message(t: TestCase) -> str | None:
+    """A passed or skipped case keeps no message, unless the planner could not place it."""
+    if t.outcome in _QUIET and not _is_not_run(t.message):
+        return None
+    return _message(t.message, t.details)
 
 
 def _is_not_run(message: str | None) -> bool:

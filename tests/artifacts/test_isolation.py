@@ -148,7 +148,7 @@ def test_ingest_db_stores_in_batches_and_is_idempotent(
         real_insert(con, table, path, *args, **kwargs)
 
     monkeypatch.setattr(ingest, "insert_csv", spy)
-    monkeypatch.setattr(ingest.ShardWriter.__init__, "__defaults__", (300,))
+    monkeypatch.setattr(ingest.ShardWriter.__init__, "__defaults__", (300, 4 << 20))
     dbfile = tmp_path / "h.duckdb"
     args = ["ingest", str(report), "--db", str(dbfile), "--run-id", "r1", "--shard-id", "s1", "-q"]
     assert main(args) == 0

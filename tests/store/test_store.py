@@ -277,3 +277,14 @@ def test_shard_writer_leaves_no_batch_file(store: Store, tmp_path: Path) -> None
         assert files() == []
     finally:
         tempfile.tempdir = old
+
+
+def test_capped_writer_stores_a_row_of_megabytes(store: Store) -> None:
+    """``ingest --db`` caps DuckDB at 16 MB; a batch with a row of megabytes (a test name
+    nobody should write, but a report may hold) raises the cap instead of failing."""
+    long = TestCase(id="t::long", name="é" * (6 << 20), outcome=Outcome.FAILED, message="m")
+    short = [TestCase(id=f"t::{i}", name=str(i), outcome=Outcome.PASSED) for i in range(3)]
+    writer = store.results.shard_writer(RunInfo(run_id="r1"), memory_limit_mb=16)
+    writer.add([*short, long])
+    assert writer.finish(ResultSet(run=RunInfo(run_id="r1"))) == 4
+    assert store.db.one("SELECT max(length(name)) FROM test_results") == (6 << 20,)
