@@ -224,10 +224,12 @@ def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
     )
     whole = ResultSet(run=RunInfo(run_id="r1", shard_id="s1"), tests=tuple(cases))
     assert store.results.ingest(whole) == len(cases)
-    writer = ShardWriter(store.db, RunInfo(run_id="r2", shard_id="s1"), batch_rows=7)
-    writer.add(cases[:3])
-    writer.add(cases[3:])
-    assert writer.finish(ResultSet(run=RunInfo(run_id="r2", shard_id="s1"))) == len(cases)
+    for run_id, memory_limit_mb in (("r2", 64), ("r3", None)):  # CSV batches, Arrow ones
+        run = RunInfo(run_id=run_id, shard_id="s1")
+        writer = ShardWriter(store.db, run, batch_rows=7, memory_limit_mb=memory_limit_mb)
+        writer.add(cases[:3])
+        writer.add(cases[3:])
+        assert writer.finish(ResultSet(run=run)) == len(cases)
 
     def rows(run_id: str) -> list[tuple[object, ...]]:
         return store.db.all(
@@ -236,17 +238,19 @@ def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
         )
 
     streamed = rows("r2")
-    assert streamed == rows("r1")
+    assert streamed == rows("r1") == rows("r3")
     by_id = {r[1]: r for r in streamed}
     assert by_id["t::c8"][8] == 9.5 and by_id["t::c0"][8] == 0.0
     assert by_id["t::c5"][-1] == "x" * MESSAGE_LIMIT and by_id["t::nr"][-1] == "not run: no runner"
-    # a batch whose first float comes after 2,999 ints (past the values DuckDB samples)
+    # a batch whose first float comes after 2,999 ints: no type guessed from the first values
     zeros = [
         TestCase(id=f"t::f{j}", name="f", outcome=Outcome.PASSED, duration_s=0 if j < 2999 else 2.5)
         for j in range(3000)
     ]
-    assert store.results.ingest_stream(ResultSet(run=RunInfo(run_id="r3")), [zeros]) == 3000
-    assert store.db.one("SELECT max(duration_s) FROM test_results WHERE run_id = 'r3'") == (2.5,)
+    writer = ShardWriter(store.db, RunInfo(run_id="r4"), memory_limit_mb=64)
+    writer.add(zeros)
+    assert writer.finish(ResultSet(run=RunInfo(run_id="r4"))) == 3000
+    assert store.db.one("SELECT max(duration_s) FROM test_results WHERE run_id = 'r4'") == (2.5,)
 
 
 def test_shard_writer_leaves_no_batch_file(store: Store, tmp_path: Path) -> None:
@@ -264,12 +268,12 @@ def test_shard_writer_leaves_no_batch_file(store: Store, tmp_path: Path) -> None
     old = tempfile.tempdir
     tempfile.tempdir = str(tmp_path)
     try:
-        done = ShardWriter(store.db, RunInfo(run_id="r1"), batch_rows=3)
+        done = ShardWriter(store.db, RunInfo(run_id="r1"), batch_rows=3, memory_limit_mb=64)
         done.add(cases)
         assert len(files()) == 1  # the second batch, not yet stored
         assert done.finish(ResultSet(run=RunInfo(run_id="r1"))) == 5
         assert files() == []
-        died = ShardWriter(store.db, RunInfo(run_id="r2"), batch_rows=3)
+        died = ShardWriter(store.db, RunInfo(run_id="r2"), batch_rows=3, memory_limit_mb=64)
         died.add(cases[:2])
         assert len(files()) == 1
         del died
