@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---- expat, as exported by pyexpat (see CPython's Include/pyexpat.h) ---- */
@@ -462,7 +463,7 @@ enum { C_OTHER, C_RESULT, C_RETRY, C_STDOUT, C_STDERR };
 typedef struct {
     PyObject *name;   /* suite name (testsuite only) or NULL */
     PyObject *file;   /* testsuite file/filepath or NULL */
-    PyObject *seen;   /* id -> count, for the cases held here */
+    PyObject *seen;   /* id_key(id) -> count, for the cases held here */
     int pytest;
     long listed, listed_skipped; /* cases read here (for declared-but-unlisted skips) */
 } Suite;
@@ -512,6 +513,75 @@ typedef struct {
     PyObject *ch_message;
     Buf text, st_text;
 } JUnitParser;
+
+/* MurmurHash3 x64 128 (public domain, Austin Appleby); the tail is read zero-padded,
+   which mixes the same as the reference's switch (a zero word changes nothing). */
+static inline uint64_t
+rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t
+fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+static void
+murmur3_128(const unsigned char *data, Py_ssize_t len, uint64_t seed, uint64_t out[2])
+{
+    const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
+    uint64_t h1 = seed, h2 = seed, k1, k2;
+    Py_ssize_t i, nblocks = len / 16;
+    unsigned char tail[16];
+    for (i = 0; i <= nblocks; i++) {
+        const unsigned char *block = data + i * 16;
+        if (i == nblocks) {
+            memset(tail, 0, sizeof tail);
+            memcpy(tail, block, (size_t)(len & 15));
+            block = tail;
+        }
+        memcpy(&k1, block, 8);
+        memcpy(&k2, block + 8, 8);
+        k1 *= c1; k1 = rotl64(k1, 31); k1 *= c2; h1 ^= k1;
+        k2 *= c2; k2 = rotl64(k2, 33); k2 *= c1; h2 ^= k2;
+        if (i == nblocks) {
+            break;
+        }
+        h1 = rotl64(h1, 27); h1 += h2; h1 = h1 * 5 + 0x52dce729;
+        h2 = rotl64(h2, 31); h2 += h1; h2 = h2 * 5 + 0x38495ab5;
+    }
+    h1 ^= (uint64_t)len;
+    h2 ^= (uint64_t)len;
+    h1 += h2; h2 += h1;
+    h1 = fmix64(h1); h2 = fmix64(h2);
+    h1 += h2; h2 += h1;
+    out[0] = h1;
+    out[1] = h2;
+}
+
+/* The key of Suite.seen: a 128-bit digest of the id (its code units, seeded with their
+   width, so it is a function of the string). The dict would otherwise keep every id of a
+   suite alive until the suite ends: ~360 bytes each for the 3M-case benchmark
+   (bench/ingest_memory.py) against 64 here. Two distinct ids of a suite share a key, and
+   the second is numbered as a rerun, with probability ~n^2 / 2^129. */
+static PyObject *
+id_key(PyObject *id)
+{
+    uint64_t h[2];
+    unsigned char bytes[16];
+    int kind = PyUnicode_KIND(id);
+    murmur3_128((const unsigned char *)PyUnicode_DATA(id), PyUnicode_GET_LENGTH(id) * kind,
+                (uint64_t)kind, h);
+    memcpy(bytes, h, 16);
+    return PyBytes_FromStringAndSize((const char *)bytes, 16);
+}
 
 static void
 suite_free(Suite *s)
@@ -1096,29 +1166,34 @@ end_case(JUnitParser *p)
         }
     }
     PyObject *one = PyLong_FromLong(1);
+    PyObject *key = one == NULL ? NULL : id_key(SLOT(c, F_ID));
     Py_ssize_t known = PyDict_GET_SIZE(suite->seen);
-    PyObject *prev = one == NULL ? NULL : PyDict_SetDefault(suite->seen, SLOT(c, F_ID), one);
+    PyObject *prev = key == NULL ? NULL : PyDict_SetDefault(suite->seen, key, one);
     Py_XDECREF(one);
     if (prev == NULL) {
+        Py_XDECREF(key);
         Py_DECREF(c);
         goto fail;
     }
     if (PyDict_GET_SIZE(suite->seen) == known) { /* seen before */
         long n = PyLong_AsLong(prev) + 1;
         PyObject *count = PyLong_FromLong(n);
-        if (count == NULL || PyDict_SetItem(suite->seen, SLOT(c, F_ID), count) < 0) {
+        if (count == NULL || PyDict_SetItem(suite->seen, key, count) < 0) {
             Py_XDECREF(count);
+            Py_DECREF(key);
             Py_DECREF(c);
             goto fail;
         }
         Py_DECREF(count);
         PyObject *renamed = PyUnicode_FromFormat("%U#%ld", SLOT(c, F_ID), n);
         if (renamed == NULL) {
+            Py_DECREF(key);
             Py_DECREF(c);
             goto fail;
         }
         Py_SETREF(SLOT(c, F_ID), renamed);
     }
+    Py_DECREF(key);
     p->pending = c;
 done:
     case_clear(p);

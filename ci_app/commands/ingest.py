@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     with store_cm as store:
         # DuckDB's buffers capped: this process only ingests, batch by batch
         writer = (
-            store.results.shard_writer(run_info, memory_limit_mb=32) if store is not None else None
+            store.results.shard_writer(run_info, memory_limit_mb=16) if store is not None else None
         )
         sink = writer.add if writer is not None else None
         target = args.output or ("results.json" if writer is None else None)

@@ -10,19 +10,31 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.errors import StoreError
 from ci_app.store.schema import LATEST_VERSION, MIGRATIONS
 
-__all__ = ["Database", "first_row", "insert_arrow", "is_fatal_error", "now_utc", "open_database"]
+if TYPE_CHECKING:
+    # imported by the callers that build Arrow tables, not here: ``ingest --db`` never
+    # loads pyarrow (~40 MB of RSS, see docs/artifacts.md)
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+__all__ = [
+    "Database",
+    "first_row",
+    "insert_arrow",
+    "insert_csv",
+    "is_fatal_error",
+    "now_utc",
+    "open_database",
+]
 
 _SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)?\s*([KMGT]i?B|B)?$", re.IGNORECASE)
 #: tables whose size ``count_rows`` reports (tests, benchmarks, ``/metrics``)
@@ -49,6 +61,36 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> 
         con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {name}")  # noqa: S608
     finally:
         con.unregister(name)
+
+
+def insert_csv(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    path: str | Path,
+    columns: Mapping[str, str],
+    constants: Mapping[str, Any] | None = None,
+    *,
+    max_line_bytes: int = 0,
+) -> None:
+    """Append the rows of a CSV file (one statement), without pyarrow or numpy.
+
+    The file has no header and one field per ``columns`` entry (name -> SQL type, in
+    order), every string quoted with ``""`` doubled, NULL an empty field; a quoted
+    empty field is ''. ``constants`` are columns with the same value in every row (bound
+    parameters). ``max_line_bytes`` raises DuckDB's line limit (2 MB) for longer rows.
+    """
+    fixed = dict(constants or {})
+    names = ", ".join([*fixed, *columns])
+    values = ", ".join(["?"] * len(fixed) + list(columns))
+    spec = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in columns.items())
+    limit = max(max_line_bytes + 1024, 2_097_152)
+    con.execute(
+        f"INSERT INTO {table} ({names}) SELECT {values} FROM read_csv(?, "  # noqa: S608
+        f"columns = {{{spec}}}, header = false, auto_detect = false, delim = ',', "
+        f"quote = '\"', escape = '\"', allow_quoted_nulls = false, new_line = '\\n', "
+        f"max_line_size = {limit})",
+        [*fixed.values(), str(path)],
+    )
 
 
 class Database:
@@ -114,11 +156,14 @@ class Database:
 
     def limit_memory(self, memory_limit_mb: int) -> None:
         """Cap DuckDB's own buffers for a process that only ingests (like the CLI): DuckDB
-        otherwise keeps up to 80 % of RAM."""
+        otherwise keeps up to 80 % of RAM. Such a process also checkpoints every 64 MB of
+        write-ahead log, not 16: appending 1M rows in small commits otherwise takes 40
+        checkpoints, +35 % time (``bench/ingest_memory.py``), for no less memory."""
         with self._lock:
             self._con.execute(f"SET memory_limit = '{int(memory_limit_mb)}MB'")
             self._con.execute("SET threads = 1")
             self._con.execute("SET preserve_insertion_order = false")
+            self._con.execute("SET checkpoint_threshold = '64MB'")
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -1,18 +1,20 @@
 """Writing results: shards, their test rows and metrics (the hot path of ``ci-app ingest``).
 
-Columnar: test cases become Arrow columns and are appended with one ``INSERT ... SELECT``
-per batch, never row by row. A shard row means all its test rows are in, so ingest is
-idempotent per (run_id, shard_id).
+Columnar: test cases are appended with one ``INSERT ... SELECT`` per batch, never row by
+row: Arrow tables for whole result sets (``ingest_batch``, the server) and CSV batches
+read by DuckDB for the streamed shard of ``ingest --db`` (``ShardWriter``), which loads
+neither pyarrow nor numpy (see its docstring). A shard row means all its test rows are in,
+so ingest is idempotent per (run_id, shard_id).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.errors import StoreError
 from ci_app.model.results import (
@@ -24,30 +26,40 @@ from ci_app.model.results import (
     TestCase,
 )
 from ci_app.reporting.data import runner_class_of
-from ci_app.store.database import Database, first_row, insert_arrow, now_utc
+from ci_app.store.csv_batch import CASE_COLUMNS, CsvBatch
+from ci_app.store.database import Database, first_row, insert_arrow, insert_csv, now_utc
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = ["DEFAULT_SHARD", "MESSAGE_LIMIT", "ShardWriter", "ingest_batch"]
 
 DEFAULT_SHARD = "default"
 MESSAGE_LIMIT = 4000
 _QUIET = (Outcome.PASSED, Outcome.SKIPPED)
-_CASE_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("shard_id", pa.string()),
-        ("test_id", pa.string()),
-        ("suite", pa.string()),
-        ("classname", pa.string()),
-        ("name", pa.string()),
-        ("file", pa.string()),
-        ("line", pa.int32()),
-        ("outcome", pa.string()),
-        ("duration_s", pa.float64()),
-        ("retries", pa.int32()),
-        ("flaky", pa.bool_()),
-        ("message", pa.string()),
-    ]
-)
+
+
+@cache
+def _case_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("shard_id", pa.string()),
+            ("test_id", pa.string()),
+            ("suite", pa.string()),
+            ("classname", pa.string()),
+            ("name", pa.string()),
+            ("file", pa.string()),
+            ("line", pa.int32()),
+            ("outcome", pa.string()),
+            ("duration_s", pa.float64()),
+            ("retries", pa.int32()),
+            ("flaky", pa.bool_()),
+            ("message", pa.string()),
+        ]
+    )
 
 
 def shard_key(run: RunInfo) -> tuple[str, str]:
@@ -94,14 +106,37 @@ class ShardWriter:
     The shard row (with the summary) is written last by ``finish``, so a shard row
     means all its rows are in: a shard already stored makes every call a no-op
     (idempotent, like ``ingest``), and rows left by an attempt that died before
-    ``finish`` are deleted when the next attempt starts. Memory holds one batch.
+    ``finish`` are deleted when the next attempt starts.
+
+    Batches are Arrow tables of 25,000 cases, unless ``memory_limit_mb`` caps DuckDB's
+    buffers (:meth:`Database.limit_memory`, raised for a batch with a row of megabytes):
+    then the process must stay small (``ingest --db``, issue 14,
+    ``bench/ingest_memory.py``), so each case is written as it comes to a temporary CSV
+    file (:class:`CsvBatch`) that DuckDB reads in one ``INSERT ... SELECT`` every 5,000
+    cases or ``batch_chars`` characters. Memory then holds no batch, and neither pyarrow
+    nor numpy is imported (~40 and ~16 MB of RSS; an Arrow table also copies every
+    string); DuckDB holds a batch uncompressed until it commits. The Arrow batches stay
+    where pyarrow is loaded anyway (the server): they are faster.
     """
 
-    def __init__(self, db: Database, run: RunInfo, batch_rows: int = 25_000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        run: RunInfo,
+        batch_rows: int | None = None,
+        batch_chars: int = 4 << 20,
+        *,
+        memory_limit_mb: int | None = None,
+    ) -> None:
         self._db = db
         self._run_id, self._shard_id = shard_key(run)
-        self._batch_rows = batch_rows
-        self._pending: list[TestCase] = []
+        self._batch_rows = batch_rows or (25_000 if memory_limit_mb is None else 5_000)
+        self._batch_chars = batch_chars
+        self._memory_base = self._memory_mb = memory_limit_mb
+        if memory_limit_mb is not None:
+            db.limit_memory(memory_limit_mb)
+        self._pending: list[TestCase] = []  # the Arrow batch
+        self._batch: CsvBatch | None = None
         self._counter = SummaryCounter()
         self.rows = 0
         with db.transaction() as con:
@@ -122,22 +157,54 @@ class ShardWriter:
     def add(self, cases: Iterable[TestCase]) -> None:
         if self.skip:
             return
+        count = self._counter.add
+        if self._memory_mb is None:
+            for case in cases:
+                count(case)
+                self._pending.append(case)
+            if len(self._pending) >= self._batch_rows:
+                self._flush()
+            return
         for case in cases:
-            self._counter.add(case)
-            self._pending.append(case)
-        if len(self._pending) >= self._batch_rows:
-            self._flush()
+            count(case)
+            if self._batch is None:
+                self._batch = CsvBatch()
+            batch = self._batch
+            batch.write(case, _stored_message(case))
+            if batch.rows >= self._batch_rows or batch.chars >= self._batch_chars:
+                self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
+        if self._pending:
+            key = (self._run_id, self._shard_id)
+            table = _cases_table([(ResultSet(tests=tuple(self._pending)), *key)])
+            with self._db.transaction() as con:
+                insert_arrow(con, "test_results", table)
+            self.rows += len(self._pending)
+            self._pending = []
+        batch, self._batch = self._batch, None
+        if batch is None:
             return
-        table = _cases_table(
-            [(ResultSet(tests=tuple(self._pending)), self._run_id, self._shard_id)]
-        )
-        with self._db.transaction() as con:
-            insert_arrow(con, "test_results", table)
-        self.rows += int(table.num_rows)
-        self._pending = []
+        try:
+            batch.close()
+            longest_mb = -(-batch.longest_bytes // (1 << 20))
+            need = (self._memory_base or 0) + 3 * longest_mb
+            if longest_mb > 1 and need > (self._memory_mb or need):
+                # DuckDB holds a row whole: the capped process makes room for a long one
+                self._memory_mb = need
+                self._db.limit_memory(need)
+            with self._db.transaction() as con:
+                insert_csv(
+                    con,
+                    "test_results",
+                    batch.path,
+                    CASE_COLUMNS,
+                    {"run_id": self._run_id, "shard_id": self._shard_id},
+                    max_line_bytes=batch.longest_bytes,
+                )
+        finally:
+            batch.remove()
+        self.rows += batch.rows
 
     def finish(self, head: ResultSet, summary: Summary | None = None) -> int:
         """Write the last batch, the run and the shard row; returns the rows inserted."""
@@ -243,11 +310,10 @@ def _ts(value: str | None) -> datetime | None:
 
 
 def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
-    """Arrow table of all test cases in the batch.
+    """Arrow table of all test cases in the batch."""
+    import pyarrow as pa
 
-    One list comprehension per column (~50 ns a value) then ``pa.array``; a
-    per-row tuple + transpose is 5x slower.
-    """
+    schema = _case_schema()
     run_col: list[str] = []
     shard_col: list[str] = []
     tests: list[TestCase] = []
@@ -257,10 +323,18 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
         shard_col.extend([shard_id] * n)
         tests.extend(rs.tests)
     if not tests:
-        return _CASE_SCHEMA.empty_table()
-    data: dict[str, list[Any]] = {
-        "run_id": run_col,
-        "shard_id": shard_col,
+        return schema.empty_table()
+    data = {"run_id": run_col, "shard_id": shard_col, **_case_columns(tests)}
+    return pa.Table.from_arrays([pa.array(data[f.name], f.type) for f in schema], schema=schema)
+
+
+def _case_columns(tests: Sequence[TestCase]) -> dict[str, list[Any]]:
+    """The cases' values column by column (all but run_id and shard_id).
+
+    One list comprehension per column (~50 ns a value); a per-row tuple + transpose is
+    5x slower.
+    """
+    return {
         "test_id": [t.id for t in tests],
         "suite": [t.suite for t in tests],
         "classname": [t.classname for t in tests],
@@ -271,16 +345,15 @@ def _cases_table(batch: Sequence[tuple[ResultSet, str, str]]) -> pa.Table:
         "duration_s": [t.duration_s for t in tests],
         "retries": [t.retries for t in tests],
         "flaky": [t.flaky for t in tests],
-        "message": [
-            None
-            if t.outcome in _QUIET and not _is_not_run(t.message)
-            else _message(t.message, t.details)
-            for t in tests
-        ],
+        "message": [_stored_message(t) for t in tests],
     }
-    return pa.Table.from_arrays(
-        [pa.array(data[f.name], f.type) for f in _CASE_SCHEMA], schema=_CASE_SCHEMA
-    )
+
+
+def _stored_message(t: TestCase) -> str | None:
+    """A passed or skipped case keeps no message, unless the planner could not place it."""
+    if t.outcome in _QUIET and not _is_not_run(t.message):
+        return None
+    return _message(t.message, t.details)
 
 
 def _is_not_run(message: str | None) -> bool:

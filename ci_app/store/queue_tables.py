@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
 
 from ci_app.matrix.queue import (
     LeaseError,
@@ -22,6 +22,9 @@ from ci_app.matrix.queue import (
     queue_order,
 )
 from ci_app.store.database import first_row, insert_arrow
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = [
     "expire_leases",
@@ -36,40 +39,52 @@ __all__ = [
     "touch",
 ]
 
-_ITEM_SCHEMA = pa.schema(
-    [
-        ("run", pa.string()),
-        ("pool", pa.string()),
-        ("idx", pa.int32()),
-        ("item_id", pa.string()),
-        ("estimate_s", pa.float64()),
-        ("unknown", pa.bool_()),
-        ("tests", pa.list_(pa.string())),
-        ("queued", pa.bool_()),
-        ("remaining", pa.int32()),
-    ]
-)
+
+@cache
+def _item_schema() -> pa.Schema:
+    # pyarrow imported on first use: ``ingest --db`` imports the store without it (memory)
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run", pa.string()),
+            ("pool", pa.string()),
+            ("idx", pa.int32()),
+            ("item_id", pa.string()),
+            ("estimate_s", pa.float64()),
+            ("unknown", pa.bool_()),
+            ("tests", pa.list_(pa.string())),
+            ("queued", pa.bool_()),
+            ("remaining", pa.int32()),
+        ]
+    )
 
 
-_RESULT_SCHEMA = pa.schema(
-    [
-        ("run", pa.string()),
-        ("test_id", pa.string()),
-        ("pool", pa.string()),
-        ("item_idx", pa.int32()),
-        ("outcome", pa.string()),
-        ("duration_s", pa.float64()),
-        ("runner", pa.string()),
-        ("message", pa.string()),
-    ]
-)
+@cache
+def _result_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run", pa.string()),
+            ("test_id", pa.string()),
+            ("pool", pa.string()),
+            ("item_idx", pa.int32()),
+            ("outcome", pa.string()),
+            ("duration_s", pa.float64()),
+            ("runner", pa.string()),
+            ("message", pa.string()),
+        ]
+    )
 
 
 def items_table(run: str, pools: Mapping[str, PoolSpec]) -> pa.Table:
     """A new run's queue items, per pool in :func:`~ci_app.matrix.queue.queue_order` order
     (``idx``); a test queued twice in the run is a :class:`LeaseError`."""
+    import pyarrow as pa
+
     seen: set[str] = set()
-    cols: dict[str, list[Any]] = {f: [] for f in _ITEM_SCHEMA.names}
+    cols: dict[str, list[Any]] = {f: [] for f in _item_schema().names}
     for name, spec in pools.items():
         for idx, it in enumerate(queue_order(spec.items)):
             tests = it.test_ids
@@ -87,7 +102,7 @@ def items_table(run: str, pools: Mapping[str, PoolSpec]) -> pa.Table:
     n = len(cols["idx"])
     cols["run"] = [run] * n
     cols["queued"] = [True] * n
-    return pa.table(cols, schema=_ITEM_SCHEMA)
+    return pa.table(cols, schema=_item_schema())
 
 
 def run_config(con: duckdb.DuckDBPyConnection, run: str) -> QueueConfig:
@@ -181,6 +196,8 @@ def insert_results(
     owner: Mapping[str, int],
     results: Sequence[TestResult],
 ) -> None:
+    import pyarrow as pa
+
     n = len(results)
     table = pa.table(
         {
@@ -193,7 +210,7 @@ def insert_results(
             "runner": [runner] * n,
             "message": [clip_message(r.message) for r in results],
         },
-        schema=_RESULT_SCHEMA,
+        schema=_result_schema(),
     )
     insert_arrow(con, "queue_results", table)
 

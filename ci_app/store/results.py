@@ -99,10 +99,9 @@ class Results(Trends):
     def shard_writer(self, run: RunInfo, *, memory_limit_mb: int | None = None) -> ShardWriter:
         """A writer that appends one shard's cases batch by batch (``ingest --db``).
 
-        ``memory_limit_mb`` caps DuckDB's own buffers (see :meth:`Database.limit_memory`)."""
-        if memory_limit_mb is not None:
-            self._db.limit_memory(memory_limit_mb)
-        return ShardWriter(self._db, run)
+        ``memory_limit_mb`` caps DuckDB's own buffers (see :meth:`Database.limit_memory`;
+        raised for a batch with a row of megabytes)."""
+        return ShardWriter(self._db, run, memory_limit_mb=memory_limit_mb)
 
     def mark_interrupted(self, run_id: str, shard_id: str, why: str) -> bool:
         """Record why a shard's test process ended abnormally (an infrastructure error shown

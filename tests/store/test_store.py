@@ -195,3 +195,100 @@ def test_cases_without_details(store: Store) -> None:
     assert sorted(rows.outcome) == ["failed", "passed"]
     assert rows.duration_s == [1.0, 1.0]
     assert rows.message == [] and rows.file == []
+
+
+def test_streamed_shard_stores_what_a_whole_ingest_stores(store: Store) -> None:
+    """ShardWriter (CSV batches, ``ingest --db``) and ingest (Arrow) write the same rows,
+    whatever the batch boundaries and the text (quotes, commas, newlines, NUL, '' vs None)."""
+    from ci_app.store.ingest import MESSAGE_LIMIT, ShardWriter
+
+    cases = [
+        TestCase(
+            id=f"t::c{i}",
+            name=f'c{i} — ünïcode, "q" \r\n\x00 ' if i % 3 else "",
+            outcome=[Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED, Outcome.ERROR][i % 4],
+            suite=None if i % 2 else "s",
+            classname="t",
+            file=None if i < 4 else "t.py",
+            line=None if i % 5 else i,
+            duration_s=0 if i < 7 else 1.5 + i,
+            message=None if i % 4 == 0 else ("x" * (MESSAGE_LIMIT + 10) if i == 5 else f"m{i}"),
+            details="trace" if i == 6 else None,
+            retries=i % 2,
+            flaky=i == 9,
+        )
+        for i in range(12)
+    ]
+    cases.append(
+        TestCase(id="t::nr", name="nr", outcome=Outcome.SKIPPED, message="not run: no runner")
+    )
+    whole = ResultSet(run=RunInfo(run_id="r1", shard_id="s1"), tests=tuple(cases))
+    assert store.results.ingest(whole) == len(cases)
+    for run_id, memory_limit_mb in (("r2", 64), ("r3", None)):  # CSV batches, Arrow ones
+        run = RunInfo(run_id=run_id, shard_id="s1")
+        writer = ShardWriter(store.db, run, batch_rows=7, memory_limit_mb=memory_limit_mb)
+        writer.add(cases[:3])
+        writer.add(cases[3:])
+        assert writer.finish(ResultSet(run=run)) == len(cases)
+
+    def rows(run_id: str) -> list[tuple[object, ...]]:
+        return store.db.all(
+            "SELECT * EXCLUDE (run_id) FROM test_results WHERE run_id = ? ORDER BY test_id",
+            [run_id],
+        )
+
+    streamed = rows("r2")
+    assert streamed == rows("r1") == rows("r3")
+    by_id = {r[1]: r for r in streamed}
+    assert by_id["t::c8"][8] == 9.5 and by_id["t::c0"][8] == 0.0
+    assert by_id["t::c5"][-1] == "x" * MESSAGE_LIMIT and by_id["t::nr"][-1] == "not run: no runner"
+    # a batch whose first float comes after 2,999 ints: no type guessed from the first values
+    zeros = [
+        TestCase(id=f"t::f{j}", name="f", outcome=Outcome.PASSED, duration_s=0 if j < 2999 else 2.5)
+        for j in range(3000)
+    ]
+    writer = ShardWriter(store.db, RunInfo(run_id="r4"), memory_limit_mb=64)
+    writer.add(zeros)
+    assert writer.finish(ResultSet(run=RunInfo(run_id="r4"))) == 3000
+    assert store.db.one("SELECT max(duration_s) FROM test_results WHERE run_id = 'r4'") == (2.5,)
+
+
+def test_shard_writer_leaves_no_batch_file(store: Store, tmp_path: Path) -> None:
+    """A batch is a temporary file: removed once stored, or when a writer that died
+    mid-shard is dropped (its rows are redone by the next attempt)."""
+    import gc
+    import tempfile
+
+    from ci_app.store.ingest import ShardWriter
+
+    def files() -> list[Path]:
+        return sorted(tmp_path.glob("ci-fanout-rows-*"))
+
+    cases = [TestCase(id=f"t{i}", name=f"t{i}", outcome=Outcome.PASSED) for i in range(5)]
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path)
+    try:
+        done = ShardWriter(store.db, RunInfo(run_id="r1"), batch_rows=3, memory_limit_mb=64)
+        done.add(cases)
+        assert len(files()) == 1  # the second batch, not yet stored
+        assert done.finish(ResultSet(run=RunInfo(run_id="r1"))) == 5
+        assert files() == []
+        died = ShardWriter(store.db, RunInfo(run_id="r2"), batch_rows=3, memory_limit_mb=64)
+        died.add(cases[:2])
+        assert len(files()) == 1
+        del died
+        gc.collect()
+        assert files() == []
+    finally:
+        tempfile.tempdir = old
+
+
+def test_capped_writer_stores_a_row_of_megabytes(store: Store) -> None:
+    """``ingest --db`` caps DuckDB at 16 MB; a batch with a row of megabytes (a test name
+    nobody should write, but a report may hold) raises the cap instead of failing."""
+    long = TestCase(id="t::long", name="é" * (6 << 20), outcome=Outcome.FAILED, message="m")
+    short = [TestCase(id=f"t::{i}", name=str(i), outcome=Outcome.PASSED) for i in range(3)]
+    writer = store.results.shard_writer(RunInfo(run_id="r1"), memory_limit_mb=16)
+    writer.add([*short, long])
+    assert writer.finish(ResultSet(run=RunInfo(run_id="r1"))) == 4
+    assert store.db.one("SELECT max(length(name)) FROM test_results") == (6 << 20,)
