@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import duckdb
 
 from ci_app.matrix.queue import (
     CompleteResult,
@@ -40,13 +43,13 @@ from ci_app.matrix.queue import (
 )
 from ci_app.store.database import Database, first_row, insert_arrow
 from ci_app.store.queue_tables import (
+    done_tests,
     expire_leases,
     insert_results,
     items_table,
     lease_row,
     pool_row,
-    remaining_counts,
-    remaining_tests,
+    pool_tests,
     requeue,
     run_config,
     touch,
@@ -54,12 +57,55 @@ from ci_app.store.queue_tables import (
 
 __all__ = ["DuckQueue"]
 
+#: pools whose items' tests are kept in memory (the runs being served)
+_CACHED_POOLS = 16
+_CACHED_RUNS = 256
+
+
+class _PoolTests:
+    """A pool's items as created, which never change: each item's tests, each test's item."""
+
+    __slots__ = ("owner", "tests")
+
+    def __init__(self, tests: dict[int, tuple[str, ...]]) -> None:
+        self.tests = tests
+        self.owner = {t: idx for idx, ids in tests.items() for t in ids}
+
 
 class DuckQueue:
-    """DuckDB implementation of :class:`~ci_app.matrix.queue.QueueState`."""
+    """DuckDB implementation of :class:`~ci_app.matrix.queue.QueueState`.
+
+    What never changes after :meth:`create_run` (a run's config, its items' tests) is read
+    once and kept (runs are never deleted or re-created), so that a lease or a completion
+    reads and writes only the rows that change: leases, counters, results.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._configs: OrderedDict[str, QueueConfig] = OrderedDict()
+        self._tests: OrderedDict[tuple[str, str], _PoolTests] = OrderedDict()
+
+    # -- what never changes (callers hold the database lock) ------------------------------------
+    def _config(self, con: duckdb.DuckDBPyConnection, run: str) -> QueueConfig:
+        config = self._configs.get(run)
+        if config is None:
+            config = run_config(con, run)  # raises for an unknown run: nothing is kept
+            self._configs[run] = config
+            if len(self._configs) > _CACHED_RUNS:
+                self._configs.popitem(last=False)
+        return config
+
+    def _pool_tests(self, con: duckdb.DuckDBPyConnection, run: str, pool: str) -> _PoolTests:
+        key = (run, pool)
+        got = self._tests.get(key)
+        if got is None:
+            got = _PoolTests(pool_tests(con, run, pool))
+            self._tests[key] = got
+            if len(self._tests) > _CACHED_POOLS:
+                self._tests.popitem(last=False)
+        else:
+            self._tests.move_to_end(key)
+        return got
 
     # -- setup ----------------------------------------------------------------------------
     def create_run(
@@ -108,7 +154,7 @@ class DuckQueue:
 
     def pools(self, run: str) -> Mapping[str, frozenset[str]]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self._config(con, run)
             rows = con.execute(
                 "SELECT pool, labels FROM queue_pools WHERE run = ?", [run]
             ).fetchall()
@@ -119,7 +165,7 @@ class DuckQueue:
         self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
     ) -> LeaseResult:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self._config(con, run)
             workers, runners = pool_row(con, run, pool)
             expire_leases(con, now, run=run, pool=pool)
             if runner not in (runners or []):
@@ -140,16 +186,17 @@ class DuckQueue:
             target = batch_target_s(pending_s, n_workers, config)
             unknown_cap = max_unknown_per_batch(pending_unknown, n_workers, config)
             candidates = con.execute(
-                "SELECT idx, estimate_s, unknown FROM queue_items "
+                "SELECT idx, estimate_s, unknown, remaining FROM queue_items "
                 "WHERE run = ? AND pool = ? AND queued AND remaining > 0 ORDER BY idx LIMIT ?",
                 [run, pool, config.max_batch_tests],
             ).fetchall()
             taken: list[int] = []
+            partly_done: list[int] = []  # re-queued items some of whose tests have results
             est = 0.0
             n_tests = 0
             unknown_batch = False
-            counts = remaining_counts(con, run, pool, [int(c[0]) for c in candidates])
-            for idx, estimate, unknown in candidates:
+            item_tests = self._pool_tests(con, run, pool).tests
+            for idx, estimate, unknown, remaining in candidates:
                 if n_tests >= config.max_batch_tests:
                     break
                 if taken:
@@ -160,7 +207,9 @@ class DuckQueue:
                 else:
                     unknown_batch = bool(unknown)
                 taken.append(int(idx))
-                n_tests += counts.get(int(idx), 0)
+                if int(remaining) < len(item_tests[int(idx)]):
+                    partly_done.append(int(idx))
+                n_tests += int(remaining)
                 est += float(estimate)
                 if est >= target:
                     break
@@ -174,7 +223,8 @@ class DuckQueue:
                     wait = min(config.wait_s, max(0.1, float(open_row[0]) - now))
                     return Wait(retry_after_s=wait)
                 return Done()
-            tests = remaining_tests(con, run, pool, taken)
+            done = done_tests(con, run, pool, partly_done)
+            tests = [t for idx in taken for t in item_tests[idx] if t not in done]
             con.execute(
                 "UPDATE queue_items SET queued = false WHERE run = ? AND pool = ? "
                 "AND idx IN (SELECT unnest(?))",
@@ -206,48 +256,38 @@ class DuckQueue:
         final: bool = True,
     ) -> CompleteResult:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self._config(con, run)
             pool, items, _expires, is_open, runner = lease_row(con, run, lease_id)
+            leased = set(items)
+            pool_owner = self._pool_tests(con, run, pool).owner
             owner: dict[str, int] = {}
-            for idx, tests in con.execute(
-                "SELECT idx, tests FROM queue_items WHERE run = ? AND pool = ? "
-                "AND idx IN (SELECT unnest(?))",
-                [run, pool, items],
-            ).fetchall():
-                for t in tests:
-                    owner[t] = int(idx)
-            reported = [r.id for r in results if r.id in owner]
-            have = (
-                {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT test_id FROM queue_results WHERE run = ? "
-                        "AND test_id IN (SELECT unnest(?))",
-                        [run, reported],
-                    ).fetchall()
-                }
-                if reported
+            first: dict[str, TestResult] = {}  # the first result of each leased test
+            for res in results:
+                idx = pool_owner.get(res.id)
+                if idx is not None and idx in leased:
+                    owner[res.id] = idx
+                    first.setdefault(res.id, res)
+            # tests with a result already (this lease's earlier completions, another
+            # runner's lease after a re-queue) are not stored again
+            stored = (
+                insert_results(con, run, pool, runner, owner, list(first.values()))
+                if first
                 else set()
             )
             accepted: list[str] = []
             duplicates: list[str] = []
             foreign: list[str] = []
-            new: list[TestResult] = []
             per_item: dict[int, int] = {}
             for res in results:
                 if res.id not in owner:
                     foreign.append(res.id)
-                    continue
-                if res.id in have:
+                elif res.id in stored:
+                    stored.discard(res.id)
+                    accepted.append(res.id)
+                    per_item[owner[res.id]] = per_item.get(owner[res.id], 0) + 1
+                else:
                     duplicates.append(res.id)
-                    continue
-                have.add(res.id)
-                accepted.append(res.id)
-                new.append(res)
-                idx = owner[res.id]
-                per_item[idx] = per_item.get(idx, 0) + 1
-            if new:
-                insert_results(con, run, pool, runner, owner, new)
+            if per_item:
                 con.execute(
                     "UPDATE queue_items AS i SET remaining = i.remaining - d.n, "
                     "queued = i.queued AND i.remaining - d.n > 0 "
@@ -263,30 +303,55 @@ class DuckQueue:
                         "WHERE run = ? AND lease_id = ?",
                         [run, lease_id],
                     )
-                    missing = sorted(remaining_tests(con, run, pool, sorted(items)))
-                    if missing:
-                        insert_results(
-                            con,
-                            run,
-                            pool,
-                            runner,
-                            owner,
-                            [TestResult(t, "missing", 0.0) for t in missing],
-                        )
-                    con.execute(
-                        "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
-                        "AND pool = ? AND idx IN (SELECT unnest(?))",
-                        [run, pool, items],
-                    )
+                    missing = self._close_items(con, run, pool, runner, items)
                 else:
                     touch(con, run, runner, now, config.lease_timeout_s)
             return CompleteResult(
                 tuple(accepted), tuple(duplicates), tuple(foreign), tuple(missing)
             )
 
+    def _close_items(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        run: str,
+        pool: str,
+        runner: str,
+        items: Sequence[int],
+    ) -> list[str]:
+        """A final completion: the lease's tests still without a result are ``missing``;
+        its items are finished. Returns the missing tests, sorted."""
+        unfinished = [
+            int(r[0])
+            for r in con.execute(
+                "SELECT idx FROM queue_items WHERE run = ? AND pool = ? AND remaining > 0 "
+                "AND idx IN (SELECT unnest(?))",
+                [run, pool, list(items)],
+            ).fetchall()
+        ]
+        if not unfinished:  # the usual case: every test reported (remaining 0: not queued)
+            return []
+        pool_items = self._pool_tests(con, run, pool)
+        done = done_tests(con, run, pool, unfinished)
+        missing = sorted(t for idx in unfinished for t in pool_items.tests[idx] if t not in done)
+        if missing:
+            insert_results(
+                con,
+                run,
+                pool,
+                runner,
+                pool_items.owner,
+                [TestResult(t, "missing", 0.0) for t in missing],
+            )
+        con.execute(
+            "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
+            "AND pool = ? AND idx IN (SELECT unnest(?))",
+            [run, pool, unfinished],
+        )
+        return missing
+
     def heartbeat(self, run: str, lease_id: str, now: float) -> float:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self._config(con, run)
             pool, _items, expires, is_open, runner = lease_row(con, run, lease_id)
             if not is_open:
                 raise LeaseError(
@@ -307,6 +372,7 @@ class DuckQueue:
 
     def cancel(self, run: str, lease_id: str, now: float) -> int:
         with self._db.transaction() as con:
+            self._config(con, run)
             pool, items, _expires, is_open, _runner = lease_row(con, run, lease_id)
             if not is_open:
                 return 0
@@ -325,7 +391,7 @@ class DuckQueue:
     # -- reporting ----------------------------------------------------------------------------
     def progress(self, run: str, pool: str | None = None) -> Progress:
         with self._db.locked() as con:
-            run_config(con, run)
+            self._config(con, run)
             if pool is not None:
                 pool_row(con, run, pool)
             pool_sql = " AND pool = ?" if pool is not None else ""
@@ -376,7 +442,7 @@ class DuckQueue:
 
     def results(self, run: str) -> Mapping[str, TestResult]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self._config(con, run)
             rows = con.execute(
                 "SELECT test_id, outcome, coalesce(duration_s, 0), message, runner "
                 "FROM queue_results WHERE run = ?",
@@ -386,7 +452,7 @@ class DuckQueue:
 
     def expired_leases(self, run: str) -> Sequence[ExpiredLease]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self._config(con, run)
             rows = con.execute(
                 "SELECT lease_id, pool, runner, coalesce(requeued, 0), shard FROM queue_leases "
                 "WHERE run = ? AND closed = 'expired' ORDER BY lease_id",

@@ -21,16 +21,16 @@ from ci_app.matrix.queue import (
     clip_message,
     queue_order,
 )
-from ci_app.store.database import first_row, insert_arrow
+from ci_app.store.database import first_row
 
 __all__ = [
+    "done_tests",
     "expire_leases",
     "insert_results",
     "items_table",
     "lease_row",
     "pool_row",
-    "remaining_counts",
-    "remaining_tests",
+    "pool_tests",
     "requeue",
     "run_config",
     "touch",
@@ -114,29 +114,21 @@ def pool_row(con: duckdb.DuckDBPyConnection, run: str, pool: str) -> tuple[Any, 
     return tuple(row)
 
 
-def remaining_counts(
+def pool_tests(con: duckdb.DuckDBPyConnection, run: str, pool: str) -> dict[int, tuple[str, ...]]:
+    """Each item's tests by ``idx``: fixed when the run is created, so callers may keep them."""
+    rows = con.execute(
+        "SELECT idx, tests FROM queue_items WHERE run = ? AND pool = ?", [run, pool]
+    ).fetchall()
+    return {int(i): tuple(tests) for i, tests in rows}
+
+
+def done_tests(
     con: duckdb.DuckDBPyConnection, run: str, pool: str, idxs: Sequence[int]
-) -> dict[int, int]:
+) -> set[str]:
+    """Tests of the items ``idxs`` that have a result."""
     if not idxs:
-        return {}
-    rows = con.execute(
-        "SELECT idx, remaining FROM queue_items WHERE run = ? AND pool = ? "
-        "AND idx IN (SELECT unnest(?))",
-        [run, pool, list(idxs)],
-    ).fetchall()
-    return {int(i): int(n) for i, n in rows}
-
-
-def remaining_tests(
-    con: duckdb.DuckDBPyConnection, run: str, pool: str, idxs: Sequence[int]
-) -> list[str]:
-    """Tests of the items (in priority order) that have no result yet."""
-    rows = con.execute(
-        "SELECT i.idx, i.tests FROM queue_items i WHERE i.run = ? AND i.pool = ? "
-        "AND i.idx IN (SELECT unnest(?)) ORDER BY i.idx",
-        [run, pool, list(idxs)],
-    ).fetchall()
-    done = {
+        return set()
+    return {
         r[0]
         for r in con.execute(
             "SELECT test_id FROM queue_results WHERE run = ? AND pool = ? "
@@ -144,13 +136,12 @@ def remaining_tests(
             [run, pool, list(idxs)],
         ).fetchall()
     }
-    return [t for _, tests in rows for t in tests if t not in done]
 
 
 def lease_row(
     con: duckdb.DuckDBPyConnection, run: str, lease_id: str
 ) -> tuple[str, list[int], float, bool, str]:
-    run_config(con, run)
+    """(pool, items, expires_at, open, runner) of a lease; the caller has checked the run."""
     row = first_row(
         con,
         "SELECT pool, items, expires_at, open, runner FROM queue_leases "
@@ -180,7 +171,10 @@ def insert_results(
     runner: str,
     owner: Mapping[str, int],
     results: Sequence[TestResult],
-) -> None:
+) -> set[str]:
+    """Store the results of tests that have none yet (one statement; the primary key
+    ``(run, test_id)`` finds the others); returns the ids stored. ``results`` holds each id
+    once."""
     n = len(results)
     table = pa.table(
         {
@@ -195,7 +189,16 @@ def insert_results(
         },
         schema=_RESULT_SCHEMA,
     )
-    insert_arrow(con, "queue_results", table)
+    con.register("_bulk_queue_results", table)
+    try:
+        cols = ", ".join(_RESULT_SCHEMA.names)
+        rows = con.execute(
+            f"INSERT INTO queue_results ({cols}) SELECT {cols} FROM _bulk_queue_results "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING test_id"
+        ).fetchall()
+    finally:
+        con.unregister("_bulk_queue_results")
+    return {str(r[0]) for r in rows}
 
 
 def requeue(con: duckdb.DuckDBPyConnection, run: str, pool: str, items: Sequence[int]) -> int:
