@@ -57,9 +57,10 @@ from ci_app.store.queue_tables import (
 
 __all__ = ["DuckQueue"]
 
-#: pools whose items' tests are kept in memory (the runs being served)
-_CACHED_POOLS = 16
-_CACHED_RUNS = 256
+#: test ids kept in memory over the pools of the runs being served (about 100 bytes each;
+#: the least recently used pools go first, the one in use stays)
+_CACHED_TESTS = 500_000
+_CACHED_RUNS = 1024
 
 
 class _PoolTests:
@@ -70,6 +71,9 @@ class _PoolTests:
     def __init__(self, tests: dict[int, tuple[str, ...]]) -> None:
         self.tests = tests
         self.owner = {t: idx for idx, ids in tests.items() for t in ids}
+
+    def __len__(self) -> int:
+        return len(self.owner)
 
 
 class DuckQueue:
@@ -84,6 +88,7 @@ class DuckQueue:
         self._db = db
         self._configs: OrderedDict[str, QueueConfig] = OrderedDict()
         self._tests: OrderedDict[tuple[str, str], _PoolTests] = OrderedDict()
+        self._n_tests = 0  # over self._tests
 
     # -- what never changes (callers hold the database lock) ------------------------------------
     def _config(self, con: duckdb.DuckDBPyConnection, run: str) -> QueueConfig:
@@ -101,8 +106,9 @@ class DuckQueue:
         if got is None:
             got = _PoolTests(pool_tests(con, run, pool))
             self._tests[key] = got
-            if len(self._tests) > _CACHED_POOLS:
-                self._tests.popitem(last=False)
+            self._n_tests += len(got)
+            while self._n_tests > _CACHED_TESTS and len(self._tests) > 1:
+                self._n_tests -= len(self._tests.popitem(last=False)[1])
         else:
             self._tests.move_to_end(key)
         return got
