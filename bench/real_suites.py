@@ -12,7 +12,10 @@ and prints, measured side by side in this one run:
    the first worker to the end of the last) and the workers' CPU time, the app server's CPU
    apart, the runs interleaved (static, queue, static, queue ...) and the medians compared;
    the queue runs against the real app (``ci-app serve``: gunicorn, DuckDB), on this machine
-   (it competes with the workers for the CPUs, as it would not in CI);
+   (it competes with the workers for the CPUs, as it would not in CI); "others' CPU" is what
+   the machine spent on anything else meanwhile (a shared machine: the two modes compete
+   with the same load only when those are about equal). Both modes run with one environment
+   (``Env.environ``: the same BLAS/OpenMP thread settings, whatever the caller's are);
 3. a queue run with one worker SIGKILLed half-way through its share: every planned test
    reported exactly once after the report step's merge (the killed worker's journal, the
    queue's record, the accounting), and the tests run twice (finished by the killed worker
