@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import duckdb
 
 from ci_app.matrix.queue import (
     CompleteResult,
@@ -42,38 +39,20 @@ from ci_app.matrix.queue import (
     max_unknown_per_batch,
 )
 from ci_app.store.database import Database, first_row, insert_arrow
+from ci_app.store.queue_kept import KeptRuns
 from ci_app.store.queue_tables import (
     done_tests,
     expire_leases,
+    finish_items,
     insert_results,
     items_table,
     lease_row,
     pool_row,
-    pool_tests,
     requeue,
-    run_config,
     touch,
 )
 
 __all__ = ["DuckQueue"]
-
-#: test ids kept in memory over the pools of the runs being served (about 100 bytes each;
-#: the least recently used pools go first, the one in use stays)
-_CACHED_TESTS = 500_000
-_CACHED_RUNS = 1024
-
-
-class _PoolTests:
-    """A pool's items as created, which never change: each item's tests, each test's item."""
-
-    __slots__ = ("owner", "tests")
-
-    def __init__(self, tests: dict[int, tuple[str, ...]]) -> None:
-        self.tests = tests
-        self.owner = {t: idx for idx, ids in tests.items() for t in ids}
-
-    def __len__(self) -> int:
-        return len(self.owner)
 
 
 class DuckQueue:
@@ -86,32 +65,8 @@ class DuckQueue:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._configs: OrderedDict[str, QueueConfig] = OrderedDict()
-        self._tests: OrderedDict[tuple[str, str], _PoolTests] = OrderedDict()
-        self._n_tests = 0  # over self._tests
-
-    # -- what never changes (callers hold the database lock) ------------------------------------
-    def _config(self, con: duckdb.DuckDBPyConnection, run: str) -> QueueConfig:
-        config = self._configs.get(run)
-        if config is None:
-            config = run_config(con, run)  # raises for an unknown run: nothing is kept
-            self._configs[run] = config
-            if len(self._configs) > _CACHED_RUNS:
-                self._configs.popitem(last=False)
-        return config
-
-    def _pool_tests(self, con: duckdb.DuckDBPyConnection, run: str, pool: str) -> _PoolTests:
-        key = (run, pool)
-        got = self._tests.get(key)
-        if got is None:
-            got = _PoolTests(pool_tests(con, run, pool))
-            self._tests[key] = got
-            self._n_tests += len(got)
-            while self._n_tests > _CACHED_TESTS and len(self._tests) > 1:
-                self._n_tests -= len(self._tests.popitem(last=False)[1])
-        else:
-            self._tests.move_to_end(key)
-        return got
+        #: what never changes in a run, read once (tests look at it)
+        self.kept = KeptRuns()
 
     # -- setup ----------------------------------------------------------------------------
     def create_run(
@@ -160,7 +115,7 @@ class DuckQueue:
 
     def pools(self, run: str) -> Mapping[str, frozenset[str]]:
         with self._db.locked() as con:
-            self._config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT pool, labels FROM queue_pools WHERE run = ?", [run]
             ).fetchall()
@@ -171,7 +126,7 @@ class DuckQueue:
         self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
     ) -> LeaseResult:
         with self._db.transaction() as con:
-            config = self._config(con, run)
+            config = self.kept.config(con, run)
             workers, runners = pool_row(con, run, pool)
             expire_leases(con, now, run=run, pool=pool)
             if runner not in (runners or []):
@@ -201,7 +156,7 @@ class DuckQueue:
             est = 0.0
             n_tests = 0
             unknown_batch = False
-            item_tests = self._pool_tests(con, run, pool).tests
+            item_tests = self.kept.pool(con, run, pool).tests
             for idx, estimate, unknown, remaining in candidates:
                 if n_tests >= config.max_batch_tests:
                     break
@@ -262,10 +217,10 @@ class DuckQueue:
         final: bool = True,
     ) -> CompleteResult:
         with self._db.transaction() as con:
-            config = self._config(con, run)
+            config = self.kept.config(con, run)
             pool, items, _expires, is_open, runner = lease_row(con, run, lease_id)
             leased = set(items)
-            pool_owner = self._pool_tests(con, run, pool).owner
+            pool_owner = self.kept.pool(con, run, pool).owner
             owner: dict[str, int] = {}
             first: dict[str, TestResult] = {}  # the first result of each leased test
             for res in results:
@@ -309,55 +264,17 @@ class DuckQueue:
                         "WHERE run = ? AND lease_id = ?",
                         [run, lease_id],
                     )
-                    missing = self._close_items(con, run, pool, runner, items)
+                    kept = self.kept.pool(con, run, pool)
+                    missing = finish_items(con, run, pool, runner, items, kept.tests, kept.owner)
                 else:
                     touch(con, run, runner, now, config.lease_timeout_s)
             return CompleteResult(
                 tuple(accepted), tuple(duplicates), tuple(foreign), tuple(missing)
             )
 
-    def _close_items(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        run: str,
-        pool: str,
-        runner: str,
-        items: Sequence[int],
-    ) -> list[str]:
-        """A final completion: the lease's tests still without a result are ``missing``;
-        its items are finished. Returns the missing tests, sorted."""
-        unfinished = [
-            int(r[0])
-            for r in con.execute(
-                "SELECT idx FROM queue_items WHERE run = ? AND pool = ? AND remaining > 0 "
-                "AND idx IN (SELECT unnest(?))",
-                [run, pool, list(items)],
-            ).fetchall()
-        ]
-        if not unfinished:  # the usual case: every test reported (remaining 0: not queued)
-            return []
-        pool_items = self._pool_tests(con, run, pool)
-        done = done_tests(con, run, pool, unfinished)
-        missing = sorted(t for idx in unfinished for t in pool_items.tests[idx] if t not in done)
-        if missing:
-            insert_results(
-                con,
-                run,
-                pool,
-                runner,
-                pool_items.owner,
-                [TestResult(t, "missing", 0.0) for t in missing],
-            )
-        con.execute(
-            "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
-            "AND pool = ? AND idx IN (SELECT unnest(?))",
-            [run, pool, unfinished],
-        )
-        return missing
-
     def heartbeat(self, run: str, lease_id: str, now: float) -> float:
         with self._db.transaction() as con:
-            config = self._config(con, run)
+            config = self.kept.config(con, run)
             pool, _items, expires, is_open, runner = lease_row(con, run, lease_id)
             if not is_open:
                 raise LeaseError(
@@ -378,7 +295,7 @@ class DuckQueue:
 
     def cancel(self, run: str, lease_id: str, now: float) -> int:
         with self._db.transaction() as con:
-            self._config(con, run)
+            self.kept.config(con, run)
             pool, items, _expires, is_open, _runner = lease_row(con, run, lease_id)
             if not is_open:
                 return 0
@@ -397,7 +314,7 @@ class DuckQueue:
     # -- reporting ----------------------------------------------------------------------------
     def progress(self, run: str, pool: str | None = None) -> Progress:
         with self._db.locked() as con:
-            self._config(con, run)
+            self.kept.config(con, run)
             if pool is not None:
                 pool_row(con, run, pool)
             pool_sql = " AND pool = ?" if pool is not None else ""
@@ -448,7 +365,7 @@ class DuckQueue:
 
     def results(self, run: str) -> Mapping[str, TestResult]:
         with self._db.locked() as con:
-            self._config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT test_id, outcome, coalesce(duration_s, 0), message, runner "
                 "FROM queue_results WHERE run = ?",
@@ -458,7 +375,7 @@ class DuckQueue:
 
     def expired_leases(self, run: str) -> Sequence[ExpiredLease]:
         with self._db.locked() as con:
-            self._config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT lease_id, pool, runner, coalesce(requeued, 0), shard FROM queue_leases "
                 "WHERE run = ? AND closed = 'expired' ORDER BY lease_id",

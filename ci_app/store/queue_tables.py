@@ -26,6 +26,7 @@ from ci_app.store.database import first_row
 __all__ = [
     "done_tests",
     "expire_leases",
+    "finish_items",
     "insert_results",
     "items_table",
     "lease_row",
@@ -199,6 +200,41 @@ def insert_results(
     finally:
         con.unregister("_bulk_queue_results")
     return {str(r[0]) for r in rows}
+
+
+def finish_items(
+    con: duckdb.DuckDBPyConnection,
+    run: str,
+    pool: str,
+    runner: str,
+    items: Sequence[int],
+    tests: Mapping[int, Sequence[str]],
+    owner: Mapping[str, int],
+) -> list[str]:
+    """A lease's final completion: its tests still without a result are stored as
+    ``missing`` and its items are finished. Returns the missing tests, sorted. ``tests`` and
+    ``owner``: the pool's tests per item, and each test's item."""
+    unfinished = [
+        int(r[0])
+        for r in con.execute(
+            "SELECT idx FROM queue_items WHERE run = ? AND pool = ? AND remaining > 0 "
+            "AND idx IN (SELECT unnest(?))",
+            [run, pool, list(items)],
+        ).fetchall()
+    ]
+    if not unfinished:  # the usual case: every test reported (remaining 0: not queued)
+        return []
+    done = done_tests(con, run, pool, unfinished)
+    missing = sorted(t for idx in unfinished for t in tests[idx] if t not in done)
+    if missing:
+        results = [TestResult(t, "missing", 0.0) for t in missing]
+        insert_results(con, run, pool, runner, owner, results)
+    con.execute(
+        "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
+        "AND pool = ? AND idx IN (SELECT unnest(?))",
+        [run, pool, unfinished],
+    )
+    return missing
 
 
 def requeue(con: duckdb.DuckDBPyConnection, run: str, pool: str, items: Sequence[int]) -> int:

@@ -158,9 +158,9 @@ def test_runs_served_together_stay_right_when_the_kept_items_are_evicted(
 ) -> None:
     """The items' tests kept in memory are a cache: with room for one pool only, two runs
     served in turn reload them on every call and answer as with room for both."""
-    import ci_app.store.queue as duck_queue
+    import ci_app.store.queue_kept as queue_kept
 
-    monkeypatch.setattr(duck_queue, "_CACHED_TESTS", 1)
+    monkeypatch.setattr(queue_kept, "CACHED_TESTS", 1)
     q = store.queue
     for run in ("a", "b"):
         group = QueueItem(f"{run}-g", 9.0, tests=(f"{run}1", f"{run}2", f"{run}3"))
@@ -183,7 +183,7 @@ def test_runs_served_together_stay_right_when_the_kept_items_are_evicted(
     assert q.complete("b", lb.lease_id, ok(("b1", "b3")), 5.0).accepted == ("b1", "b3")
     assert q.progress("a").outcomes == {"passed": 2, "missing": 1}
     assert q.progress("b").outcomes == {"passed": 3}
-    assert len(q._tests) == 1  # the other run was evicted on each switch
+    assert len(q.kept) == 1  # the other run's pool was evicted on each switch
 
 
 # -- differential test: random operation sequences give identical answers -----------------------
