@@ -12,7 +12,10 @@ and prints, measured side by side in this one run:
    the first worker to the end of the last) and the workers' CPU time, the app server's CPU
    apart, the runs interleaved (static, queue, static, queue ...) and the medians compared;
    the queue runs against the real app (``ci-app serve``: gunicorn, DuckDB), on this machine
-   (it competes with the workers for the CPUs, as it would not in CI);
+   (it competes with the workers for the CPUs, as it would not in CI); "others' CPU" is what
+   the machine spent on anything else meanwhile (a shared machine: the two modes compete
+   with the same load only when those are about equal). Both modes run with one environment
+   (``Env.environ``: the same BLAS/OpenMP thread settings, whatever the caller's are);
 3. a queue run with one worker SIGKILLed half-way through its share: every planned test
    reported exactly once after the report step's merge (the killed worker's journal, the
    queue's record, the accounting), and the tests run twice (finished by the killed worker
@@ -128,22 +131,25 @@ def _run(argv: Sequence[str | Path], **kw: Any) -> subprocess.CompletedProcess[s
     return subprocess.run([str(a) for a in argv], check=True, text=True, **kw)
 
 
-def prepare(cache: Path, suites: Sequence[Suite]) -> tuple[Env, dict[str, Path]]:
-    """The sdists (downloaded once), unpacked; the test venv with the suites' extra deps."""
+def prepare(cache: Path, suites: Sequence[Suite], tmp: Path) -> tuple[Env, dict[str, Path]]:
+    """The sdists (downloaded once), unpacked; the test venv with the suites' extra deps; the
+    plugin of *this* checkout under ``tmp`` (a shared cache's link could name another
+    checkout, or a removed one)."""
     sdists = cache / "sdists"
     sdists.mkdir(parents=True, exist_ok=True)
     venv = cache / "venv"
     python = venv / "bin" / "python"
     if not python.exists():
         _run([sys.executable, "-m", "venv", venv])
-        site = Path(
-            _run(
-                [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                capture_output=True,
-            ).stdout.strip()
-        )
-        # share what the project's venv has (pytest, numpy, scipy, matplotlib, lxml)
-        (site / "zz-ci-fanout-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    site = Path(
+        _run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+        ).stdout.strip()
+    )
+    # share what the project's venv has (pytest, numpy, scipy, matplotlib, lxml): this
+    # checkout's, each time (the cache outlives the checkout that made it)
+    (site / "zz-ci-fanout-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     deps = sorted({d for s in suites for d in s.deps})
     if deps:
         _run([python, "-m", "pip", "install", "--quiet", *deps], capture_output=True)
@@ -183,7 +189,7 @@ def prepare(cache: Path, suites: Sequence[Suite]) -> tuple[Env, dict[str, Path]]
         if s.install:
             _run([python, "-m", "pip", "install", "--quiet", "--no-deps", src], capture_output=True)
         sources[s.name] = src
-    plugin = plugin_dir(cache / "plugin")
+    plugin = plugin_dir(tmp / "plugin")
     return Env(cache, python, plugin), sources
 
 
@@ -352,6 +358,10 @@ class Bench:
         self.tmp = tmp / suite.name
         self.tmp.mkdir(parents=True)
         self.n_runs = 0
+        #: CPU seconds the machine gave to anything but the workers and the app server during
+        #: the last run (other users of a shared machine: the two modes' runs compete with
+        #: the same load only if this is about equal)
+        self.others = 0.0
 
     def baseline(self) -> tuple[Matrix, Inventory, dict[str, Any]]:
         inv_path = self.tmp / "inventory.json"
@@ -394,6 +404,7 @@ class Bench:
 
     def static(self, matrix: Matrix, k: int) -> tuple[float, float, list[str]]:
         (self.tmp / "m.json").write_text(json.dumps(matrix.to_dict()))
+        busy0, server0 = _machine_busy(), self.server.cpu_s()
         procs = [
             start(
                 self.env,
@@ -414,6 +425,8 @@ class Bench:
             for s in matrix.shards[:k]
         ]
         wait_all(procs)
+        self.others = _machine_busy() - busy0 - (self.server.cpu_s() - server0)
+        self.others -= sum(p.cpu_s for p in procs)
         ids = [
             t.id
             for s in matrix.shards[:k]
@@ -431,7 +444,7 @@ class Bench:
             "POST", "/api/v1/queue", {"run": run_id, "matrix": matrix.to_dict()}
         )
         (self.tmp / "m.json").write_text(json.dumps(matrix.to_dict()))
-        cpu0 = self.server.cpu_s()
+        busy0, cpu0 = _machine_busy(), self.server.cpu_s()
         procs = []
         for i, s in enumerate(matrix.shards[:k]):
             procs.append(
@@ -470,6 +483,7 @@ class Bench:
             threading.Thread(target=_kill_at, args=(victim, journal, progress), daemon=True).start()
         wait_all(procs)
         server_cpu = self.server.cpu_s() - cpu0
+        self.others = _machine_busy() - busy0 - server_cpu - sum(p.cpu_s for p in procs)
         sets = []
         for p in procs:
             rs = ingest_paths([self.tmp / f"{run_id}-{p.name}.xml"])
@@ -499,6 +513,12 @@ def _kill_at(proc: Proc, journal: Path, progress: Callable[[], float]) -> None:
             os.kill(proc.popen.pid, signal.SIGKILL)
             return
         time.sleep(0.05)
+
+
+def _machine_busy() -> float:
+    """CPU seconds all CPUs of the machine spent busy since boot."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0))
 
 
 def _wall(procs: Sequence[Proc]) -> float:
@@ -551,28 +571,33 @@ def bench_suite(
     out.append("")
     out.append(
         "| workers | static wall | queue wall | wall ratio | static CPU | queue CPU | CPU ratio "
-        "| app server CPU | target |"
+        "| app server CPU | others' CPU (static / queue) | target |"
     )
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     planned = {t.id for t in inventory.tests}
     for k in () if kill_only else workers:
         static_m = plan_from(inventory, junit, k, "static")
         queue_m = plan_from(inventory, junit, k, "queue")
         st, qu = Timing(), Timing()
         server_cpu: list[float] = []
+        others: tuple[list[float], list[float]] = ([], [])
         for _ in range(reps):
             wall, cpu, ids = b.static(static_m, k)
             st.add(wall, cpu)
+            others[0].append(b.others)
             _check_once("static", ids, planned)
             wall, cpu, sets, extra = b.queue(queue_m, k)
             qu.add(wall, cpu)
+            others[1].append(b.others)
             server_cpu.append(extra["server_cpu"])
             _check_once("queue", [t.id for rs in sets for t in rs.tests], planned)
         sw, qw = statistics.median(st.wall), statistics.median(qu.wall)
         sc, qc = statistics.median(st.cpu), statistics.median(qu.cpu)
         out.append(
             f"| {k} | {sw:.1f} s | {qw:.1f} s | {qw / sw:.3f} | {sc:.1f} s | {qc:.1f} s | "
-            f"{qc / sc:.3f} | {statistics.median(server_cpu):.1f} s | ≤ {1 + suite.target:.2f} |"
+            f"{qc / sc:.3f} | {statistics.median(server_cpu):.1f} s | "
+            f"{statistics.median(others[0]):.1f} s / {statistics.median(others[1]):.1f} s | "
+            f"≤ {1 + suite.target:.2f} |"
         )
         print(out[-1], file=sys.stderr, flush=True)
     out.extend(["", kill_check(b, inventory, junit, max(workers))])
@@ -641,12 +666,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     suites = [SUITES[s] for s in args.suites.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
-    env, sources = prepare(Path(args.cache).expanduser(), suites)
     lines = [
         f"# bench/real_suites.py — {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU(s), "
         f"reps {args.reps} (medians)"
     ]
     with tempfile.TemporaryDirectory(prefix="ci-fanout-bench-") as tmp:
+        env, sources = prepare(Path(args.cache).expanduser(), suites, Path(tmp))
         server = Server(Path(tmp))
         try:
             for s in suites:

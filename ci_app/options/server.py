@@ -113,7 +113,9 @@ class Settings:
     job_max_attempts: int = opt(5, "failures before a job is parked")
     job_backoff_s: float = opt(5.0, "first retry delay; doubles each attempt")
     job_backoff_max_s: float = opt(600.0, "longest retry delay")
-    job_poll_s: float = opt(0.2, "idle job worker polling interval")
+    job_poll_s: float = opt(
+        0.2, "idle job worker polling interval, doubling to 1 s while idle (a new job wakes it)"
+    )
     # -- runners -------------------------------------------------------------------------------
     runner_offline_after_s: float = opt(300.0, "mark a runner offline after this without heartbeat")
     label_sync: bool = opt(True, "sync runner labels to the provider")

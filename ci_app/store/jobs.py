@@ -7,6 +7,7 @@ crash never keeps one without the other. Times are epoch seconds (callers pass a
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,9 @@ class Jobs:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: set when a job may have become due (queued here, or a parked one re-queued): idle
+        #: job workers wait on it instead of polling the table
+        self.wakeup = threading.Event()
 
     # ------------------------------------------------------------------ deliveries
     def accept_deliveries(
@@ -139,6 +143,8 @@ class Jobs:
                     job_rows,
                 ).fetchall()
                 ids = {str(k): int(v) for k, v in got}
+        if ids:
+            self.wakeup.set()
         per_item: dict[int, list[int]] = {}
         for i, key in keys:
             if key in ids:
@@ -190,7 +196,8 @@ class Jobs:
                 [kind, json.dumps(payload), run_after or now, idempotency_key, now, now],
             )
             assert row is not None
-            return int(row[0])
+        self.wakeup.set()
+        return int(row[0])
 
     def lease(self, now: float, lease_s: float) -> Job | None:
         """Lease the oldest due job, or one whose lease ran out, in ONE statement (DuckDB
@@ -242,6 +249,7 @@ class Jobs:
             "WHERE id = ? AND state = 'parked'",
             [now, now, job_id],
         )
+        self.wakeup.set()
 
     def job(self, job_id: int) -> Job | None:
         row = self._db.one(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608

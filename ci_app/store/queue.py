@@ -39,16 +39,16 @@ from ci_app.matrix.queue import (
     max_unknown_per_batch,
 )
 from ci_app.store.database import Database, first_row, insert_arrow
+from ci_app.store.queue_kept import KeptRuns
 from ci_app.store.queue_tables import (
+    done_tests,
     expire_leases,
+    finish_items,
     insert_results,
     items_table,
     lease_row,
     pool_row,
-    remaining_counts,
-    remaining_tests,
     requeue,
-    run_config,
     touch,
 )
 
@@ -56,10 +56,17 @@ __all__ = ["DuckQueue"]
 
 
 class DuckQueue:
-    """DuckDB implementation of :class:`~ci_app.matrix.queue.QueueState`."""
+    """DuckDB implementation of :class:`~ci_app.matrix.queue.QueueState`.
+
+    What never changes after :meth:`create_run` (a run's config, its items' tests) is read
+    once and kept (runs are never deleted or re-created), so that a lease or a completion
+    reads and writes only the rows that change: leases, counters, results.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: what never changes in a run, read once (tests look at it)
+        self.kept = KeptRuns()
 
     # -- setup ----------------------------------------------------------------------------
     def create_run(
@@ -108,7 +115,7 @@ class DuckQueue:
 
     def pools(self, run: str) -> Mapping[str, frozenset[str]]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT pool, labels FROM queue_pools WHERE run = ?", [run]
             ).fetchall()
@@ -119,7 +126,7 @@ class DuckQueue:
         self, run: str, pool: str, runner: str, now: float, *, shard: str | None = None
     ) -> LeaseResult:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self.kept.config(con, run)
             workers, runners = pool_row(con, run, pool)
             expire_leases(con, now, run=run, pool=pool)
             if runner not in (runners or []):
@@ -140,16 +147,17 @@ class DuckQueue:
             target = batch_target_s(pending_s, n_workers, config)
             unknown_cap = max_unknown_per_batch(pending_unknown, n_workers, config)
             candidates = con.execute(
-                "SELECT idx, estimate_s, unknown FROM queue_items "
+                "SELECT idx, estimate_s, unknown, remaining FROM queue_items "
                 "WHERE run = ? AND pool = ? AND queued AND remaining > 0 ORDER BY idx LIMIT ?",
                 [run, pool, config.max_batch_tests],
             ).fetchall()
             taken: list[int] = []
+            partly_done: list[int] = []  # re-queued items some of whose tests have results
             est = 0.0
             n_tests = 0
             unknown_batch = False
-            counts = remaining_counts(con, run, pool, [int(c[0]) for c in candidates])
-            for idx, estimate, unknown in candidates:
+            item_tests = self.kept.pool(con, run, pool).tests
+            for idx, estimate, unknown, remaining in candidates:
                 if n_tests >= config.max_batch_tests:
                     break
                 if taken:
@@ -160,7 +168,9 @@ class DuckQueue:
                 else:
                     unknown_batch = bool(unknown)
                 taken.append(int(idx))
-                n_tests += counts.get(int(idx), 0)
+                if int(remaining) < len(item_tests[int(idx)]):
+                    partly_done.append(int(idx))
+                n_tests += int(remaining)
                 est += float(estimate)
                 if est >= target:
                     break
@@ -174,7 +184,8 @@ class DuckQueue:
                     wait = min(config.wait_s, max(0.1, float(open_row[0]) - now))
                     return Wait(retry_after_s=wait)
                 return Done()
-            tests = remaining_tests(con, run, pool, taken)
+            done = done_tests(con, run, pool, partly_done)
+            tests = [t for idx in taken for t in item_tests[idx] if t not in done]
             con.execute(
                 "UPDATE queue_items SET queued = false WHERE run = ? AND pool = ? "
                 "AND idx IN (SELECT unnest(?))",
@@ -206,48 +217,38 @@ class DuckQueue:
         final: bool = True,
     ) -> CompleteResult:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self.kept.config(con, run)
             pool, items, _expires, is_open, runner = lease_row(con, run, lease_id)
+            leased = set(items)
+            pool_owner = self.kept.pool(con, run, pool).owner
             owner: dict[str, int] = {}
-            for idx, tests in con.execute(
-                "SELECT idx, tests FROM queue_items WHERE run = ? AND pool = ? "
-                "AND idx IN (SELECT unnest(?))",
-                [run, pool, items],
-            ).fetchall():
-                for t in tests:
-                    owner[t] = int(idx)
-            reported = [r.id for r in results if r.id in owner]
-            have = (
-                {
-                    r[0]
-                    for r in con.execute(
-                        "SELECT test_id FROM queue_results WHERE run = ? "
-                        "AND test_id IN (SELECT unnest(?))",
-                        [run, reported],
-                    ).fetchall()
-                }
-                if reported
+            first: dict[str, TestResult] = {}  # the first result of each leased test
+            for res in results:
+                idx = pool_owner.get(res.id)
+                if idx is not None and idx in leased:
+                    owner[res.id] = idx
+                    first.setdefault(res.id, res)
+            # tests with a result already (this lease's earlier completions, another
+            # runner's lease after a re-queue) are not stored again
+            stored = (
+                insert_results(con, run, pool, runner, owner, list(first.values()))
+                if first
                 else set()
             )
             accepted: list[str] = []
             duplicates: list[str] = []
             foreign: list[str] = []
-            new: list[TestResult] = []
             per_item: dict[int, int] = {}
             for res in results:
                 if res.id not in owner:
                     foreign.append(res.id)
-                    continue
-                if res.id in have:
+                elif res.id in stored:
+                    stored.discard(res.id)
+                    accepted.append(res.id)
+                    per_item[owner[res.id]] = per_item.get(owner[res.id], 0) + 1
+                else:
                     duplicates.append(res.id)
-                    continue
-                have.add(res.id)
-                accepted.append(res.id)
-                new.append(res)
-                idx = owner[res.id]
-                per_item[idx] = per_item.get(idx, 0) + 1
-            if new:
-                insert_results(con, run, pool, runner, owner, new)
+            if per_item:
                 con.execute(
                     "UPDATE queue_items AS i SET remaining = i.remaining - d.n, "
                     "queued = i.queued AND i.remaining - d.n > 0 "
@@ -263,21 +264,8 @@ class DuckQueue:
                         "WHERE run = ? AND lease_id = ?",
                         [run, lease_id],
                     )
-                    missing = sorted(remaining_tests(con, run, pool, sorted(items)))
-                    if missing:
-                        insert_results(
-                            con,
-                            run,
-                            pool,
-                            runner,
-                            owner,
-                            [TestResult(t, "missing", 0.0) for t in missing],
-                        )
-                    con.execute(
-                        "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
-                        "AND pool = ? AND idx IN (SELECT unnest(?))",
-                        [run, pool, items],
-                    )
+                    kept = self.kept.pool(con, run, pool)
+                    missing = finish_items(con, run, pool, runner, items, kept.tests, kept.owner)
                 else:
                     touch(con, run, runner, now, config.lease_timeout_s)
             return CompleteResult(
@@ -286,7 +274,7 @@ class DuckQueue:
 
     def heartbeat(self, run: str, lease_id: str, now: float) -> float:
         with self._db.transaction() as con:
-            config = run_config(con, run)
+            config = self.kept.config(con, run)
             pool, _items, expires, is_open, runner = lease_row(con, run, lease_id)
             if not is_open:
                 raise LeaseError(
@@ -307,6 +295,7 @@ class DuckQueue:
 
     def cancel(self, run: str, lease_id: str, now: float) -> int:
         with self._db.transaction() as con:
+            self.kept.config(con, run)
             pool, items, _expires, is_open, _runner = lease_row(con, run, lease_id)
             if not is_open:
                 return 0
@@ -325,7 +314,7 @@ class DuckQueue:
     # -- reporting ----------------------------------------------------------------------------
     def progress(self, run: str, pool: str | None = None) -> Progress:
         with self._db.locked() as con:
-            run_config(con, run)
+            self.kept.config(con, run)
             if pool is not None:
                 pool_row(con, run, pool)
             pool_sql = " AND pool = ?" if pool is not None else ""
@@ -376,7 +365,7 @@ class DuckQueue:
 
     def results(self, run: str) -> Mapping[str, TestResult]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT test_id, outcome, coalesce(duration_s, 0), message, runner "
                 "FROM queue_results WHERE run = ?",
@@ -386,7 +375,7 @@ class DuckQueue:
 
     def expired_leases(self, run: str) -> Sequence[ExpiredLease]:
         with self._db.locked() as con:
-            run_config(con, run)
+            self.kept.config(con, run)
             rows = con.execute(
                 "SELECT lease_id, pool, runner, coalesce(requeued, 0), shard FROM queue_leases "
                 "WHERE run = ? AND closed = 'expired' ORDER BY lease_id",

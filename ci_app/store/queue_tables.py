@@ -21,19 +21,20 @@ from ci_app.matrix.queue import (
     clip_message,
     queue_order,
 )
-from ci_app.store.database import first_row, insert_arrow
+from ci_app.store.database import first_row
 
 if TYPE_CHECKING:
     import pyarrow as pa  # type: ignore[import-untyped]
 
 __all__ = [
+    "done_tests",
     "expire_leases",
+    "finish_items",
     "insert_results",
     "items_table",
     "lease_row",
     "pool_row",
-    "remaining_counts",
-    "remaining_tests",
+    "pool_tests",
     "requeue",
     "run_config",
     "touch",
@@ -129,29 +130,21 @@ def pool_row(con: duckdb.DuckDBPyConnection, run: str, pool: str) -> tuple[Any, 
     return tuple(row)
 
 
-def remaining_counts(
+def pool_tests(con: duckdb.DuckDBPyConnection, run: str, pool: str) -> dict[int, tuple[str, ...]]:
+    """Each item's tests by ``idx``: fixed when the run is created, so callers may keep them."""
+    rows = con.execute(
+        "SELECT idx, tests FROM queue_items WHERE run = ? AND pool = ?", [run, pool]
+    ).fetchall()
+    return {int(i): tuple(tests) for i, tests in rows}
+
+
+def done_tests(
     con: duckdb.DuckDBPyConnection, run: str, pool: str, idxs: Sequence[int]
-) -> dict[int, int]:
+) -> set[str]:
+    """Tests of the items ``idxs`` that have a result."""
     if not idxs:
-        return {}
-    rows = con.execute(
-        "SELECT idx, remaining FROM queue_items WHERE run = ? AND pool = ? "
-        "AND idx IN (SELECT unnest(?))",
-        [run, pool, list(idxs)],
-    ).fetchall()
-    return {int(i): int(n) for i, n in rows}
-
-
-def remaining_tests(
-    con: duckdb.DuckDBPyConnection, run: str, pool: str, idxs: Sequence[int]
-) -> list[str]:
-    """Tests of the items (in priority order) that have no result yet."""
-    rows = con.execute(
-        "SELECT i.idx, i.tests FROM queue_items i WHERE i.run = ? AND i.pool = ? "
-        "AND i.idx IN (SELECT unnest(?)) ORDER BY i.idx",
-        [run, pool, list(idxs)],
-    ).fetchall()
-    done = {
+        return set()
+    return {
         r[0]
         for r in con.execute(
             "SELECT test_id FROM queue_results WHERE run = ? AND pool = ? "
@@ -159,13 +152,12 @@ def remaining_tests(
             [run, pool, list(idxs)],
         ).fetchall()
     }
-    return [t for _, tests in rows for t in tests if t not in done]
 
 
 def lease_row(
     con: duckdb.DuckDBPyConnection, run: str, lease_id: str
 ) -> tuple[str, list[int], float, bool, str]:
-    run_config(con, run)
+    """(pool, items, expires_at, open, runner) of a lease; the caller has checked the run."""
     row = first_row(
         con,
         "SELECT pool, items, expires_at, open, runner FROM queue_leases "
@@ -195,7 +187,10 @@ def insert_results(
     runner: str,
     owner: Mapping[str, int],
     results: Sequence[TestResult],
-) -> None:
+) -> set[str]:
+    """Store the results of tests that have none yet (one statement; the primary key
+    ``(run, test_id)`` finds the others); returns the ids stored. ``results`` holds each id
+    once."""
     import pyarrow as pa
 
     n = len(results)
@@ -212,7 +207,51 @@ def insert_results(
         },
         schema=_result_schema(),
     )
-    insert_arrow(con, "queue_results", table)
+    con.register("_bulk_queue_results", table)
+    try:
+        cols = ", ".join(_result_schema().names)
+        rows = con.execute(
+            f"INSERT INTO queue_results ({cols}) SELECT {cols} FROM _bulk_queue_results "  # noqa: S608
+            "ON CONFLICT DO NOTHING RETURNING test_id"
+        ).fetchall()
+    finally:
+        con.unregister("_bulk_queue_results")
+    return {str(r[0]) for r in rows}
+
+
+def finish_items(
+    con: duckdb.DuckDBPyConnection,
+    run: str,
+    pool: str,
+    runner: str,
+    items: Sequence[int],
+    tests: Mapping[int, Sequence[str]],
+    owner: Mapping[str, int],
+) -> list[str]:
+    """A lease's final completion: its tests still without a result are stored as
+    ``missing`` and its items are finished. Returns the missing tests, sorted. ``tests`` and
+    ``owner``: the pool's tests per item, and each test's item."""
+    unfinished = [
+        int(r[0])
+        for r in con.execute(
+            "SELECT idx FROM queue_items WHERE run = ? AND pool = ? AND remaining > 0 "
+            "AND idx IN (SELECT unnest(?))",
+            [run, pool, list(items)],
+        ).fetchall()
+    ]
+    if not unfinished:  # the usual case: every test reported (remaining 0: not queued)
+        return []
+    done = done_tests(con, run, pool, unfinished)
+    missing = sorted(t for idx in unfinished for t in tests[idx] if t not in done)
+    if missing:
+        results = [TestResult(t, "missing", 0.0) for t in missing]
+        insert_results(con, run, pool, runner, owner, results)
+    con.execute(
+        "UPDATE queue_items SET remaining = 0, queued = false WHERE run = ? "
+        "AND pool = ? AND idx IN (SELECT unnest(?))",
+        [run, pool, unfinished],
+    )
+    return missing
 
 
 def requeue(con: duckdb.DuckDBPyConnection, run: str, pool: str, items: Sequence[int]) -> int:

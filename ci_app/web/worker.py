@@ -30,6 +30,9 @@ __all__ = ["JobWorker"]
 
 MAINTENANCE_EVERY_S = 5.0
 YIELD_MAX_S = 0.1
+#: an idle worker polls every ``job-poll-s``, doubling up to this while nothing is due (a job
+#: queued in this process wakes it at once; a retry's ``run_after`` waits at most this long)
+IDLE_POLL_MAX_S = 1.0
 
 
 class JobWorker:
@@ -62,6 +65,7 @@ class JobWorker:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self.ctx.store.jobs.wakeup.set()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -72,6 +76,9 @@ class JobWorker:
 
     # -- work -----------------------------------------------------------------------------------
     def _loop(self) -> None:
+        poll = self.ctx.settings.job_poll_s
+        wakeup = self.ctx.store.jobs.wakeup
+        idle = poll
         while not self._stop.is_set():
             try:
                 worked = self.run_one()
@@ -80,8 +87,13 @@ class JobWorker:
                     return  # the store is gone: the process is restarting
                 log.exception("job worker error")
                 worked = False
-            if not worked:
-                self._stop.wait(self.ctx.settings.job_poll_s)
+            if worked:
+                idle = poll
+            elif wakeup.wait(idle):  # each empty poll costs a write transaction (~1 ms)
+                wakeup.clear()
+                idle = poll
+            else:
+                idle = min(idle * 2, max(poll, IDLE_POLL_MAX_S))
 
     def _yield_to_deliveries(self) -> None:
         """Webhook acks are latency-critical, jobs are not: while deliveries wait to be

@@ -153,6 +153,39 @@ def test_a_big_completion_is_stored_in_bulk(store: Store) -> None:
     assert p.completed == 2000 and p.pending == 62_000 and p.leased == 0
 
 
+def test_runs_served_together_stay_right_when_the_kept_items_are_evicted(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The items' tests kept in memory are a cache: with room for one pool only, two runs
+    served in turn reload them on every call and answer as with room for both."""
+    import ci_app.store.queue_kept as queue_kept
+
+    monkeypatch.setattr(queue_kept, "CACHED_TESTS", 1)
+    q = store.queue
+    for run in ("a", "b"):
+        group = QueueItem(f"{run}-g", 9.0, tests=(f"{run}1", f"{run}2", f"{run}3"))
+        single = QueueItem(f"{run}-s", 1.0)
+        q.create_run(run, {"cpu": PoolSpec((group, single), 1)}, CFG, 0.0)
+    la, lb = q.lease("a", "cpu", "x", 0.0), q.lease("b", "cpu", "y", 0.0)
+    assert isinstance(la, Lease) and isinstance(lb, Lease)
+    assert la.tests == ("a1", "a2", "a3") and lb.tests == ("b1", "b2", "b3")
+    # a test of the other run is foreign; a result sent twice is a duplicate
+    res = q.complete("a", la.lease_id, [*ok(("a1", "b1")), *ok(("a1",))], 1.0, final=False)
+    assert (res.accepted, res.foreign, res.duplicates) == (("a1",), ("b1",), ("a1",))
+    assert q.complete("b", lb.lease_id, ok(("b2",)), 1.0, final=False).accepted == ("b2",)
+    assert q.cancel("a", la.lease_id, 2.0) == 2  # a2, a3 go back; a1 has its result
+    again = q.lease("a", "cpu", "z", 3.0)
+    assert isinstance(again, Lease) and again.tests == ("a2", "a3")
+    late = q.complete("a", la.lease_id, ok(("a2",)), 4.0)  # the cancelled lease, late
+    assert late.accepted == ("a2",) and late.missing == ()
+    final = q.complete("a", again.lease_id, ok(("a2",)), 5.0)
+    assert final.duplicates == ("a2",) and final.missing == ("a3",)
+    assert q.complete("b", lb.lease_id, ok(("b1", "b3")), 5.0).accepted == ("b1", "b3")
+    assert q.progress("a").outcomes == {"passed": 2, "missing": 1}
+    assert q.progress("b").outcomes == {"passed": 3}
+    assert len(q.kept) == 1  # the other run's pool was evicted on each switch
+
+
 # -- differential test: random operation sequences give identical answers -----------------------
 
 _item = st.tuples(

@@ -393,3 +393,22 @@ def test_real_probe_heartbeat_client_against_the_app(server: Server) -> None:
         assert bad.beat().status == 401
     finally:
         http.shutdown()
+
+
+def test_an_idle_job_worker_wakes_when_a_job_is_queued(server: Server) -> None:
+    """Idle workers wait on ``Jobs.wakeup`` (set when a job may be due) instead of polling
+    the table with a write transaction several times a second."""
+    jobs = server.store.jobs
+    jobs.wakeup.clear()
+    jobs.enqueue("no.such.kind", {}, now=server.clock.now)
+    assert jobs.wakeup.is_set()
+    worker = server.ctx.worker
+    assert worker.run_one() and not worker.run_one()  # parked; nothing due now
+    jobs.wakeup.clear()
+    (parked,) = jobs.list_jobs(state="parked")
+    jobs.requeue_parked(parked.id, now=server.clock.now)
+    assert jobs.wakeup.is_set()
+    assert worker.run_one()
+    jobs.wakeup.clear()
+    worker.stop()  # releases the waiting threads at once
+    assert jobs.wakeup.is_set()
