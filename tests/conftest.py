@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,20 @@ def _guarded_connect(self: socket.socket, address: Any) -> None:
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     yield
+
+
+#: ``CI_FANOUT_*`` variables a developer may set for the test run itself (where ``../shared``
+#: is; the pure-Python readers); every other one is a setting the code under test would read
+_RUN_SETTINGS = frozenset({"CI_FANOUT_SHARED", "CI_FANOUT_PURE_PYTHON"})
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the ``CI_FANOUT_*`` settings they set themselves: a developer's (or a
+    CI job's) ``CI_FANOUT_SHARDS=2`` must not change what ``ci-app plan`` gives in a test."""
+    for name in [n for n in os.environ if n.startswith("CI_FANOUT_")]:
+        if name not in _RUN_SETTINGS:
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
