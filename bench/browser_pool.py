@@ -116,15 +116,22 @@ class Phase:
     peak_rss: int
 
 
-def timed(n: int, one: Callable[[], None]) -> Phase:
+def timed(n: int, one: Callable[[], None], after: Callable[[], None] | None = None) -> Phase:
+    """``n`` calls of ``one``; ``after`` (a measurement, not a test) runs between them and its
+    time is left out of the wall time."""
     per: list[float] = []
+    aside = 0.0
     with RssSampler() as rss:
         t0 = time.perf_counter()
         for _ in range(n):
             t = time.perf_counter()
             one()
             per.append(time.perf_counter() - t)
-        wall = time.perf_counter() - t0
+            if after is not None:
+                t = time.perf_counter()
+                after()
+                aside += time.perf_counter() - t
+        wall = time.perf_counter() - t0 - aside
     return Phase(wall, per, rss.peak)
 
 
@@ -153,15 +160,17 @@ def pool_phase(n: int, pool: BrowserPool) -> tuple[Phase, int]:
     largest = 0
 
     def one() -> None:
-        nonlocal largest
         lease = pool.lease()
         try:
             assert bounded_evaluate(lease.page, TEST_JS, timeout_s=30) is True
-            largest = max(largest, lease.browser.rss_bytes())
         finally:
             pool.release(lease)
 
-    return timed(n, one), largest
+    def measure() -> None:  # a process-tree walk (a few ms): not part of a test
+        nonlocal largest
+        largest = max([largest, *(b.rss_bytes() for b in pool.alive())])
+
+    return timed(n, one, measure), largest
 
 
 def recovery(pool: BrowserPool, trials: int, *, spare: bool) -> list[float]:

@@ -474,15 +474,20 @@ class BrowserPool:
 
     def _fresh_page(self, slot: Slot) -> None:
         """A new page (new document) in the slot's warm context, opened from the old one so
-        that it reuses the renderer process; storage, cookies and permissions cleared."""
+        that it reuses the renderer process; storage, cookies and permissions cleared.
+
+        The web storage is cleared before the open (a new tab copies its opener's
+        ``sessionStorage``); the asynchronous stores (IndexedDB, caches, service workers)
+        while the new page loads, which no test can see before it has the page."""
         old = slot.page
         slot.context.clear_cookies()
         slot.context.clear_permissions()
         with slot.context.expect_page(timeout=self.config.timeout_s * 1000) as info:
             bounded_evaluate(
                 old,
-                "async (u) => { await window.__ciFanout.resetStorage(); "
-                "window.open(u, '_blank'); }",
+                "async (u) => { try { sessionStorage.clear(); localStorage.clear(); } "
+                "catch (e) { /* opaque origin */ } window.open(u, '_blank'); "
+                "await window.__ciFanout.resetStorage(); }",
                 self.url,
                 timeout_s=self.config.health_timeout_s,
             )
