@@ -16,10 +16,11 @@ and prints, measured side by side in this one run:
    the machine spent on anything else meanwhile (a shared machine: the two modes compete
    with the same load only when those are about equal). Both modes run with one environment
    (``Env.environ``: the same BLAS/OpenMP thread settings, whatever the caller's are);
-3. a queue run with one worker SIGKILLed half-way through its share: every planned test
-   reported exactly once after the report step's merge (the killed worker's journal, the
-   queue's record, the accounting), and the tests run twice (finished by the killed worker
-   after its last heartbeat).
+3. a queue run with one worker SIGKILLed mid-run (``--kill-at 0.02,0.4,0.9``: in its first,
+   a middle and its last batch, one run each): every planned test reported exactly once
+   after the report step's merge (the killed worker's journal, the queue's record, the
+   accounting), and the tests run twice (finished by the killed worker after its last
+   heartbeat).
 
 Targets (issue 13): queue overhead <= 5 % on packaging, <= 2 % on networkx; no planned test
 lost or counted twice.
@@ -435,7 +436,7 @@ class Bench:
         return _wall(procs), sum(p.cpu_s for p in procs), ids
 
     def queue(
-        self, matrix: Matrix, k: int, *, kill: bool = False
+        self, matrix: Matrix, k: int, *, kill: float | None = None
     ) -> tuple[float, float, list[ResultSet], dict[str, Any]]:
         """Wall, the runners' CPU, their result sets; ``extra["server_cpu"]``."""
         self.n_runs += 1
@@ -470,7 +471,7 @@ class Bench:
                     CI_FANOUT_QUEUE_TOKEN=created["token"],
                 )
             )
-        if kill:  # the first worker dies when the run is 40 % done
+        if kill is not None:  # the first worker dies when this share of the run is done
 
             def progress() -> float:
                 p = self.server.call(
@@ -480,7 +481,9 @@ class Bench:
 
             victim = procs[0]
             journal = self.tmp / f"{run_id}-{victim.name}.journal"
-            threading.Thread(target=_kill_at, args=(victim, journal, progress), daemon=True).start()
+            threading.Thread(
+                target=_kill_at, args=(victim, journal, progress, kill), daemon=True
+            ).start()
         wait_all(procs)
         server_cpu = self.server.cpu_s() - cpu0
         self.others = _machine_busy() - busy0 - server_cpu - sum(p.cpu_s for p in procs)
@@ -500,16 +503,15 @@ class Bench:
         return _wall(procs), sum(p.cpu_s for p in procs), sets, extra
 
 
-def _kill_at(proc: Proc, journal: Path, progress: Callable[[], float]) -> None:
-    """SIGKILL ``proc`` mid-run: once the queue holds results for 40 % of the run and the
-    worker has finished a test since its last batch completion (so it dies mid-batch, with
-    batches completed behind it)."""
+def _kill_at(proc: Proc, journal: Path, progress: Callable[[], float], at: float) -> None:
+    """SIGKILL ``proc`` once the queue holds results for ``at`` of the run and the worker has
+    finished a test (so it dies mid-batch; near 0 in its first batch, near 1 in its last)."""
     while proc.popen.poll() is None:
         try:
             n = journal.read_bytes().count(b"\n")
         except OSError:
             n = 0
-        if n and progress() >= 0.4:
+        if n and progress() >= at:
             os.kill(proc.popen.pid, signal.SIGKILL)
             return
         time.sleep(0.05)
@@ -546,6 +548,7 @@ def bench_suite(
     workers: Sequence[int],
     reps: int,
     kill_only: bool = False,
+    kill_at: Sequence[float] = (0.4,),
 ) -> list[str]:
     b = Bench(env, suite, src, tmp, server)
     _, inventory, base = b.baseline()
@@ -600,7 +603,8 @@ def bench_suite(
             f"≤ {1 + suite.target:.2f} |"
         )
         print(out[-1], file=sys.stderr, flush=True)
-    out.extend(["", kill_check(b, inventory, junit, max(workers))])
+    out.append("")
+    out.extend(kill_check(b, inventory, junit, max(workers), at) for at in kill_at)
     return out
 
 
@@ -616,9 +620,9 @@ def _check_once(mode: str, ids: list[str], planned: set[str]) -> None:
         )
 
 
-def kill_check(b: Bench, inventory: Inventory, junit: Path, k: int) -> str:
+def kill_check(b: Bench, inventory: Inventory, junit: Path, k: int, at: float) -> str:
     matrix = plan_from(inventory, junit, k, "queue")
-    wall, _cpu, sets, extra = b.queue(matrix, k, kill=True)
+    wall, _cpu, sets, extra = b.queue(matrix, k, kill=at)
     run = RunInfo(run_id=extra["run_id"], repo="bench", commit="1" * 40, branch="main")
     results, expired = parse_record(extra["record"])
     record = {r.id: r for r in results}
@@ -642,7 +646,8 @@ def kill_check(b: Bench, inventory: Inventory, junit: Path, k: int) -> str:
     once = not acc.lost and acc.ran == acc.planned - acc.not_run
     victim = next(iter(killed), "?")
     return (
-        f"kill one of {k} workers mid-run ({victim}, exit {extra['rcs'].get(victim)}): "
+        f"kill one of {k} workers at {at:.0%} of the run ({victim}, exit "
+        f"{extra['rcs'].get(victim)}): "
         f"{acc.planned:,} planned, {acc.ran:,} of them reported ({h.tests:,} tests counted, "
         f"{len(acc.unplanned)} unplanned), {len(acc.lost)} lost, "
         f"{sum(1 for n in raw.values() if n > 1)} ran twice (finished after the last "
@@ -662,6 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--kill-only", action="store_true", help="only the counts and the kill-one-worker check"
     )
+    ap.add_argument(
+        "--kill-at",
+        default="0.4",
+        help="shares of the run done when a worker is SIGKILLed, one check each "
+        "(e.g. 0.02,0.4,0.9: its first, a middle, its last batch)",
+    )
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "ci-fanout-bench"))
     args = ap.parse_args(argv)
     suites = [SUITES[s] for s in args.suites.split(",")]
@@ -676,7 +687,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             for s in suites:
                 lines += bench_suite(
-                    env, s, sources[s.name], Path(tmp), server, workers, args.reps, args.kill_only
+                    env,
+                    s,
+                    sources[s.name],
+                    Path(tmp),
+                    server,
+                    workers,
+                    args.reps,
+                    args.kill_only,
+                    [float(x) for x in args.kill_at.split(",")],
                 )
                 print("\n".join(lines[-(len(workers) + 12) :]), file=sys.stderr, flush=True)
         finally:
